@@ -1,0 +1,42 @@
+# cctv-agent — the two commands a newcomer needs: `make run` and `make test`.
+# Each installs what is missing first (Debian packages, ONNX Runtime).
+
+CARGO ?= cargo
+BIN := target/release/cctv-agent
+ORT_LIB := .cache/onnxruntime/$(shell uname -m)/libonnxruntime.so
+
+.PHONY: run test build bench deps ort clip check-config clean
+
+## make run: the agent on the bundled clip and model, with a local broker, printing predictions.
+run: build
+	scripts/run-demo.sh
+
+## make test: unit and integration tests against real Mosquitto, ONNX Runtime, OpenCV and RTSP.
+test: build
+	$(CARGO) test --release -- --test-threads=2
+
+## make build: target/release/cctv-agent, with libonnxruntime.so beside it.
+build: deps ort
+	$(CARGO) build --release
+	cp -f $(ORT_LIB) target/release/libonnxruntime.so
+
+## make bench: decode-only, inference-only and whole-pipeline frames/s on the bundled clip.
+bench: build
+	$(CARGO) bench --bench pipeline
+
+deps:
+	scripts/install-deps.sh
+
+ort: $(ORT_LIB)
+$(ORT_LIB):
+	scripts/fetch-onnxruntime.sh $(ORT_LIB)
+
+## make clip: regenerate media/road.mp4 and its truth file from the photos in media/sources.
+clip: deps
+	$(CARGO) run --release --example make_road_clip
+
+check-config: build
+	$(BIN) check-config config/example.toml
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,161 @@
+//! The supervisor: loads the model, starts every part, and shuts them down
+//! in order. Only this module spawns threads and tasks.
+//!
+//! Start: model → sequence state → publisher task → inference thread →
+//! camera threads → telemetry task.
+//! Stop (on `shutdown`): cameras stop taking frames → the frame queue closes
+//! and inference finishes what is queued → telemetry stops → the publisher
+//! sends what it holds, publishes `offline`, and waits up to
+//! `FLUSH_DEADLINE` for the broker's acknowledgements.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::camera::CameraWorker;
+use crate::config::Config;
+use crate::frame_queue::FrameQueue;
+use crate::infer::worker::InferenceWorker;
+use crate::infer::{Classifier, ModelIdentity};
+use crate::publish::messages::{rfc3339, DeviceState, StatusMessage};
+use crate::publish::{mqtt, Publisher, PublisherStats, Topics};
+use crate::seq::SeqAllocator;
+use crate::shutdown::Shutdown;
+use crate::stats::CameraStats;
+use crate::telemetry::TelemetryTask;
+
+/// How long shutdown waits for the broker to acknowledge what was sent.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
+/// Longest a shutdown may take before the agent exits regardless.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot load the model: {0}")]
+    Model(#[from] crate::infer::ModelError),
+    #[error("{0}")]
+    State(#[from] crate::seq::SeqError),
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+    #[error("inference stopped: {0}")]
+    Inference(String),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
+    let model_path = config.model.path.clone();
+    let spec_path = config.model.spec_path();
+    let threads = config.model.intra_threads;
+    let classifier = tokio::task::spawn_blocking(move || Classifier::load(&model_path, &spec_path, threads))
+        .await
+        .map_err(|e| AgentError::Inference(e.to_string()))??;
+    let model = classifier.identity().clone();
+    tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
+    let seq = SeqAllocator::open(&config.state_dir)?;
+
+    let topics = Topics::new(&config.mqtt.topic_root, &config.device_id);
+    let publisher_stats = Arc::new(PublisherStats::default());
+    let (sink, outgoing) = mpsc::channel(config.mqtt.queue_capacity);
+    let publisher = Publisher {
+        options: mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id)).map_err(AgentError::Mqtt)?,
+        status_topic: topics.status(),
+        online_payload: status_payload(&config.device_id, DeviceState::Online, Some(&model)),
+        offline_payload: status_payload(&config.device_id, DeviceState::Offline, Some(&model)),
+        stats: publisher_stats.clone(),
+    };
+    let publisher = tokio::spawn(publisher.run(outgoing, config.mqtt.queue_capacity, FLUSH_DEADLINE));
+
+    let queue = Arc::new(FrameQueue::new());
+    let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
+
+    let (inference_done, mut inference_result) = oneshot::channel();
+    let worker = InferenceWorker {
+        device_id: config.device_id.clone(),
+        camera_ids: config.cameras.iter().map(|c| c.id.clone()).collect(),
+        classifier,
+        queue: queue.clone(),
+        stats: camera_stats.clone(),
+        seq,
+        topics: topics.clone(),
+        sink: sink.clone(),
+    };
+    std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            let _ = inference_done.send(worker.run());
+        })
+        .map_err(AgentError::Thread)?;
+
+    let mut cameras = Vec::new();
+    for (index, camera) in config.cameras.iter().enumerate() {
+        let worker = CameraWorker {
+            index,
+            config: camera.clone(),
+            queue: queue.clone(),
+            stats: camera_stats[index].clone(),
+            shutdown: shutdown.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("camera-{}", camera.id))
+            .spawn(move || worker.run())
+            .map_err(AgentError::Thread)?;
+        cameras.push(handle);
+    }
+
+    let telemetry = TelemetryTask {
+        device_id: config.device_id.clone(),
+        topics,
+        interval: Duration::from_secs(config.telemetry.interval_seconds),
+        sysfs_root: config.telemetry.sysfs_root.clone(),
+        state_dir: config.state_dir.clone(),
+        model,
+        cameras: camera_stats,
+        publisher: publisher_stats,
+        queue: queue.clone(),
+        sink,
+    };
+    let telemetry = tokio::spawn(telemetry.run(shutdown.clone()));
+    tracing::info!(device = %config.device_id, cameras = cameras.len(), "agent serving");
+
+    // Serve until asked to stop, or until inference stops on its own (an error).
+    let early_end = tokio::select! {
+        _ = shutdown.wait() => None,
+        result = &mut inference_result => Some(result),
+    };
+    shutdown.trigger();
+    tracing::info!("shutting down");
+    let stop = async move {
+        // Closing first wakes cameras waiting for room; what is queued is still classified.
+        queue.close();
+        tokio::task::spawn_blocking(move || cameras.into_iter().for_each(|c| drop(c.join()))).await.ok();
+        let result = match early_end {
+            Some(result) => result,
+            None => inference_result.await,
+        };
+        let _ = telemetry.await;
+        let _ = publisher.await;
+        result
+    };
+    let result = match tokio::time::timeout(SHUTDOWN_DEADLINE, stop).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!(deadline_s = SHUTDOWN_DEADLINE.as_secs(), "shutdown took too long (is the broker reachable?); exiting with messages undelivered");
+            return Ok(());
+        }
+    };
+    match result {
+        Ok(Ok(mut seq)) => {
+            seq.close()?;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(AgentError::Inference(error)),
+        Err(_) => Err(AgentError::Inference("the inference thread panicked".into())),
+    }
+}
+
+/// The retained status payload.
+pub fn status_payload(device: &str, state: DeviceState, model: Option<&ModelIdentity>) -> Vec<u8> {
+    let message = StatusMessage { device, state, agent_version: crate::AGENT_VERSION, at: rfc3339(SystemTime::now()), model };
+    serde_json::to_vec(&message).unwrap_or_default()
+}

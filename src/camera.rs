@@ -1,0 +1,197 @@
+//! One thread per camera: opens the source with OpenCV, decodes frames, finds
+//! the regions to classify, and hands frames to the [`FrameQueue`].
+//!
+//! The loop is `run` → `run_once` → wait with backoff → `run_once` ...: any
+//! failure (missing file, unreachable URL, stream that stops) is logged with
+//! what to check, counted, and retried; other cameras are not affected.
+
+use opencv::core::{Mat, Vector};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{CameraConfig, Replay, SourceKind};
+use crate::frame_queue::{FrameJob, FrameQueue};
+use crate::regions::RegionFinder;
+use crate::shutdown::Shutdown;
+use crate::stats::{CameraState, CameraStats};
+
+/// How long opening or reading a network stream may take before it counts as failed.
+const STREAM_TIMEOUT_MS: i32 = 5000;
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Frame rate assumed for realtime replay when the file does not say.
+const FALLBACK_FPS: f64 = 25.0;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CameraError(String);
+
+/// How a successful `run_once` ended.
+enum Ended {
+    /// The file ended and does not loop.
+    Finished,
+    /// The file ended and loops: open it again at once.
+    Rewind,
+    Shutdown,
+}
+
+pub struct CameraWorker {
+    pub index: usize,
+    pub config: CameraConfig,
+    pub queue: Arc<FrameQueue>,
+    pub stats: Arc<CameraStats>,
+    pub shutdown: Shutdown,
+}
+
+impl CameraWorker {
+    pub fn run(self) {
+        let span = tracing::info_span!("camera", id = %self.config.id);
+        let _entered = span.enter();
+        let mut backoff = BACKOFF_START;
+        let mut attempts = 0u64;
+        loop {
+            if attempts > 0 {
+                CameraStats::add(&self.stats.reconnects, 1);
+            }
+            attempts += 1;
+            self.stats.set_state(CameraState::Starting);
+            let started = Instant::now();
+            match self.run_once() {
+                Ok(Ended::Finished) => {
+                    tracing::info!(url = %self.config.url, "file finished; set `loop = true` to replay it");
+                    self.stats.set_state(CameraState::Finished);
+                    return;
+                }
+                Ok(Ended::Shutdown) => break,
+                Ok(Ended::Rewind) => {
+                    backoff = BACKOFF_START;
+                    continue;
+                }
+                Err(error) => {
+                    // A source that ran for a while earns a fresh backoff.
+                    if started.elapsed() > BACKOFF_MAX {
+                        backoff = BACKOFF_START;
+                    }
+                    tracing::warn!(%error, retry_in_s = backoff.as_secs(), "camera failed; retrying");
+                    self.stats.set_error(Some(error.to_string()));
+                    self.stats.set_state(CameraState::Retrying);
+                    if self.shutdown.sleep(backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.stats.set_state(CameraState::Stopped);
+    }
+
+    fn run_once(&self) -> Result<Ended, CameraError> {
+        let source = self.config.source();
+        let mut capture = open(&source, &self.config.url)?;
+        let mut finder = RegionFinder::new(&self.config.regions, &self.config.motion)
+            .map_err(|e| CameraError(format!("cannot set up region finding: {e}")))?;
+        let is_file = matches!(source, SourceKind::File(_));
+        let wait_for_inference = is_file && self.config.replay == Replay::Asap;
+        let pace = is_file && self.config.replay == Replay::Realtime;
+        let fps = capture.get(videoio::CAP_PROP_FPS).ok().filter(|f| f.is_finite() && *f > 0.0).unwrap_or(FALLBACK_FPS);
+        let frame_interval = Duration::from_secs_f64(1.0 / fps);
+        let started = Instant::now();
+        let mut frame_index: u64 = 0;
+        let mut frame = Mat::default();
+        tracing::info!(url = %self.config.url, fps, "camera opened");
+        loop {
+            if self.shutdown.is_triggered() {
+                return Ok(Ended::Shutdown);
+            }
+            let got = capture.read(&mut frame).map_err(|e| CameraError(format!("reading {}: {e}", self.config.url)))?;
+            if !got || frame.empty() {
+                if is_file {
+                    if frame_index == 0 {
+                        return Err(CameraError(format!(
+                            "{} opened but gave no frame: is it a video file that OpenCV's FFmpeg can decode?",
+                            self.config.url
+                        )));
+                    }
+                    return Ok(if self.config.loop_file { Ended::Rewind } else { Ended::Finished });
+                }
+                return Err(CameraError(format!(
+                    "{} stopped delivering frames: check that the camera is powered and reachable",
+                    self.config.url
+                )));
+            }
+            if frame_index == 0 {
+                self.stats.set_state(CameraState::Running);
+                self.stats.set_error(None);
+            }
+            let captured_at = SystemTime::now();
+            CameraStats::add(&self.stats.frames_in, 1);
+            let regions = finder
+                .find(&frame, self.config.max_regions)
+                .map_err(|e| CameraError(format!("finding regions in frame {frame_index}: {e}")))?;
+            if regions.is_empty() {
+                CameraStats::add(&self.stats.frames_without_regions, 1);
+            } else {
+                // The queue takes the frame; decode the next one into a fresh Mat.
+                let job = FrameJob { camera: self.index, frame_index, captured_at, frame: std::mem::take(&mut frame), regions };
+                if wait_for_inference {
+                    if !self.queue.push_wait(job) {
+                        return Ok(Ended::Shutdown);
+                    }
+                } else {
+                    CameraStats::add(&self.stats.frames_dropped, self.queue.push_latest(job));
+                }
+            }
+            frame_index += 1;
+            if pace {
+                let due = frame_interval * frame_index as u32;
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    if self.shutdown.sleep(wait) {
+                        return Ok(Ended::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens a source with OpenCV; a source that did not open is an error that
+/// says what to check.
+fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
+    let capture = match source {
+        SourceKind::File(path) => {
+            if !path.exists() {
+                return Err(CameraError(format!("video file {} does not exist: fix the camera's `url`", path.display())));
+            }
+            VideoCapture::from_file(url, videoio::CAP_ANY)
+        }
+        SourceKind::Device(path) => {
+            if !path.exists() {
+                return Err(CameraError(format!("device {} does not exist: is the camera plugged in?", path.display())));
+            }
+            VideoCapture::from_file(url, videoio::CAP_V4L2)
+        }
+        SourceKind::Stream(_) => {
+            // Timeouts only work as open-time parameters of the FFmpeg backend.
+            let params = Vector::from_slice(&[
+                videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
+                STREAM_TIMEOUT_MS,
+                videoio::CAP_PROP_READ_TIMEOUT_MSEC,
+                STREAM_TIMEOUT_MS,
+            ]);
+            VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &params)
+        }
+    }
+    .map_err(|e| CameraError(format!("cannot open {url}: {e}")))?;
+    // OpenCV returns Ok even when nothing opened.
+    if !capture.is_opened().unwrap_or(false) {
+        let hint = match source {
+            SourceKind::File(_) => "is it a video file that OpenCV's FFmpeg can decode?",
+            SourceKind::Device(_) => "is it a V4L2 capture device, and may the agent's user open it?",
+            SourceKind::Stream(_) => "check the URL, the credentials, and that the camera is reachable",
+        };
+        return Err(CameraError(format!("cannot open {url}: {hint}")));
+    }
+    Ok(capture)
+}

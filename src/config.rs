@@ -1,0 +1,462 @@
+//! The agent's configuration file (TOML).
+//!
+//! Every default lives here, in the `Default` impls and `default_*` functions,
+//! and nowhere else. Unknown keys are errors (`deny_unknown_fields`), and every
+//! error names the key and what to write instead.
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The configuration `cctv-agent run` uses when no `--config` is given:
+/// the bundled model, the bundled clip, a broker on this machine.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: `{key}` {problem}")]
+    Invalid { origin: String, key: String, problem: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names this device in every topic and payload.
+    pub device_id: String,
+    /// Where the agent keeps what must survive a restart (the sequence number).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    pub cameras: Vec<CameraConfig>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/cctv-agent")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host[:port]` or `mqtts://host[:port]`.
+    pub url: String,
+    /// First topic level; topics are `<topic_root>/<device_id>/...`.
+    #[serde(default = "default_topic_root")]
+    pub topic_root: String,
+    /// MQTT client id; defaults to `cctv-agent-<device_id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default = "default_keep_alive_seconds")]
+    pub keep_alive_seconds: u64,
+    /// PEM file of the CA(s) that signed the broker's certificate (mqtts only).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Messages waiting for the MQTT client before producers wait in turn.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+fn default_topic_root() -> String {
+    "cctv".into()
+}
+fn default_keep_alive_seconds() -> u64 {
+    30
+}
+fn default_queue_capacity() -> usize {
+    256
+}
+/// CA bundle used for `mqtts://` when `ca_file` is not set (Debian's).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The ONNX file. Its spec (preprocessing, labels) is read from the
+    /// `.toml` of the same name beside it unless `spec` says otherwise.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub spec: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads. 1 is fastest on a 2-core device.
+    #[serde(default = "default_intra_threads")]
+    pub intra_threads: usize,
+}
+
+fn default_intra_threads() -> usize {
+    1
+}
+
+impl ModelConfig {
+    pub fn spec_path(&self) -> PathBuf {
+        self.spec.clone().unwrap_or_else(|| self.path.with_extension("toml"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub interval_seconds: u64,
+    /// Root of the sysfs tree read for sensors (tests point it at a fixture).
+    pub sysfs_root: PathBuf,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { interval_seconds: 10, sysfs_root: PathBuf::from("/sys") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub id: String,
+    /// A file path, an `rtsp://` (or `http(s)://`) URL, or a V4L2 device such as `/dev/video0`.
+    pub url: String,
+    #[serde(default)]
+    pub regions: RegionsConfig,
+    #[serde(default)]
+    pub replay: Replay,
+    #[serde(default, rename = "loop")]
+    pub loop_file: bool,
+    /// Classify at most this many regions per frame (the largest first).
+    #[serde(default = "default_max_regions")]
+    pub max_regions: usize,
+    #[serde(default)]
+    pub motion: MotionConfig,
+}
+
+fn default_max_regions() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Replay {
+    /// Paced at the file's frame rate; like a live camera, only the newest frame waits.
+    #[default]
+    Realtime,
+    /// As fast as inference allows; no frame is dropped.
+    Asap,
+}
+
+/// Which parts of a frame are classified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RegionsConfig {
+    /// The whole frame.
+    #[default]
+    Full,
+    /// Moving objects, found by background subtraction.
+    Motion,
+    /// Fixed rectangles `[x, y, w, h]` in pixels (lanes).
+    Fixed(Vec<[u32; 4]>),
+}
+
+impl<'de> Deserialize<'de> for RegionsConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RegionsVisitor;
+        const EXPECTED: &str = r#""full", "motion", or a list of [x, y, w, h] such as [[0, 100, 640, 200]]"#;
+        impl<'de> Visitor<'de> for RegionsVisitor {
+            type Value = RegionsConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "full" => Ok(RegionsConfig::Full),
+                    "motion" => Ok(RegionsConfig::Motion),
+                    other => Err(E::custom(format!("unknown regions \"{other}\": write {EXPECTED}"))),
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut rects = Vec::new();
+                while let Some(rect) = seq.next_element::<[u32; 4]>()? {
+                    rects.push(rect);
+                }
+                Ok(RegionsConfig::Fixed(rects))
+            }
+        }
+        deserializer.deserialize_any(RegionsVisitor)
+    }
+}
+
+/// Tuning for `regions = "motion"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionConfig {
+    /// Smallest moving blob worth classifying, as a fraction of the frame area.
+    pub min_area_fraction: f64,
+    /// Frames the background model learns from before regions are reported.
+    pub warmup_frames: u32,
+    /// Width the frame is scaled to for background subtraction (speed).
+    pub analysis_width: u32,
+    /// How fast the background model adapts after warm-up (0–1 per frame):
+    /// 0.002 forgets over ~500 frames (20 s at 25 fps).
+    pub learning_rate: f64,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        MotionConfig { min_area_fraction: 0.004, warmup_frames: 10, analysis_width: 320, learning_rate: 0.002 }
+    }
+}
+
+/// Where a camera's frames come from, decided from its `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    File(PathBuf),
+    Stream(String),
+    Device(PathBuf),
+}
+
+impl CameraConfig {
+    pub fn source(&self) -> SourceKind {
+        let url = self.url.as_str();
+        if url.contains("://") && !url.starts_with("file://") {
+            SourceKind::Stream(url.to_string())
+        } else if url.starts_with("/dev/video") {
+            SourceKind::Device(PathBuf::from(url))
+        } else {
+            SourceKind::File(PathBuf::from(url.trim_start_matches("file://")))
+        }
+    }
+}
+
+/// Broker address parsed from `mqtt.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl MqttConfig {
+    pub fn broker(&self) -> Result<BrokerAddress, String> {
+        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = self.url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            return Err(format!(
+                "is \"{}\": write mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (e.g. mqtt://127.0.0.1:1883)",
+                self.url
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port.parse::<u16>().map_err(|_| {
+                    format!("has port \"{port}\", which is not a number from 1 to 65535")
+                })?;
+                (host.to_string(), port)
+            }
+            None => (rest.to_string(), if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return Err(format!("\"{}\" has no host: write e.g. mqtt://127.0.0.1:1883", self.url));
+        }
+        Ok(BrokerAddress { host, port, tls })
+    }
+
+    pub fn client_id(&self, device_id: &str) -> String {
+        self.client_id.clone().unwrap_or_else(|| format!("cctv-agent-{device_id}"))
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are taken
+    /// relative to the file's own folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// The built-in demo config; its relative paths are taken from the current folder.
+    pub fn demo() -> Result<Config, ConfigError> {
+        Self::parse(DEMO_CONFIG, "(built-in demo)", Path::new("."))
+    }
+
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.resolve_paths(base);
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &Path| if p.is_relative() { base.join(p) } else { p.to_path_buf() };
+        self.state_dir = resolve(&self.state_dir);
+        self.model.path = resolve(&self.model.path);
+        self.model.spec = self.model.spec.as_deref().map(resolve);
+        self.mqtt.ca_file = self.mqtt.ca_file.as_deref().map(resolve);
+        self.telemetry.sysfs_root = resolve(&self.telemetry.sysfs_root);
+        for camera in &mut self.cameras {
+            if let SourceKind::File(p) = camera.source() {
+                camera.url = resolve(&p).display().to_string();
+            }
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        check_topic_level(&self.device_id).map_err(|p| invalid("device_id", p))?;
+        check_topic_level(&self.mqtt.topic_root).map_err(|p| invalid("mqtt.topic_root", p))?;
+        self.mqtt.broker().map_err(|p| invalid("mqtt.url", p))?;
+        if self.mqtt.queue_capacity == 0 {
+            return Err(invalid("mqtt.queue_capacity", "must be at least 1".into()));
+        }
+        if self.telemetry.interval_seconds == 0 {
+            return Err(invalid("telemetry.interval_seconds", "must be at least 1 (seconds)".into()));
+        }
+        if self.model.intra_threads == 0 {
+            return Err(invalid("model.intra_threads", "must be at least 1".into()));
+        }
+        if self.cameras.is_empty() {
+            return Err(invalid(
+                "cameras",
+                "is empty: add at least one [[cameras]] table with `id` and `url`".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, camera) in self.cameras.iter().enumerate() {
+            let key = |field: &str| format!("cameras[{i}].{field}");
+            check_topic_level(&camera.id).map_err(|p| invalid(&key("id"), p))?;
+            if !seen.insert(camera.id.as_str()) {
+                return Err(invalid(&key("id"), format!("\"{}\" is used twice: give each camera its own id", camera.id)));
+            }
+            if camera.url.trim().is_empty() {
+                return Err(invalid(&key("url"), "is empty: write a file path, rtsp:// URL or /dev/videoN".into()));
+            }
+            if let RegionsConfig::Fixed(rects) = &camera.regions {
+                if rects.is_empty() {
+                    return Err(invalid(&key("regions"), "is an empty list: give at least one [x, y, w, h], or write \"full\"".into()));
+                }
+                if let Some(r) = rects.iter().find(|r| r[2] == 0 || r[3] == 0) {
+                    return Err(invalid(&key("regions"), format!("has {r:?} with zero width or height")));
+                }
+            }
+            if camera.max_regions == 0 {
+                return Err(invalid(&key("max_regions"), "must be at least 1".into()));
+            }
+            let streaming = !matches!(camera.source(), SourceKind::File(_));
+            if streaming && (camera.loop_file || camera.replay == Replay::Asap) {
+                return Err(invalid(
+                    &key("replay"),
+                    "and `loop` apply to files only: remove them for a live camera".into(),
+                ));
+            }
+            let m = &camera.motion;
+            if !(0.0..1.0).contains(&m.min_area_fraction) || m.analysis_width < 32 || !(0.0..=1.0).contains(&m.learning_rate) {
+                return Err(invalid(
+                    &key("motion"),
+                    "needs 0 <= min_area_fraction < 1, analysis_width >= 32 and 0 <= learning_rate <= 1".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A topic level must not contain MQTT wildcards or separators.
+fn check_topic_level(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_control()) {
+        return Err(format!("\"{value}\" contains {c:?}, which MQTT topics reserve: use letters, digits, '-' or '_'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+device_id = "pole-17"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[model]
+path = "models/efficientnet_lite0.onnx"
+[telemetry]
+interval_seconds = 10
+[[cameras]]
+id = "north"
+url = "rtsp://10.0.0.5/stream1"
+regions = "motion"
+[[cameras]]
+id = "lanes"
+url = "clip.mp4"
+regions = [[0, 0, 100, 50], [100, 0, 100, 50]]
+replay = "asap"
+loop = true
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("/etc/cctv"))
+    }
+
+    #[test]
+    fn the_documented_keys_parse_and_relative_paths_follow_the_file() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cameras[0].regions, RegionsConfig::Motion);
+        assert_eq!(c.cameras[0].source(), SourceKind::Stream("rtsp://10.0.0.5/stream1".into()));
+        assert_eq!(c.cameras[1].regions, RegionsConfig::Fixed(vec![[0, 0, 100, 50], [100, 0, 100, 50]]));
+        assert_eq!(c.cameras[1].replay, Replay::Asap);
+        assert!(c.cameras[1].loop_file);
+        assert_eq!(c.cameras[1].url, "/etc/cctv/clip.mp4");
+        assert_eq!(c.model.path, PathBuf::from("/etc/cctv/models/efficientnet_lite0.onnx"));
+        assert_eq!(c.model.spec_path(), PathBuf::from("/etc/cctv/models/efficientnet_lite0.toml"));
+        assert_eq!(c.mqtt.broker().unwrap(), BrokerAddress { host: "127.0.0.1".into(), port: 1883, tls: false });
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_what_is_expected() {
+        let text = MINIMAL.replace("interval_seconds = 10", "intervall_seconds = 10");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("intervall_seconds"), "{err}");
+        assert!(err.contains("interval_seconds"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_regions_value_says_what_to_write() {
+        let text = MINIMAL.replace("regions = \"motion\"", "regions = \"moving\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("moving") && err.contains("\"motion\""), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let cases = [
+            ("url = \"mqtt://127.0.0.1:1883\"", "url = \"tcp://x\"", "mqtt.url"),
+            ("device_id = \"pole-17\"", "device_id = \"pole/17\"", "device_id"),
+            ("id = \"lanes\"", "id = \"north\"", "cameras[1].id"),
+            ("interval_seconds = 10", "interval_seconds = 0", "telemetry.interval_seconds"),
+            ("regions = \"motion\"", "regions = \"motion\"\nloop = true", "cameras[0].replay"),
+        ];
+        for (from, to, key) in cases {
+            let err = parse(&MINIMAL.replacen(from, to, 1)).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        Config::demo().unwrap();
+    }
+}

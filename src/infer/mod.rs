@@ -1,0 +1,13 @@
+//! Classification: what a model needs ([`spec`]), how a region becomes its
+//! input tensor ([`preprocess`]), the ONNX Runtime session ([`classifier`]),
+//! how labels become road classes ([`taxonomy`]), and the thread that owns
+//! the session ([`worker`]).
+
+pub mod classifier;
+pub mod preprocess;
+pub mod spec;
+pub mod taxonomy;
+pub mod worker;
+
+pub use classifier::{Classifier, ModelError, ModelIdentity, RegionPrediction, TopK};
+pub use spec::ModelSpec;

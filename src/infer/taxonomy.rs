@@ -1,0 +1,127 @@
+//! From a model's class probabilities to a road class (car, van, truck, ...).
+//!
+//! The mapping is data (`models/road_taxonomy.toml`). The rule: sum the
+//! probability of every label that belongs to each road class; if all vehicle
+//! classes together hold less than `min_vehicle_score`, the region is `none`,
+//! else it is the road class with the largest sum. Summing makes the answer
+//! robust to the model spreading one vehicle over near-synonyms (pickup, jeep,
+//! minivan).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The class reported when a region holds no vehicle.
+pub const NO_VEHICLE: &str = "none";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaxonomyFile {
+    min_vehicle_score: f32,
+    classes: BTreeMap<String, Vec<usize>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoadTaxonomy {
+    min_vehicle_score: f32,
+    /// Road class names, sorted by name.
+    classes: Vec<String>,
+    /// For each model label index, the road class it belongs to.
+    class_of_label: Vec<Option<usize>>,
+}
+
+impl RoadTaxonomy {
+    pub fn load(path: &Path, label_count: usize) -> Result<RoadTaxonomy, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read road taxonomy {}: {e}", path.display()))?;
+        let file: TaxonomyFile =
+            toml::from_str(&text).map_err(|e| format!("road taxonomy {}: {}", path.display(), e.to_string().trim_end()))?;
+        let mut class_of_label = vec![None; label_count];
+        let mut classes = Vec::new();
+        for (name, indices) in file.classes {
+            if name == NO_VEHICLE {
+                return Err(format!("road taxonomy {}: `{NO_VEHICLE}` is implied; do not list it", path.display()));
+            }
+            let class = classes.len();
+            classes.push(name.clone());
+            for index in indices {
+                let slot = class_of_label.get_mut(index).ok_or_else(|| {
+                    format!("road taxonomy {}: class `{name}` lists label {index}, but the model has {label_count} labels", path.display())
+                })?;
+                if let Some(other) = slot.replace(class) {
+                    return Err(format!(
+                        "road taxonomy {}: label {index} is listed under both `{}` and `{name}`",
+                        path.display(),
+                        classes[other]
+                    ));
+                }
+            }
+        }
+        Ok(RoadTaxonomy { min_vehicle_score: file.min_vehicle_score, classes, class_of_label })
+    }
+
+    /// Road class and its score for one region's probabilities.
+    pub fn classify(&self, probabilities: &[f32]) -> (&str, f32) {
+        let mut sums = vec![0f32; self.classes.len()];
+        for (p, class) in probabilities.iter().zip(&self.class_of_label) {
+            if let Some(c) = class {
+                sums[*c] += p;
+            }
+        }
+        let vehicle: f32 = sums.iter().sum();
+        let best = sums.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1));
+        match best {
+            Some((c, &score)) if vehicle >= self.min_vehicle_score => (&self.classes[c], score),
+            _ => (NO_VEHICLE, 1.0 - vehicle),
+        }
+    }
+
+    pub fn class_names(&self) -> impl Iterator<Item = &str> {
+        self.classes.iter().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taxonomy(min: f32) -> RoadTaxonomy {
+        let dir = std::env::temp_dir().join(format!("taxonomy-test-{}-{min}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(&path, format!("min_vehicle_score = {min}\n[classes]\ncar = [0, 1]\ntruck = [2]\n")).unwrap();
+        RoadTaxonomy::load(&path, 5).unwrap()
+    }
+
+    #[test]
+    fn near_synonyms_add_up_for_their_road_class() {
+        // truck holds the top label (0.3) but car's two labels together hold more.
+        let t = taxonomy(0.25);
+        let (class, score) = t.classify(&[0.2, 0.2, 0.3, 0.2, 0.1]);
+        assert_eq!(class, "car");
+        assert!((score - 0.4).abs() < 1e-6);
+    }
+
+    #[test]
+    fn too_little_vehicle_mass_is_none() {
+        let t = taxonomy(0.5);
+        let (class, score) = t.classify(&[0.1, 0.1, 0.1, 0.6, 0.1]);
+        assert_eq!(class, NO_VEHICLE);
+        assert!((score - 0.7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_bundled_taxonomy_loads_and_maps_known_labels() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/road_taxonomy.toml");
+        let t = RoadTaxonomy::load(&path, 1000).unwrap();
+        let mut probs = vec![0.0; 1000];
+        probs[665] = 0.9; // moped
+        assert_eq!(t.classify(&probs).0, "motorcycle");
+        probs[665] = 0.0;
+        probs[654] = 0.9; // minibus
+        assert_eq!(t.classify(&probs).0, "van");
+        for class in ["car", "van", "truck", "bus", "motorcycle", "bicycle"] {
+            assert!(t.class_names().any(|c| c == class), "{class} missing");
+        }
+    }
+}

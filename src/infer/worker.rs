@@ -1,0 +1,70 @@
+//! The inference thread: the only owner of the ONNX Runtime session. It takes
+//! frames from the [`FrameQueue`], classifies their regions, numbers each
+//! result with the device's `seq`, and hands the serialised prediction to the
+//! publisher, waiting if the publisher is behind (predictions are never
+//! dropped here).
+
+use rumqttc::QoS;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+use super::Classifier;
+use crate::frame_queue::FrameQueue;
+use crate::publish::messages::{rfc3339, PredictionMessage};
+use crate::publish::{Outgoing, Topics};
+use crate::seq::SeqAllocator;
+use crate::stats::CameraStats;
+
+pub struct InferenceWorker {
+    pub device_id: String,
+    pub camera_ids: Vec<String>,
+    pub classifier: Classifier,
+    pub queue: Arc<FrameQueue>,
+    pub stats: Vec<Arc<CameraStats>>,
+    pub seq: SeqAllocator,
+    pub topics: Topics,
+    pub sink: mpsc::Sender<Outgoing>,
+}
+
+impl InferenceWorker {
+    /// Runs until the queue is closed and drained, or the publisher is gone.
+    /// Returns the sequence allocator so the caller can record where it stopped.
+    pub fn run(mut self) -> Result<SeqAllocator, String> {
+        let span = tracing::info_span!("inference", model = %self.classifier.identity().name, version = %self.classifier.identity().version);
+        let _entered = span.enter();
+        while let Some(job) = self.queue.pop() {
+            let stats = &self.stats[job.camera];
+            let started = Instant::now();
+            let regions = match self.classifier.classify(&job.frame, &job.regions) {
+                Ok(regions) => regions,
+                Err(error) => {
+                    CameraStats::add(&stats.inference_errors, 1);
+                    tracing::warn!(camera = %stats.id, frame = job.frame_index, %error, "frame skipped");
+                    continue;
+                }
+            };
+            let inference_ms = started.elapsed().as_secs_f32() * 1000.0;
+            stats.record_latency(inference_ms);
+            let seq = self.seq.next().map_err(|e| e.to_string())?;
+            let camera = &self.camera_ids[job.camera];
+            let message = PredictionMessage {
+                device: &self.device_id,
+                camera,
+                seq,
+                frame_index: job.frame_index,
+                captured_at: rfc3339(job.captured_at),
+                model: self.classifier.identity(),
+                inference_ms,
+                regions: &regions,
+            };
+            let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+            let outgoing = Outgoing { topic: self.topics.predictions(camera), payload, qos: QoS::AtLeastOnce, retain: false };
+            if self.sink.blocking_send(outgoing).is_err() {
+                return Err(format!("publisher stopped; prediction seq {seq} was not sent"));
+            }
+            CameraStats::add(&stats.frames_processed, 1);
+        }
+        Ok(self.seq)
+    }
+}

@@ -1,0 +1,35 @@
+//! cctv-agent: an on-camera daemon that classifies the vehicles in a video
+//! stream and publishes its predictions and telemetry over MQTT.
+//!
+//! # Layout
+//! Data flows top to bottom:
+//! - [`config`]: the TOML file, its defaults (one place) and its validation.
+//! - [`camera`]: one thread per camera; decodes with OpenCV, finds [`regions`],
+//!   and hands frames to the [`frame_queue`].
+//! - [`infer`]: the model spec, preprocessing, the ONNX Runtime session and the
+//!   road taxonomy; [`infer::worker`] is the thread that owns the session.
+//! - [`publish`]: topics, payloads and the task that owns the MQTT client.
+//! - [`telemetry`]: periodic device and pipeline figures.
+//! - [`agent`]: the supervisor that wires everything and shuts it down.
+//!
+//! Small shared pieces: [`stats`] (per-camera counters), [`seq`] (the
+//! per-device sequence number that survives restarts), [`shutdown`],
+//! [`ort_runtime`] (finding the ONNX Runtime library), [`watch`] (a console
+//! subscriber for operators).
+
+pub mod agent;
+pub mod camera;
+pub mod config;
+pub mod frame_queue;
+pub mod infer;
+pub mod ort_runtime;
+pub mod publish;
+pub mod regions;
+pub mod seq;
+pub mod shutdown;
+pub mod stats;
+pub mod telemetry;
+pub mod watch;
+
+/// The agent's own version, reported in telemetry and `--version`.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

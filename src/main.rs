@@ -1,0 +1,206 @@
+//! The `cctv-agent` command line. Errors end here: printed with their causes,
+//! and turned into exit codes (1: failed at run time, 2: bad config or usage).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cctv_agent::config::{Config, SourceKind};
+use cctv_agent::infer::Classifier;
+use cctv_agent::shutdown::Shutdown;
+
+#[derive(Parser)]
+#[command(name = "cctv-agent", version, about = "Classifies vehicles in CCTV streams and publishes predictions over MQTT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon. Without --config: the built-in demo (bundled model and clip, broker on 127.0.0.1:1883).
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Classify still images with exactly the pipeline's preprocessing; one JSON line per image.
+    Classify {
+        /// The ONNX model; its spec is the .toml beside it.
+        #[arg(long, default_value = "models/efficientnet_lite0.onnx")]
+        model: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Validate a config file; names the bad key and what to write instead.
+    CheckConfig { file: PathBuf },
+    /// Print predictions and status changes as they arrive.
+    Watch {
+        /// Broker; defaults to the one in --config, else mqtt://127.0.0.1:1883.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Device id to watch; `+` for all.
+        #[arg(long, default_value = "+")]
+        device: String,
+        /// Print raw JSON payloads.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CCTV_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Command::Run { config } => load_config(config.as_deref()).and_then(run),
+        Command::Classify { model, images } => classify(&model, &images),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Watch { url, config, device, json } => watch(url, config.as_deref(), device, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => {
+            tracing::info!("no --config given: running the built-in demo (bundled model and clip, broker on 127.0.0.1:1883)");
+            Ok(Config::demo()?)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")
+}
+
+fn run(config: Config) -> Result<ExitCode> {
+    // FFmpeg reads RTSP over UDP by default, which loses packets on busy links.
+    if std::env::var_os("OPENCV_FFMPEG_CAPTURE_OPTIONS").is_none() {
+        std::env::set_var("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp");
+    }
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        tokio::spawn(stop_on_signals(shutdown.clone()));
+        cctv_agent::agent::run(config, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGTERM/SIGINT: shut down in order. Second: exit at once.
+async fn stop_on_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for count in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if count == 0 {
+            tracing::info!("signal received; finishing in-flight work (send it again to exit at once)");
+            shutdown.trigger();
+        } else {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
+}
+
+fn classify(model: &Path, images: &[PathBuf]) -> Result<ExitCode> {
+    let mut classifier = Classifier::load(model, &model.with_extension("toml"), 1)?;
+    let mut failed = false;
+    for image in images {
+        match classify_one(&mut classifier, image) {
+            Ok(line) => println!("{line}"),
+            Err(error) => {
+                eprintln!("error: {}: {error:#}", image.display());
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn classify_one(classifier: &mut Classifier, image: &Path) -> Result<String> {
+    use opencv::prelude::*;
+    let path = image.to_str().context("image path is not UTF-8")?;
+    let frame = opencv::imgcodecs::imread(path, opencv::imgcodecs::IMREAD_COLOR)?;
+    if frame.empty() {
+        anyhow::bail!("cannot read it as an image (missing, or not a format OpenCV decodes)");
+    }
+    let whole = opencv::core::Rect::new(0, 0, frame.cols(), frame.rows());
+    let region = classifier.classify(&frame, &[whole])?.remove(0);
+    Ok(serde_json::to_string(&serde_json::json!({
+        "image": image,
+        "class": region.class,
+        "score": region.score,
+        "top_k": region.top_k,
+    }))?)
+}
+
+fn check_config(file: &Path) -> Result<ExitCode> {
+    match Config::load(file) {
+        Ok(config) => {
+            let mut warnings = Vec::new();
+            if !config.model.path.exists() {
+                warnings.push(format!("model.path {} does not exist (yet)", config.model.path.display()));
+            }
+            for camera in &config.cameras {
+                if let SourceKind::File(path) = camera.source() {
+                    if !path.exists() {
+                        warnings.push(format!("camera `{}`: file {} does not exist (yet)", camera.id, path.display()));
+                    }
+                }
+            }
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: OK ({} camera(s), broker {})", file.display(), config.cameras.len(), config.mqtt.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn watch(url: Option<String>, config: Option<&Path>, device: String, json: bool) -> Result<ExitCode> {
+    let mut mqtt = match config {
+        Some(path) => Config::load(path)?.mqtt,
+        None => cctv_agent::config::MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            topic_root: "cctv".into(),
+            client_id: None,
+            keep_alive_seconds: 30,
+            ca_file: None,
+            queue_capacity: 64,
+        },
+    };
+    if let Some(url) = url {
+        mqtt.url = url;
+    }
+    let client_id = format!("cctv-watch-{}", std::process::id());
+    let options = cctv_agent::publish::mqtt::options(&mqtt, &client_id).map_err(anyhow::Error::msg)?;
+    let watch = cctv_agent::watch::WatchOptions { options, topic_root: mqtt.topic_root.clone(), device, json };
+    runtime()?.block_on(cctv_agent::watch::run(watch)).map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,93 @@
+//! The JSON payloads the agent publishes. `docs/mqtt.md` documents them;
+//! change both together.
+
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+use crate::infer::{ModelIdentity, RegionPrediction};
+use crate::stats::CameraSnapshot;
+
+/// RFC 3339, UTC, millisecond precision.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    Online,
+    Offline,
+}
+
+/// `…/status`, retained.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusMessage<'a> {
+    pub device: &'a str,
+    pub state: DeviceState,
+    pub agent_version: &'a str,
+    pub at: String,
+    /// Missing in the Last Will when the model could not be loaded.
+    pub model: Option<&'a ModelIdentity>,
+}
+
+/// `…/predictions/<camera>`, QoS 1, one per frame that had regions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictionMessage<'a> {
+    pub device: &'a str,
+    pub camera: &'a str,
+    /// Per device, +1 per message, never reused (also across restarts).
+    pub seq: u64,
+    /// Position of the frame in its source (0-based; restarts at 0 when a file loops).
+    pub frame_index: u64,
+    pub captured_at: String,
+    pub model: &'a ModelIdentity,
+    /// Wall time of preprocessing + inference for the whole frame.
+    pub inference_ms: f32,
+    pub regions: &'a [RegionPrediction],
+}
+
+/// `…/telemetry`, QoS 0, every `telemetry.interval_seconds`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryMessage<'a> {
+    pub device: &'a str,
+    pub at: String,
+    pub agent_version: &'a str,
+    pub uptime_s: u64,
+    pub model: &'a ModelIdentity,
+    pub system: SystemFigures,
+    pub agent: AgentFigures,
+    pub cameras: Vec<CameraSnapshot>,
+    pub mqtt: MqttFigures,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SystemFigures {
+    /// Whole-device CPU use since the last telemetry, 0–100.
+    pub cpu_percent: f32,
+    pub load_1m: f64,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    /// Free bytes on the file system of `state_dir`.
+    pub state_disk_free_bytes: Option<u64>,
+    /// Sensor label → degrees Celsius; empty where the device has no sensors.
+    pub temperatures_c: std::collections::BTreeMap<String, f32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentFigures {
+    pub rss_bytes: Option<u64>,
+    pub cpu_percent: Option<f32>,
+    /// Frames waiting for inference.
+    pub frame_queue: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MqttFigures {
+    pub connected: bool,
+    /// QoS 1 messages handed to the MQTT client, and those the broker acknowledged.
+    pub submitted: u64,
+    pub acknowledged: u64,
+    pub connects: u64,
+    /// Telemetry messages dropped because the outgoing queue was full.
+    pub telemetry_dropped: u64,
+}

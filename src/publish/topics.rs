@@ -1,0 +1,25 @@
+//! Topic names: `<topic_root>/<device_id>/...`. Built here only.
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    pub fn new(topic_root: &str, device_id: &str) -> Topics {
+        Topics { base: format!("{topic_root}/{device_id}") }
+    }
+
+    /// Retained `online` / `offline`; the Last Will sets `offline`.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+
+    pub fn predictions(&self, camera_id: &str) -> String {
+        format!("{}/predictions/{camera_id}", self.base)
+    }
+
+    pub fn telemetry(&self) -> String {
+        format!("{}/telemetry", self.base)
+    }
+}

@@ -1,0 +1,222 @@
+//! Periodic device and pipeline figures on `…/telemetry`.
+//!
+//! Sampling the system (sysinfo, sysfs) blocks briefly, so it runs on the
+//! blocking pool. Telemetry is the one message that may be dropped: if the
+//! publisher's queue is full the message is counted and skipped, because a
+//! newer one follows.
+
+use rumqttc::QoS;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::sync::mpsc;
+
+use crate::frame_queue::FrameQueue;
+use crate::infer::ModelIdentity;
+use crate::publish::messages::{rfc3339, AgentFigures, MqttFigures, SystemFigures, TelemetryMessage};
+use crate::publish::{Outgoing, PublisherStats, Topics};
+use crate::shutdown::Shutdown;
+use crate::stats::CameraStats;
+
+pub struct TelemetryTask {
+    pub device_id: String,
+    pub topics: Topics,
+    pub interval: Duration,
+    pub sysfs_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub model: ModelIdentity,
+    pub cameras: Vec<Arc<CameraStats>>,
+    pub publisher: Arc<PublisherStats>,
+    pub queue: Arc<FrameQueue>,
+    pub sink: mpsc::Sender<Outgoing>,
+}
+
+impl TelemetryTask {
+    pub async fn run(self, shutdown: Shutdown) {
+        let started = Instant::now();
+        let mut dropped = 0u64;
+        let (root, state_dir) = (self.sysfs_root.clone(), self.state_dir.clone());
+        let sampler = tokio::task::spawn_blocking(move || SystemSampler::new(root, state_dir))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let mut sampler = match sampler {
+            Ok(sampler) => sampler,
+            Err(error) => {
+                tracing::error!(%error, "cannot read system figures; telemetry is off");
+                return;
+            }
+        };
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate; CPU use needs an interval
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            let (back, system, agent) = match tokio::task::spawn_blocking(move || {
+                let (system, agent) = sampler.sample();
+                (sampler, system, agent)
+            })
+            .await
+            {
+                Ok(result) => result,
+                Err(error) => {
+                    tracing::error!(%error, "system sampling failed; telemetry is off");
+                    return;
+                }
+            };
+            sampler = back;
+            let message = TelemetryMessage {
+                device: &self.device_id,
+                at: rfc3339(SystemTime::now()),
+                agent_version: crate::AGENT_VERSION,
+                uptime_s: started.elapsed().as_secs(),
+                model: &self.model,
+                system,
+                agent: AgentFigures { frame_queue: self.queue.len(), ..agent },
+                cameras: self.cameras.iter().map(|c| c.snapshot()).collect(),
+                mqtt: MqttFigures {
+                    connected: self.publisher.connected.load(Ordering::SeqCst),
+                    submitted: self.publisher.submitted.load(Ordering::SeqCst),
+                    acknowledged: self.publisher.acknowledged.load(Ordering::SeqCst),
+                    connects: self.publisher.connects.load(Ordering::SeqCst),
+                    telemetry_dropped: dropped,
+                },
+            };
+            let payload = match serde_json::to_vec(&message) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    tracing::error!(%error, "cannot serialise telemetry");
+                    continue;
+                }
+            };
+            let outgoing = Outgoing { topic: self.topics.telemetry(), payload, qos: QoS::AtMostOnce, retain: false };
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.sink.try_send(outgoing) {
+                dropped += 1;
+                tracing::debug!(dropped, "telemetry dropped: publisher queue full");
+            }
+        }
+    }
+}
+
+/// Reads CPU, memory, disk and temperatures.
+pub struct SystemSampler {
+    system: System,
+    pid: Pid,
+    sysfs_root: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl SystemSampler {
+    pub fn new(sysfs_root: PathBuf, state_dir: PathBuf) -> Result<SystemSampler, sysinfo::Error> {
+        let mut system = System::new()?;
+        system.refresh_cpu_usage();
+        let pid = sysinfo::get_current_pid()?;
+        Ok(SystemSampler { system, pid, sysfs_root, state_dir })
+    }
+
+    pub fn sample(&mut self) -> (SystemFigures, AgentFigures) {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        let process = self.system.process(self.pid);
+        let system = SystemFigures {
+            cpu_percent: self.system.global_cpu_usage(),
+            load_1m: System::load_average().map(|l| l.one).unwrap_or(0.0),
+            memory_total_bytes: self.system.total_memory(),
+            memory_used_bytes: self.system.used_memory(),
+            state_disk_free_bytes: free_space(&self.state_dir),
+            temperatures_c: temperatures(&self.sysfs_root),
+        };
+        let agent = AgentFigures {
+            rss_bytes: process.map(|p| p.memory()),
+            cpu_percent: process.map(|p| p.cpu_usage()),
+            frame_queue: 0,
+        };
+        (system, agent)
+    }
+}
+
+/// Free space on the file system that holds `path` (the longest mount point that contains it).
+fn free_space(path: &Path) -> Option<u64> {
+    let path = path.canonicalize().ok()?;
+    let disks = Disks::new_with_refreshed_list().ok()?;
+    disks
+        .iter()
+        .filter(|d| path.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space())
+}
+
+/// Temperatures in °C from `class/thermal/thermal_zone*/{type,temp}` and
+/// `class/hwmon/hwmon*/{name,temp*_input}` (millidegrees in sysfs). A device
+/// without sensors gives an empty map.
+pub fn temperatures(sysfs_root: &Path) -> BTreeMap<String, f32> {
+    let mut found = BTreeMap::new();
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let millidegrees = |p: PathBuf| read(p).and_then(|s| s.parse::<f64>().ok()).map(|m| (m / 1000.0) as f32);
+    for zone in sorted_entries(&sysfs_root.join("class/thermal"), "thermal_zone") {
+        let name = read(zone.join("type")).unwrap_or_else(|| file_name(&zone));
+        if let Some(celsius) = millidegrees(zone.join("temp")) {
+            found.insert(format!("thermal/{name}"), celsius);
+        }
+    }
+    for hwmon in sorted_entries(&sysfs_root.join("class/hwmon"), "hwmon") {
+        let chip = read(hwmon.join("name")).unwrap_or_else(|| file_name(&hwmon));
+        for input in sorted_entries(&hwmon, "temp") {
+            let file = file_name(&input);
+            if let Some(sensor) = file.strip_suffix("_input") {
+                if let Some(celsius) = millidegrees(input.clone()) {
+                    found.insert(format!("hwmon/{chip}/{sensor}"), celsius);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn sorted_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| file_name(p).starts_with(prefix)).collect())
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temperatures_come_from_thermal_zones_and_hwmon_in_celsius() {
+        let root = std::env::temp_dir().join(format!("cctv-sysfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let zone = root.join("class/thermal/thermal_zone0");
+        let hwmon = root.join("class/hwmon/hwmon1");
+        std::fs::create_dir_all(&zone).unwrap();
+        std::fs::create_dir_all(&hwmon).unwrap();
+        std::fs::write(zone.join("type"), "cpu-thermal\n").unwrap();
+        std::fs::write(zone.join("temp"), "48250\n").unwrap();
+        std::fs::write(hwmon.join("name"), "enclosure\n").unwrap();
+        std::fs::write(hwmon.join("temp1_input"), "31000\n").unwrap();
+        std::fs::write(hwmon.join("temp1_label"), "ignored\n").unwrap();
+        let t = temperatures(&root);
+        assert_eq!(t.get("thermal/cpu-thermal"), Some(&48.25));
+        assert_eq!(t.get("hwmon/enclosure/temp1"), Some(&31.0));
+        assert_eq!(t.len(), 2);
+        assert!(temperatures(&root.join("missing")).is_empty());
+    }
+}

@@ -1,0 +1,91 @@
+//! `cctv-agent watch`: a console subscriber that prints predictions and
+//! status changes as they arrive, one line each.
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use std::io::Write;
+use std::time::Duration;
+
+pub struct WatchOptions {
+    pub options: MqttOptions,
+    pub topic_root: String,
+    /// A device id, or `+` for all.
+    pub device: String,
+    /// Print each payload as it came, instead of a summary line.
+    pub json: bool,
+}
+
+pub async fn run(watch: WatchOptions) -> Result<(), String> {
+    let (client, mut eventloop) = AsyncClient::new(watch.options, 64);
+    let filters = [
+        format!("{}/{}/predictions/+", watch.topic_root, watch.device),
+        format!("{}/{}/status", watch.topic_root, watch.device),
+    ];
+    let mut stdout = std::io::stdout();
+    let mut reported_down = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                reported_down = false;
+                for filter in &filters {
+                    client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|e| e.to_string())?;
+                }
+                eprintln!("watching {}", filters.join(" and "));
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let line = if watch.json {
+                    String::from_utf8_lossy(&publish.payload).into_owned()
+                } else {
+                    summarise(&publish.topic, &publish.payload)
+                };
+                if writeln!(stdout, "{line}").is_err() {
+                    return Ok(()); // stdout closed (e.g. piped into `head`)
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if !reported_down {
+                    eprintln!("cannot reach the broker ({error}); retrying");
+                    reported_down = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// `demo/road #42 frame 118 | truck 0.71 [412,180,150,96] (pickup 0.52)`
+pub fn summarise(topic: &str, payload: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+        return format!("{topic}: {}", String::from_utf8_lossy(payload));
+    };
+    if topic.ends_with("/status") {
+        return format!("{} is {}", v["device"].as_str().unwrap_or("?"), v["state"].as_str().unwrap_or("?"));
+    }
+    let regions: Vec<String> = v["regions"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let b = &r["bbox"];
+                    format!(
+                        "{} {:.2} [{},{},{},{}] ({} {:.2})",
+                        r["class"].as_str().unwrap_or("?"),
+                        r["score"].as_f64().unwrap_or(0.0),
+                        b[0], b[1], b[2], b[3],
+                        r["top_k"][0]["label"].as_str().unwrap_or("?").split(',').next().unwrap_or("?"),
+                        r["top_k"][0]["score"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{}/{} #{} frame {} | {}",
+        v["device"].as_str().unwrap_or("?"),
+        v["camera"].as_str().unwrap_or("?"),
+        v["seq"],
+        v["frame_index"],
+        regions.join(" | ")
+    )
+}
