@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("CCTV_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {

@@ -96,7 +96,7 @@ impl MotionDetector {
         let border = opencv::core::BORDER_CONSTANT;
         let border_value = imgproc::morphology_default_border_value()?;
         imgproc::morphology_ex(&self.mask, &mut self.cleaned, imgproc::MORPH_OPEN, &self.kernel, anchor, 1, border, border_value)?;
-        imgproc::morphology_ex(&self.cleaned, &mut self.mask, imgproc::MORPH_CLOSE, &self.kernel, anchor, 3, border, border_value)?;
+        imgproc::morphology_ex(&self.cleaned, &mut self.mask, imgproc::MORPH_CLOSE, &self.kernel, anchor, 1, border, border_value)?;
         let mut contours: Vector<Vector<Point>> = Vector::new();
         imgproc::find_contours_def(&self.mask, &mut contours, imgproc::RETR_EXTERNAL, imgproc::CHAIN_APPROX_SIMPLE)?;
         let min_area = self.config.min_area_fraction * (small_size.width * small_size.height) as f64;

@@ -1,0 +1,289 @@
+//! Integration tests: the real agent binary against real Mosquitto, real
+//! ONNX Runtime, real OpenCV decoding and a real RTSP server.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+const ROAD_CLASSES: &[&str] = &["car", "van", "truck", "bus", "motorcycle", "bicycle", "tram", "none"];
+
+fn camera(id: &str, url: &str, extra: &str) -> String {
+    format!("[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+/// Waits until telemetry says the file camera finished and every prediction
+/// it made has arrived; returns those predictions.
+fn wait_for_file_to_finish(sub: &Subscriber, camera: &str, timeout: Duration) -> Vec<Value> {
+    let suffix = format!("/predictions/{camera}");
+    sub.wait_until(timeout, &format!("camera {camera} to finish"), |messages| {
+        let Some(telemetry) = messages.iter().rev().find(|m| m.topic.ends_with("/telemetry")) else { return false };
+        let Some(cam) = telemetry.payload["cameras"].as_array().and_then(|cs| cs.iter().find(|c| c["id"] == camera)) else {
+            return false;
+        };
+        let received = messages.iter().filter(|m| m.topic.ends_with(&suffix)).count() as u64;
+        cam["state"] == "finished" && cam["frames_processed"].as_u64() == Some(received)
+    });
+    sub.on(&suffix).into_iter().map(|m| m.payload).collect()
+}
+
+fn sha256_of_bundled_model() -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(repo("models/efficientnet_lite0.onnx")).unwrap();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn classify_gives_the_road_class_of_real_photos() {
+    let cases = [
+        ("crop_dog_truck.png", "car"), // a pickup: a light 4-tyre vehicle in models/road_taxonomy.toml
+        ("crop_scenetext01_car.png", "car"),
+        ("motorcycle_left.png", "motorcycle"),
+        ("crop_bikes_f090_van.png", "van"),
+        ("horses.jpg", "none"),
+    ];
+    let images: Vec<_> = cases.iter().map(|(f, _)| repo("media/sources").join(f)).collect();
+    let out = Command::new(BIN).arg("classify").arg("--model").arg(repo("models/efficientnet_lite0.onnx")).args(&images).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), cases.len());
+    for ((file, class), line) in cases.iter().zip(&lines) {
+        assert!(line["image"].as_str().unwrap().ends_with(file));
+        assert_eq!(line["class"], *class, "{file}: {line}");
+        let top_k = line["top_k"].as_array().unwrap();
+        assert_eq!(top_k.len(), 5);
+        let scores: Vec<f64> = top_k.iter().map(|t| t["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "top_k sorted: {scores:?}");
+        assert!(top_k.iter().all(|t| t["index"].as_u64().unwrap() < 1000 && t["label"].is_string()));
+    }
+    // The motorcycle's top label is one of ImageNet's two motorbike classes.
+    let top = lines[2]["top_k"][0]["index"].as_u64().unwrap();
+    assert!(top == 665 || top == 670, "motorcycle top-1 index {top}");
+}
+
+#[test]
+fn classify_reports_an_unreadable_image_and_still_classifies_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("not-an-image.png");
+    std::fs::write(&bogus, b"plain text").unwrap();
+    let good = repo("media/sources/motorcycle_left.png");
+    let out = Command::new(BIN).arg("classify").arg("--model").arg(repo("models/efficientnet_lite0.onnx")).arg(&bogus).arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not-an-image.png") && stderr.contains("cannot read it as an image"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"class\":\"motorcycle\""), "{stdout}");
+}
+
+#[test]
+fn motion_regions_on_the_road_clip_get_the_true_road_class() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let cameras = camera("road", &road_clip().display().to_string(), "regions = \"motion\"\nreplay = \"asap\"");
+    let mut agent = Agent::start(&agent_config(&broker, &cameras));
+    let predictions = wait_for_file_to_finish(&sub, "road", Duration::from_secs(120));
+    assert!(agent.terminate().success(), "{}", agent.log());
+
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
+    let by_frame: BTreeMap<u64, &Value> = predictions.iter().map(|p| (p["frame_index"].as_u64().unwrap(), p)).collect();
+    let mut report = Vec::new();
+    for object in truth["objects"].as_array().unwrap() {
+        let class = object["class"].as_str().unwrap();
+        let visible: Vec<&Value> = object["frames"].as_array().unwrap().iter().filter(|f| f["fully_visible"] == true).collect();
+        let mut found: BTreeMap<String, usize> = BTreeMap::new();
+        for frame in &visible {
+            let expected = bbox(&frame["bbox"]);
+            let Some(prediction) = by_frame.get(&frame["frame"].as_u64().unwrap()) else { continue };
+            let best = prediction["regions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (iou(&bbox(&r["bbox"]), &expected), r))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((overlap, region)) = best {
+                if overlap >= 0.5 {
+                    *found.entry(region["class"].as_str().unwrap().to_string()).or_default() += 1;
+                }
+            }
+        }
+        let matched: usize = found.values().sum();
+        let correct = found.get(class).copied().unwrap_or(0);
+        report.push(format!("{class}: {matched}/{} visible frames found, classes {found:?}", visible.len()));
+        // asap replay drops nothing: the detector must find the object in most frames...
+        assert!(matched * 10 >= visible.len() * 8, "{class} found in too few frames:\n{}", report.join("\n"));
+        // ...and the classifier must name it correctly in most of them.
+        assert!(correct * 10 >= matched * 6, "{class} misclassified:\n{}", report.join("\n"));
+    }
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn predictions_carry_the_contract_fields_with_no_gaps_and_status_follows_the_agent() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let cameras = camera("road", &road_clip().display().to_string(), "regions = \"full\"\nreplay = \"asap\"");
+    let config = agent_config(&broker, &cameras);
+    let mut agent = Agent::start(&config);
+    let predictions = wait_for_file_to_finish(&sub, "road", Duration::from_secs(120));
+    let status = agent.terminate();
+    assert!(status.success(), "exit {status}; log:\n{}", agent.log());
+
+    // Every frame of the clip, once, in order, with consecutive seq.
+    let frames: Vec<u64> = predictions.iter().map(|p| p["frame_index"].as_u64().unwrap()).collect();
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
+    assert_eq!(frames, (0..truth["frames"].as_u64().unwrap()).collect::<Vec<_>>());
+    let seqs: Vec<u64> = predictions.iter().map(|p| p["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq has gaps or repeats");
+
+    let sha = sha256_of_bundled_model();
+    for p in &predictions {
+        assert_eq!(p["device"], "test-pole");
+        assert_eq!(p["camera"], "road");
+        let at = p["captured_at"].as_str().unwrap();
+        assert!(at.ends_with('Z') && humantime::parse_rfc3339(at).is_ok(), "captured_at {at}");
+        assert_eq!(p["model"]["name"], "efficientnet_lite0");
+        assert_eq!(p["model"]["version"], "1");
+        assert_eq!(p["model"]["sha256"], sha.as_str());
+        let regions = p["regions"].as_array().unwrap();
+        assert_eq!(regions.len(), 1);
+        assert_eq!(bbox(&regions[0]["bbox"]), [0, 0, 640, 400]);
+        assert!(ROAD_CLASSES.contains(&regions[0]["class"].as_str().unwrap()));
+        let score = regions[0]["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+        assert_eq!(regions[0]["top_k"].as_array().unwrap().len(), 5);
+    }
+
+    let states: Vec<String> = sub.on("/status").iter().map(|m| m.payload["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states.first().map(String::as_str), Some("online"));
+    assert_eq!(states.last().map(String::as_str), Some("offline"), "states: {states:?}");
+
+    let telemetry = sub.on("/telemetry");
+    let last = &telemetry.last().expect("telemetry arrived").payload;
+    assert_eq!(last["model"]["sha256"], sha.as_str());
+    assert!(last["system"]["memory_total_bytes"].as_u64().unwrap() > 0);
+    assert!(last["agent"]["rss_bytes"].as_u64().unwrap() > 10_000_000);
+    assert!(last["system"]["cpu_percent"].is_number());
+    let cam = &last["cameras"][0];
+    assert_eq!(cam["frames_in"].as_u64(), Some(frames.len() as u64));
+    assert_eq!(cam["frames_dropped"].as_u64(), Some(0));
+    assert!(cam["latency_ms_p50"].as_f64().unwrap() > 0.0);
+    assert!(cam["latency_ms_p95"].as_f64().unwrap() >= cam["latency_ms_p50"].as_f64().unwrap());
+
+    // A restart on the same state continues the sequence: no number is reused.
+    let last_seq = *seqs.last().unwrap();
+    let before = sub.on("/predictions/road").len();
+    let mut again = Agent::start_in(agent.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(60), "a prediction after the restart", |m| {
+        m.iter().filter(|m| m.topic.ends_with("/predictions/road")).count() > before
+    });
+    assert!(again.terminate().success());
+    let first_after = sub.on("/predictions/road")[before].payload["seq"].as_u64().unwrap();
+    assert_eq!(first_after, last_seq + 1);
+}
+
+#[test]
+fn an_rtsp_camera_is_classified() {
+    let server = RtspServer::serve(&road_clip());
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/predictions/+");
+    let cameras = camera("rtsp", &server.url(), "regions = \"motion\"");
+    let mut agent = Agent::start(&agent_config(&broker, &cameras));
+    // The first object on the clip is a car, about 1.5 s in.
+    sub.wait_until(Duration::from_secs(60), "a car from the RTSP camera", |messages| {
+        messages.iter().any(|m| m.payload["regions"].as_array().is_some_and(|rs| rs.iter().any(|r| r["class"] == "car")))
+    });
+    assert!(agent.terminate().success(), "{}", agent.log());
+    assert!(agent.log().contains("camera opened"));
+}
+
+#[test]
+fn bad_cameras_are_reported_and_the_good_one_keeps_serving() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let dir = tempfile::tempdir().unwrap();
+    let noise = dir.path().join("noise.mp4");
+    std::fs::write(&noise, (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect::<Vec<_>>()).unwrap();
+    let missing = dir.path().join("missing.mp4");
+    let dead_port = free_port();
+    let cameras = [
+        camera("good", &road_clip().display().to_string(), "regions = \"full\"\nloop = true"),
+        camera("missing", &missing.display().to_string(), ""),
+        camera("noise", &noise.display().to_string(), ""),
+        camera("unreachable", &format!("rtsp://127.0.0.1:{dead_port}/cam"), ""),
+    ]
+    .concat();
+    let mut agent = Agent::start(&agent_config(&broker, &cameras));
+    sub.wait_until(Duration::from_secs(60), "predictions from the good camera and errors for the bad ones", |messages| {
+        let good = messages.iter().filter(|m| m.topic.ends_with("/predictions/good")).count();
+        let Some(t) = messages.iter().rev().find(|m| m.topic.ends_with("/telemetry")) else { return false };
+        let errors = t.payload["cameras"].as_array().unwrap().iter().filter(|c| c["last_error"].is_string()).count();
+        good >= 20 && errors == 3
+    });
+    let telemetry = sub.on("/telemetry").last().unwrap().payload.clone();
+    let camera_state = |id: &str| telemetry["cameras"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone();
+    assert_eq!(camera_state("good")["state"], "running");
+    let missing_state = camera_state("missing");
+    assert!(missing_state["last_error"].as_str().unwrap().contains("does not exist"), "{missing_state}");
+    let noise_state = camera_state("noise");
+    assert!(noise_state["last_error"].as_str().unwrap().contains("video file"), "{noise_state}");
+    let unreachable = camera_state("unreachable");
+    assert!(unreachable["last_error"].as_str().unwrap().contains("reachable"), "{unreachable}");
+    for id in ["missing", "noise", "unreachable"] {
+        assert_eq!(camera_state(id)["state"], "retrying", "{id}");
+    }
+    assert!(agent.terminate().success());
+    let log = agent.log();
+    assert!(log.contains("missing.mp4 does not exist"), "{log}");
+    // Nothing the bad cameras did stopped the good camera's predictions.
+    let cameras_seen: HashSet<String> = sub.on("").iter().filter(|m| m.topic.contains("/predictions/")).map(|m| m.payload["camera"].as_str().unwrap().to_string()).collect();
+    assert_eq!(cameras_seen, HashSet::from(["good".to_string()]));
+}
+
+#[test]
+fn a_config_with_a_wrong_key_is_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let good = std::fs::read_to_string(repo("config/example.toml")).unwrap();
+    std::fs::write(&path, good.replace("interval_seconds = 10", "interval_secs = 10")).unwrap();
+
+    let check = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(stderr.contains("interval_secs") && stderr.contains("interval_seconds"), "{stderr}");
+
+    let run = Command::new(BIN).arg("run").arg("--config").arg(&path).output().unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("interval_secs"));
+
+    let example = Command::new(BIN).arg("check-config").arg(repo("config/example.toml")).output().unwrap();
+    assert!(example.status.success(), "the documented example must stay valid: {}", String::from_utf8_lossy(&example.stderr));
+}
+
+#[test]
+fn a_model_that_is_not_onnx_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("broken.onnx");
+    std::fs::write(&model, b"this is not a protobuf").unwrap();
+    let spec = std::fs::read_to_string(repo("models/efficientnet_lite0.toml")).unwrap();
+    std::fs::write(dir.path().join("broken.toml"), spec).unwrap();
+    for file in ["imagenet_labels.txt", "road_taxonomy.toml"] {
+        std::fs::copy(repo("models").join(file), dir.path().join(file)).unwrap();
+    }
+
+    let out = Command::new(BIN).arg("classify").arg("--model").arg(&model).arg(repo("media/sources/horses.jpg")).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.onnx") && stderr.contains("is it an ONNX model file?"), "{stderr}");
+
+    let broker = Mosquitto::start();
+    let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), ""))
+        .replace(&repo("models/efficientnet_lite0.onnx").display().to_string(), &model.display().to_string());
+    std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+    let run = Command::new(BIN).arg("run").arg("--config").arg(dir.path().join("agent.toml")).output().unwrap();
+    assert!(!run.status.success(), "the agent must not serve without a model");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("cannot load the model") && stderr.contains("broken.onnx"), "{stderr}");
+}

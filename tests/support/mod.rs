@@ -1,0 +1,279 @@
+//! Test harness: real Mosquitto, a real RTSP server and the real agent
+//! binary, each started on a free loopback port and stopped (by PID) on drop.
+
+#![allow(dead_code)]
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cctv-agent");
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port} within 15 s");
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
+        let mut child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn().expect("mosquitto (make deps)");
+        wait_for_port(port, "mosquitto", &mut child);
+        Mosquitto { port, child, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+pub struct RtspServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RtspServer {
+    pub fn serve(file: &Path) -> RtspServer {
+        let port = free_port();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(repo("tests/support/rtsp_server.py"))
+            .arg(port.to_string())
+            .arg(file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("Debian's python3 with gi (make deps)");
+        wait_for_port(port, "RTSP server", &mut child);
+        RtspServer { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// One MQTT message as received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Value,
+    pub retain: bool,
+}
+
+/// Subscribes before returning, then collects every message in the background.
+pub struct Subscriber {
+    messages: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let mut options = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut connection) = Client::new(options, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let _client = client; // keeps the connection open
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let payload = serde_json::from_slice(&p.payload)
+                            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.payload).into()));
+                        sink.lock().unwrap().push(Received { topic: p.topic.clone(), payload, retain: p.retain });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("subscription acknowledged");
+        Subscriber { messages }
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn on(&self, suffix: &str) -> Vec<Received> {
+        self.all().into_iter().filter(|m| m.topic.ends_with(suffix)).collect()
+    }
+
+    /// Waits until `done` holds for what was received; panics after `timeout`.
+    pub fn wait_until(&self, timeout: Duration, what: &str, done: impl Fn(&[Received]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if done(&self.all()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let topics: Vec<String> = self.all().iter().map(|m| m.topic.clone()).collect();
+        panic!("timed out after {timeout:?} waiting for {what}; received {} messages: {:?}", topics.len(), topics.iter().rev().take(5).collect::<Vec<_>>());
+    }
+}
+
+/// The agent binary running `run --config` on a config written for the test.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: &str) -> Agent {
+        Self::start_in(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// Starts in `dir` (kept across restarts, so the state folder is too).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Agent {
+        let config_path = dir.path().join("agent.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.path().join(format!("agent-{}.log", free_port()));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("CCTV_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child: Some(child), dir, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// SIGTERM, then the exit status (panics if it takes over 15 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                stop(&mut child);
+                panic!("agent did not exit within 15 s of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the agent and hands back its folder (to restart on the same state).
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        dir
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            stop(child);
+        }
+    }
+}
+
+/// A config for the test agent: `cameras` is the TOML of its `[[cameras]]` tables.
+pub fn agent_config(broker: &Mosquitto, cameras: &str) -> String {
+    format!(
+        r#"device_id = "test-pole"
+state_dir = "state"
+[mqtt]
+url = "{url}"
+[model]
+path = "{model}"
+[telemetry]
+interval_seconds = 1
+{cameras}
+"#,
+        url = broker.url(),
+        model = repo("models/efficientnet_lite0.onnx").display(),
+    )
+}
+
+pub fn road_clip() -> PathBuf {
+    repo("media/road.mp4")
+}
+
+/// Intersection over union of two `[x, y, w, h]` boxes.
+pub fn iou(a: &[i64; 4], b: &[i64; 4]) -> f64 {
+    let x0 = a[0].max(b[0]);
+    let y0 = a[1].max(b[1]);
+    let x1 = (a[0] + a[2]).min(b[0] + b[2]);
+    let y1 = (a[1] + a[3]).min(b[1] + b[3]);
+    let inter = ((x1 - x0).max(0) * (y1 - y0).max(0)) as f64;
+    let union = (a[2] * a[3] + b[2] * b[3]) as f64 - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+pub fn bbox(v: &Value) -> [i64; 4] {
+    let a = v.as_array().expect("bbox is an array");
+    [0, 1, 2, 3].map(|i| a[i].as_i64().expect("bbox holds integers"))
+}
