@@ -140,6 +140,7 @@ fn predictions_carry_the_contract_fields_with_no_gaps_and_status_follows_the_age
 
     let sha = sha256_of_bundled_model();
     for p in &predictions {
+        assert_matches_schema(p, "prediction.json");
         assert_eq!(p["device"], "test-pole");
         assert_eq!(p["camera"], "road");
         let at = p["captured_at"].as_str().unwrap();
@@ -156,6 +157,17 @@ fn predictions_carry_the_contract_fields_with_no_gaps_and_status_follows_the_age
         assert_eq!(regions[0]["top_k"].as_array().unwrap().len(), 5);
     }
 
+    for m in sub.on("/status") {
+        assert_matches_schema(&m.payload, "status.json");
+    }
+    // The broker keeps the last status for subscribers that come later.
+    let late = Subscriber::start(broker.port, "cctv/test-pole/status");
+    late.wait_until(Duration::from_secs(5), "the retained status", |m| !m.is_empty());
+    let retained = &late.all()[0];
+    assert!(retained.retain && retained.payload["state"] == "offline", "{retained:?}");
+    for m in sub.on("/telemetry") {
+        assert_matches_schema(&m.payload, "telemetry.json");
+    }
     let states: Vec<String> = sub.on("/status").iter().map(|m| m.payload["state"].as_str().unwrap().to_string()).collect();
     assert_eq!(states.first().map(String::as_str), Some("online"));
     assert_eq!(states.last().map(String::as_str), Some("offline"), "states: {states:?}");
@@ -182,6 +194,16 @@ fn predictions_carry_the_contract_fields_with_no_gaps_and_status_follows_the_age
     assert!(again.terminate().success());
     let first_after = sub.on("/predictions/road")[before].payload["seq"].as_u64().unwrap();
     assert_eq!(first_after, last_seq + 1);
+}
+
+#[test]
+fn the_last_will_marks_the_device_offline_when_the_agent_dies() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/status");
+    let mut agent = Agent::start(&agent_config(&broker, &camera("road", &road_clip().display().to_string(), "")));
+    sub.wait_until(Duration::from_secs(30), "online", |m| m.iter().any(|m| m.payload["state"] == "online"));
+    agent.kill();
+    sub.wait_until(Duration::from_secs(10), "offline from the Last Will", |m| m.last().is_some_and(|m| m.payload["state"] == "offline"));
 }
 
 #[test]

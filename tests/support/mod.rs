@@ -222,6 +222,12 @@ impl Agent {
         }
     }
 
+    /// SIGKILL: no chance to clean up, as in a power cut or OOM kill.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("agent running");
+        stop(&mut child);
+    }
+
     /// Stops the agent and hands back its folder (to restart on the same state).
     pub fn into_dir(mut self) -> tempfile::TempDir {
         if self.child.is_some() {
@@ -276,4 +282,85 @@ pub fn iou(a: &[i64; 4], b: &[i64; 4]) -> f64 {
 pub fn bbox(v: &Value) -> [i64; 4] {
     let a = v.as_array().expect("bbox is an array");
     [0, 1, 2, 3].map(|i| a[i].as_i64().expect("bbox holds integers"))
+}
+
+/// Checks `value` against one of the JSON Schemas in `docs/schema/`, so the
+/// documented contract and the payloads cannot drift apart. Supports the
+/// keywords those files use: type, required, properties, items, enum,
+/// minimum, maximum, minItems, maxItems.
+pub fn assert_matches_schema(value: &Value, schema_file: &str) {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo("docs/schema").join(schema_file)).unwrap()).unwrap();
+    if let Err(problem) = check(value, &schema, "$") {
+        panic!("{schema_file}: {problem}\npayload: {value}");
+    }
+}
+
+fn check(value: &Value, schema: &Value, at: &str) -> Result<(), String> {
+    if let Some(types) = schema.get("type") {
+        let allowed: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let actual = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let fits = allowed.contains(&actual) || (actual == "integer" && allowed.contains(&"number"));
+        if !fits {
+            return Err(format!("{at} is {actual}, the schema says {allowed:?}"));
+        }
+    }
+    if value.is_null() {
+        return Ok(());
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+        if !options.contains(value) {
+            return Err(format!("{at} = {value} is not one of {options:?}"));
+        }
+    }
+    if let Some(n) = value.as_f64() {
+        if schema.get("minimum").and_then(Value::as_f64).is_some_and(|min| n < min) {
+            return Err(format!("{at} = {n} is below the minimum"));
+        }
+        if schema.get("maximum").and_then(Value::as_f64).is_some_and(|max| n > max) {
+            return Err(format!("{at} = {n} is above the maximum"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for key in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            let key = key.as_str().unwrap();
+            if !object.contains_key(key) {
+                return Err(format!("{at} lacks required `{key}`"));
+            }
+        }
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (key, sub) in properties {
+                if let Some(v) = object.get(key) {
+                    check(v, sub, &format!("{at}.{key}"))?;
+                }
+            }
+            if let Some(extra) = object.keys().find(|k| !properties.contains_key(*k)) {
+                return Err(format!("{at} has `{extra}`, which the schema does not document"));
+            }
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if schema.get("minItems").and_then(Value::as_u64).is_some_and(|m| (items.len() as u64) < m)
+            || schema.get("maxItems").and_then(Value::as_u64).is_some_and(|m| (items.len() as u64) > m)
+        {
+            return Err(format!("{at} has {} items, outside the schema's bounds", items.len()));
+        }
+        if let Some(item_schema) = schema.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                check(item, item_schema, &format!("{at}[{i}]"))?;
+            }
+        }
+    }
+    Ok(())
 }

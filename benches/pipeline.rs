@@ -1,0 +1,135 @@
+//! `make bench`: on the bundled clip (media/road.mp4), in one process:
+//! decode only, inference only (preprocessing + ONNX Runtime, whole frame),
+//! and the whole pipeline (camera thread → frame queue → inference thread →
+//! serialised prediction, replay `asap`, regions `full`; MQTT excluded).
+//! Rounds are interleaved so background noise hits all three alike; medians
+//! are printed, with pipeline ÷ min(decode, inference).
+
+use opencv::core::{Mat, Rect};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cctv_agent::camera::CameraWorker;
+use cctv_agent::config::{CameraConfig, MotionConfig, RegionsConfig, Replay};
+use cctv_agent::frame_queue::FrameQueue;
+use cctv_agent::infer::worker::InferenceWorker;
+use cctv_agent::infer::Classifier;
+use cctv_agent::publish::Topics;
+use cctv_agent::seq::SeqAllocator;
+use cctv_agent::shutdown::Shutdown;
+use cctv_agent::stats::CameraStats;
+
+const ROUNDS: usize = 5;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let clip = root.join("media/road.mp4");
+    let model = root.join("models/efficientnet_lite0.onnx");
+    let load = || Classifier::load(&model, &model.with_extension("toml"), 1).expect("model loads (make build fetches ONNX Runtime)");
+    let frames = decode_all(&clip);
+    println!("clip: {} ({} frames {}x{}); model: efficientnet_lite0, 1 intra-op thread", clip.display(), frames.len(), frames[0].cols(), frames[0].rows());
+
+    let mut decode = Vec::new();
+    let mut inference = Vec::new();
+    let mut pipeline = Vec::new();
+    let mut classifier = load();
+    for round in 1..=ROUNDS {
+        decode.push(decode_fps(&clip));
+        inference.push(inference_fps(&mut classifier, &frames));
+        pipeline.push(pipeline_fps(&clip, load(), frames.len()));
+        println!(
+            "round {round}: decode {:.1} fps, inference {:.1} fps, pipeline {:.1} fps",
+            decode[round - 1], inference[round - 1], pipeline[round - 1]
+        );
+    }
+    let (d, i, p) = (median(&mut decode), median(&mut inference), median(&mut pipeline));
+    println!("median of {ROUNDS}: decode {d:.1} fps | inference {i:.1} fps | pipeline {p:.1} fps");
+    println!("pipeline / min(decode, inference) = {:.3}", p / d.min(i));
+    println!("pipeline / (1 / (1/decode + 1/inference)) = {:.3}  (> 1: decode and inference overlap)", p * (1.0 / d + 1.0 / i));
+    println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+}
+
+fn decode_all(clip: &Path) -> Vec<Mat> {
+    let mut capture = VideoCapture::from_file(clip.to_str().unwrap(), videoio::CAP_ANY).unwrap();
+    let mut frames = Vec::new();
+    let mut frame = Mat::default();
+    while capture.read(&mut frame).unwrap() && !frame.empty() {
+        frames.push(std::mem::take(&mut frame));
+    }
+    frames
+}
+
+fn decode_fps(clip: &Path) -> f64 {
+    let started = Instant::now();
+    let mut capture = VideoCapture::from_file(clip.to_str().unwrap(), videoio::CAP_ANY).unwrap();
+    let mut frame = Mat::default();
+    let mut n = 0;
+    while capture.read(&mut frame).unwrap() && !frame.empty() {
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn inference_fps(classifier: &mut Classifier, frames: &[Mat]) -> f64 {
+    let started = Instant::now();
+    for frame in frames {
+        let whole = Rect::new(0, 0, frame.cols(), frame.rows());
+        std::hint::black_box(classifier.classify(frame, &[whole]).unwrap());
+    }
+    frames.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
+    let state = tempfile::tempdir().unwrap();
+    let queue = Arc::new(FrameQueue::new());
+    let stats = Arc::new(CameraStats::new("bench"));
+    let (sink, mut received) = tokio::sync::mpsc::channel(256);
+    let config = CameraConfig {
+        id: "bench".into(),
+        url: clip.display().to_string(),
+        regions: RegionsConfig::Full,
+        replay: Replay::Asap,
+        loop_file: false,
+        max_regions: 8,
+        motion: MotionConfig::default(),
+    };
+    let worker = InferenceWorker {
+        device_id: "bench".into(),
+        camera_ids: vec!["bench".into()],
+        classifier,
+        queue: queue.clone(),
+        stats: vec![stats.clone()],
+        seq: SeqAllocator::open(state.path()).unwrap(),
+        topics: Topics::new("cctv", "bench"),
+        sink,
+    };
+    let camera = CameraWorker { index: 0, config, queue: queue.clone(), stats, shutdown: Shutdown::new() };
+    let started = Instant::now();
+    let inference = std::thread::spawn(move || worker.run());
+    let camera = std::thread::spawn(move || camera.run());
+    let mut n = 0;
+    while n < expected {
+        received.blocking_recv().expect("a prediction per frame");
+        n += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    camera.join().unwrap();
+    queue.close();
+    inference.join().unwrap().unwrap();
+    n as f64 / elapsed
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
