@@ -264,6 +264,18 @@ impl MqttConfig {
         Ok(BrokerAddress { host, port, tls })
     }
 
+    /// A broker at `url` with every other setting at its default.
+    pub fn for_url(url: &str) -> MqttConfig {
+        MqttConfig {
+            url: url.to_string(),
+            topic_root: default_topic_root(),
+            client_id: None,
+            keep_alive_seconds: default_keep_alive_seconds(),
+            ca_file: None,
+            queue_capacity: default_queue_capacity(),
+        }
+    }
+
     pub fn client_id(&self, device_id: &str) -> String {
         self.client_id.clone().unwrap_or_else(|| format!("cctv-agent-{device_id}"))
     }

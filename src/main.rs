@@ -187,14 +187,7 @@ fn check_config(file: &Path) -> Result<ExitCode> {
 fn watch(url: Option<String>, config: Option<&Path>, device: String, json: bool) -> Result<ExitCode> {
     let mut mqtt = match config {
         Some(path) => Config::load(path)?.mqtt,
-        None => cctv_agent::config::MqttConfig {
-            url: "mqtt://127.0.0.1:1883".into(),
-            topic_root: "cctv".into(),
-            client_id: None,
-            keep_alive_seconds: 30,
-            ca_file: None,
-            queue_capacity: 64,
-        },
+        None => cctv_agent::config::MqttConfig::for_url("mqtt://127.0.0.1:1883"),
     };
     if let Some(url) = url {
         mqtt.url = url;
