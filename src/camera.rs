@@ -133,8 +133,9 @@ impl CameraWorker {
             if regions.is_empty() {
                 CameraStats::add(&self.stats.frames_without_regions, 1);
             } else {
-                // The queue takes the frame; decode the next one into a fresh Mat.
-                let job = FrameJob { camera: self.index, frame_index, captured_at, frame: std::mem::take(&mut frame), regions };
+                // The queue takes the frame; decode the next one into a recycled buffer.
+                let decoded = std::mem::replace(&mut frame, self.queue.take_spare());
+                let job = FrameJob { camera: self.index, frame_index, captured_at, frame: decoded, regions };
                 if wait_for_inference {
                     if !self.queue.push_wait(job) {
                         return Ok(Ended::Shutdown);

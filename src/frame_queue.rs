@@ -34,7 +34,13 @@ pub struct FrameJob {
 struct State {
     jobs: VecDeque<FrameJob>,
     closed: bool,
+    /// Frames inference is done with, handed back so decoding can reuse
+    /// their buffers instead of allocating a new one per frame.
+    spare: Vec<Mat>,
 }
+
+/// Spare frame buffers kept for reuse; beyond this they are freed.
+const MAX_SPARE: usize = 4;
 
 #[derive(Default)]
 pub struct FrameQueue {
@@ -103,6 +109,19 @@ impl FrameQueue {
                 return None;
             }
             state = self.filled.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A used frame buffer for the next decode (or an empty one).
+    pub fn take_spare(&self) -> Mat {
+        self.lock().spare.pop().unwrap_or_default()
+    }
+
+    /// Hands a frame buffer inference no longer needs back for reuse.
+    pub fn give_back(&self, frame: Mat) {
+        let mut state = self.lock();
+        if state.spare.len() < MAX_SPARE {
+            state.spare.push(frame);
         }
     }
 

@@ -45,6 +45,7 @@ impl InferenceWorker {
                 }
             };
             let inference_ms = started.elapsed().as_secs_f32() * 1000.0;
+            self.queue.give_back(job.frame);
             stats.record_latency(inference_ms);
             let seq = self.seq.next().map_err(|e| e.to_string())?;
             let camera = &self.camera_ids[job.camera];
