@@ -207,6 +207,50 @@ fn the_last_will_marks_the_device_offline_when_the_agent_dies() {
 }
 
 #[test]
+fn predictions_reach_a_tls_broker_that_the_configured_ca_vouches_for() {
+    let certs = TestCertificates::new();
+    let (broker, plain_port) = Mosquitto::start_tls(&certs);
+    let sub = Subscriber::start(plain_port, "cctv/test-pole/predictions/+");
+    let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), "regions = \"full\"\nreplay = \"asap\""))
+        .replace("url = \"mqtt://127.0.0.1:", "url = \"mqtts://localhost:")
+        .replace("[model]", &format!("ca_file = \"{}\"\n[model]", certs.ca.display()));
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "a prediction over TLS", |m| !m.is_empty());
+    assert!(agent.terminate().success(), "{}", agent.log());
+}
+
+#[test]
+fn watch_prints_one_line_per_prediction() {
+    let broker = Mosquitto::start();
+    let mut watch = Command::new(BIN)
+        .args(["watch", "--url", &broker.url(), "--device", "test-pole"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500)); // let it subscribe
+    let mut agent = Agent::start(&agent_config(&broker, &camera("road", &road_clip().display().to_string(), "regions = \"full\"\nreplay = \"asap\"")));
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        lines.push(rx.recv_timeout(Duration::from_secs(60)).expect("watch printed a line"));
+    }
+    agent.terminate();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(lines[0], "test-pole is online");
+    assert!(lines[1].starts_with("test-pole/road #1 frame 0 | "), "{}", lines[1]);
+    assert!(lines[2].starts_with("test-pole/road #2 frame 1 | "), "{}", lines[2]);
+}
+
+#[test]
 fn an_rtsp_camera_is_classified() {
     let server = RtspServer::serve(&road_clip());
     let broker = Mosquitto::start();

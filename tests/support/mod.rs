@@ -48,12 +48,35 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A broker whose `port` listener speaks TLS with `certs`' server
+    /// certificate, plus a plain listener for test subscribers, whose port is
+    /// returned beside the broker.
+    pub fn start_tls(certs: &TestCertificates) -> (Mosquitto, u16) {
+        let plain = free_port();
+        let broker = Self::start_with(|_| {
+            format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nlistener {plain} 127.0.0.1\n",
+                certs.ca.display(),
+                certs.server_cert.display(),
+                certs.server_key.display()
+            )
+        });
+        (broker, plain)
+    }
+
+    fn start_with(extra: impl Fn(u16) -> String) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
+            format!(
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\n{}",
+                extra(port)
+            ),
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
@@ -70,6 +93,35 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         stop(&mut self.child);
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost, made with openssl.
+pub struct TestCertificates {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCertificates {
+    pub fn new() -> TestCertificates {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cctv test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+        std::fs::write(p("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"]);
+        // Mosquitto drops to its own user: it must be able to read the key.
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::set_permissions(p(f), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        TestCertificates { ca: p("ca.pem"), server_cert: p("server.pem"), server_key: p("server.key"), _dir: dir }
     }
 }
 
