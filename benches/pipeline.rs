@@ -20,6 +20,7 @@ use std::time::Instant;
 use cctv_agent::camera::CameraWorker;
 use cctv_agent::config::{CameraConfig, MotionConfig, RegionsConfig, Replay};
 use cctv_agent::frame_queue::FrameQueue;
+use cctv_agent::health::Health;
 use cctv_agent::infer::worker::InferenceWorker;
 use cctv_agent::infer::Classifier;
 use cctv_agent::publish::Topics;
@@ -116,6 +117,7 @@ fn inference_fps(classifier: &mut Classifier, frames: &[Mat]) -> f64 {
 
 fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
     let state = tempfile::tempdir().unwrap();
+    let health = Health::new();
     let queue = Arc::new(FrameQueue::new());
     let stats = Arc::new(CameraStats::new("bench"));
     let (sink, mut received) = tokio::sync::mpsc::channel(256);
@@ -137,8 +139,9 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         seq: SeqAllocator::open(state.path()).unwrap(),
         topics: Topics::new("cctv", "bench"),
         sink,
+        heartbeat: health.register("inference"),
     };
-    let camera = CameraWorker { index: 0, config, queue: queue.clone(), stats, shutdown: Shutdown::new() };
+    let camera = CameraWorker { index: 0, config, queue: queue.clone(), stats, shutdown: Shutdown::new(), heartbeat: health.register("camera") };
     let started = Instant::now();
     let inference = std::thread::spawn(move || worker.run());
     let camera = std::thread::spawn(move || camera.run());

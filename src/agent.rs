@@ -15,8 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::camera::CameraWorker;
 use crate::config::Config;
 use crate::frame_queue::FrameQueue;
+use crate::health::Health;
 use crate::infer::worker::InferenceWorker;
 use crate::infer::{Classifier, ModelIdentity};
+use crate::notify::Notifier;
 use crate::publish::messages::{rfc3339, DeviceState, StatusMessage};
 use crate::publish::{mqtt, Publisher, PublisherStats, Topics};
 use crate::seq::SeqAllocator;
@@ -44,6 +46,8 @@ pub enum AgentError {
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.status("loading the model");
     let model_path = config.model.path.clone();
     let spec_path = config.model.spec_path();
     let threads = config.model.intra_threads;
@@ -66,6 +70,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     };
     let publisher = tokio::spawn(publisher.run(outgoing, config.mqtt.queue_capacity, FLUSH_DEADLINE));
 
+    let health = Arc::new(Health::new());
     let queue = Arc::new(FrameQueue::new());
     let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
 
@@ -79,6 +84,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         seq,
         topics: topics.clone(),
         sink: sink.clone(),
+        heartbeat: health.register("inference"),
     };
     std::thread::Builder::new()
         .name("inference".into())
@@ -95,6 +101,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             queue: queue.clone(),
             stats: camera_stats[index].clone(),
             shutdown: shutdown.clone(),
+            heartbeat: health.register(format!("camera {}", camera.id)),
         };
         let handle = std::thread::Builder::new()
             .name(format!("camera-{}", camera.id))
@@ -110,13 +117,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         sysfs_root: config.telemetry.sysfs_root.clone(),
         state_dir: config.state_dir.clone(),
         model,
-        cameras: camera_stats,
-        publisher: publisher_stats,
+        cameras: camera_stats.clone(),
+        publisher: publisher_stats.clone(),
         queue: queue.clone(),
         sink,
     };
     let telemetry = tokio::spawn(telemetry.run(shutdown.clone()));
     tracing::info!(device = %config.device_id, cameras = cameras.len(), "agent serving");
+    notifier.ready();
+    let supervision = Supervision {
+        notifier: notifier.clone(),
+        health,
+        stall_limit: Duration::from_secs(config.watchdog.stall_seconds),
+        cameras: camera_stats,
+        publisher: publisher_stats,
+    };
+    tokio::spawn(supervision.run(shutdown.clone()));
 
     // Serve until asked to stop, or until inference stops on its own (an error).
     let early_end = tokio::select! {
@@ -125,6 +141,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     };
     shutdown.trigger();
     tracing::info!("shutting down");
+    notifier.stopping();
+    notifier.status("shutting down: finishing queued frames, flushing MQTT");
     let stop = async move {
         // Closing first wakes cameras waiting for room; what is queued is still classified.
         queue.close();
@@ -153,6 +171,62 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         Err(_) => Err(AgentError::Inference("the inference thread panicked".into())),
     }
 }
+
+/// Feeds systemd's watchdog while every thread makes progress, and keeps
+/// its STATUS line current.
+struct Supervision {
+    notifier: Arc<Notifier>,
+    health: Arc<Health>,
+    stall_limit: Duration,
+    cameras: Vec<Arc<CameraStats>>,
+    publisher: Arc<PublisherStats>,
+}
+
+impl Supervision {
+    async fn run(self, shutdown: Shutdown) {
+        let tick = self.notifier.watchdog_interval().map(|w| w / 2).unwrap_or(STATUS_INTERVAL).min(STATUS_INTERVAL);
+        let mut ticker = tokio::time::interval(tick);
+        let mut last_status = std::time::Instant::now() - STATUS_INTERVAL;
+        let mut reported_stall = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            let stalled = self.health.stalled(self.stall_limit);
+            if stalled.is_empty() {
+                self.notifier.watchdog();
+                reported_stall = false;
+            } else if !reported_stall {
+                let parts: Vec<String> = stalled.iter().map(|(name, d)| format!("{name} ({} s)", d.as_secs())).collect();
+                tracing::error!(stalled = %parts.join(", "), "no progress: withholding the systemd watchdog so the agent is restarted");
+                self.notifier.status(&format!("stalled: {}", parts.join(", ")));
+                reported_stall = true;
+            }
+            if stalled.is_empty() && last_status.elapsed() >= STATUS_INTERVAL {
+                last_status = std::time::Instant::now();
+                self.notifier.status(&self.status_line());
+            }
+        }
+    }
+
+    fn status_line(&self) -> String {
+        use std::sync::atomic::Ordering;
+        let cameras: Vec<String> = self
+            .cameras
+            .iter()
+            .map(|c| {
+                let s = c.snapshot();
+                format!("{} {:?} {} classified", s.id, s.state, s.frames_processed).to_lowercase()
+            })
+            .collect();
+        let broker = if self.publisher.connected.load(Ordering::SeqCst) { "broker connected" } else { "broker not connected" };
+        format!("serving: {}; {broker}", cameras.join(", "))
+    }
+}
+
+/// How often the systemd STATUS line is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The retained status payload.
 pub fn status_payload(device: &str, state: DeviceState, model: Option<&ModelIdentity>) -> Vec<u8> {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{CameraConfig, Replay, SourceKind};
 use crate::frame_queue::{FrameJob, FrameQueue};
+use crate::health::Heartbeat;
 use crate::regions::RegionFinder;
 use crate::shutdown::Shutdown;
 use crate::stats::{CameraState, CameraStats};
@@ -43,12 +44,19 @@ pub struct CameraWorker {
     pub queue: Arc<FrameQueue>,
     pub stats: Arc<CameraStats>,
     pub shutdown: Shutdown,
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 impl CameraWorker {
     pub fn run(self) {
         let span = tracing::info_span!("camera", id = %self.config.id);
         let _entered = span.enter();
+        self.heartbeat.beat();
+        self.run_until_done();
+        self.heartbeat.finish();
+    }
+
+    fn run_until_done(&self) {
         let mut backoff = BACKOFF_START;
         let mut attempts = 0u64;
         loop {
@@ -77,7 +85,7 @@ impl CameraWorker {
                     tracing::warn!(%error, retry_in_s = backoff.as_secs(), "camera failed; retrying");
                     self.stats.set_error(Some(error.to_string()));
                     self.stats.set_state(CameraState::Retrying);
-                    if self.shutdown.sleep(backoff) {
+                    if self.heartbeat.waiting(|| self.shutdown.sleep(backoff)) {
                         break;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -105,6 +113,7 @@ impl CameraWorker {
             if self.shutdown.is_triggered() {
                 return Ok(Ended::Shutdown);
             }
+            self.heartbeat.beat();
             let got = capture.read(&mut frame).map_err(|e| CameraError(format!("reading {}: {e}", self.config.url)))?;
             if !got || frame.empty() {
                 if is_file {
@@ -137,7 +146,7 @@ impl CameraWorker {
                 let decoded = std::mem::replace(&mut frame, self.queue.take_spare());
                 let job = FrameJob { camera: self.index, frame_index, captured_at, frame: decoded, regions };
                 if wait_for_inference {
-                    if !self.queue.push_wait(job) {
+                    if !self.heartbeat.waiting(|| self.queue.push_wait(job)) {
                         return Ok(Ended::Shutdown);
                     }
                 } else {
@@ -148,7 +157,7 @@ impl CameraWorker {
             if pace {
                 let due = frame_interval * frame_index as u32;
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    if self.shutdown.sleep(wait) {
+                    if self.heartbeat.waiting(|| self.shutdown.sleep(wait)) {
                         return Ok(Ended::Shutdown);
                     }
                 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub model: ModelConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub watchdog: WatchdogConfig,
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -110,6 +112,22 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig { interval_seconds: 10, sysfs_root: PathBuf::from("/sys") }
+    }
+}
+
+/// When systemd's watchdog is on (`WatchdogSec=`), the agent feeds it only
+/// while every camera and inference thread makes progress.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogConfig {
+    /// A thread silent this long (not waiting on another part) counts as
+    /// hung. Above the 5 s stream timeouts and the slowest inference.
+    pub stall_seconds: u64,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig { stall_seconds: 30 }
     }
 }
 
@@ -334,6 +352,9 @@ impl Config {
         }
         if self.telemetry.interval_seconds == 0 {
             return Err(invalid("telemetry.interval_seconds", "must be at least 1 (seconds)".into()));
+        }
+        if self.watchdog.stall_seconds == 0 {
+            return Err(invalid("watchdog.stall_seconds", "must be at least 1 (seconds)".into()));
         }
         if self.model.intra_threads == 0 {
             return Err(invalid("model.intra_threads", "must be at least 1".into()));

@@ -14,6 +14,8 @@
 //!
 //! Small shared pieces: [`stats`] (per-camera counters), [`seq`] (the
 //! per-device sequence number that survives restarts), [`shutdown`],
+//! [`health`] (is every thread making progress?), [`notify`] (systemd's
+//! READY/WATCHDOG protocol),
 //! [`ort_runtime`] (finding the ONNX Runtime library), [`watch`] (a console
 //! subscriber for operators).
 
@@ -21,7 +23,9 @@ pub mod agent;
 pub mod camera;
 pub mod config;
 pub mod frame_queue;
+pub mod health;
 pub mod infer;
+pub mod notify;
 pub mod ort_runtime;
 pub mod publish;
 pub mod regions;

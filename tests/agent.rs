@@ -6,6 +6,7 @@ mod support;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
@@ -352,4 +353,66 @@ fn a_model_that_is_not_onnx_is_refused_with_a_clear_error() {
     assert!(!run.status.success(), "the agent must not serve without a model");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("cannot load the model") && stderr.contains("broken.onnx"), "{stderr}");
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_pings_and_stopping() {
+    let broker = Mosquitto::start();
+    let notify = NotifySocket::new();
+    let started = std::time::Instant::now();
+    let env = [("NOTIFY_SOCKET", notify.path.display().to_string()), ("WATCHDOG_USEC", "1000000".to_string())];
+    let mut agent = Agent::start_with_env(&agent_config(&broker, &camera("road", &road_clip().display().to_string(), "loop = true")), &env);
+    let ready = notify.wait_for("READY=1", started, Duration::from_secs(30));
+    notify.wait_for("STATUS=serving", ready, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    // Pings at half the watchdog interval: about 4 in 2 s.
+    assert!(notify.count("WATCHDOG=1", ready, std::time::Instant::now()) >= 3, "{:?}", notify.messages());
+    let before_stop = std::time::Instant::now();
+    assert!(agent.terminate().success());
+    notify.wait_for("STOPPING=1", before_stop, Duration::from_secs(2));
+}
+
+#[test]
+fn the_watchdog_goes_quiet_while_a_camera_hangs_and_resumes_when_it_recovers() {
+    // A camera whose source is a FIFO nobody writes to: opening it blocks
+    // inside OpenCV for as long as the test wants, a real hang.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("camera.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let broker = Mosquitto::start();
+    let notify = NotifySocket::new();
+    let started = std::time::Instant::now();
+    let cameras = [camera("road", &road_clip().display().to_string(), "loop = true"), camera("stuck", &fifo.display().to_string(), "")].concat();
+    let config = agent_config(&broker, &cameras).replace("[model]", "[watchdog]\nstall_seconds = 2\n[model]");
+    let env = [("NOTIFY_SOCKET", notify.path.display().to_string()), ("WATCHDOG_USEC", "500000".to_string())];
+    let mut agent = Agent::start_with_env(&config, &env);
+
+    let ready = notify.wait_for("READY=1", started, Duration::from_secs(30));
+    let stalled = notify.wait_for("STATUS=stalled: ", ready, Duration::from_secs(15));
+    let status = notify.messages().into_iter().map(|(_, m)| m).find(|m| m.starts_with("STATUS=stalled")).unwrap();
+    // OpenCV opens FFmpeg sources under one process-wide lock, so the road
+    // camera may be stuck behind the FIFO too; the FIFO camera must be named.
+    assert!(status.contains("camera stuck"), "{status}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(notify.count("WATCHDOG=1", stalled, std::time::Instant::now()), 0, "pings must stop while a camera hangs");
+
+    // Feed the FIFO (again and again, as OpenCV may reopen it): the camera moves on and pings resume.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, fifo, clip) = (stop.clone(), fifo.clone(), std::fs::read(road_clip()).unwrap());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                    let _ = std::io::Write::write_all(&mut f, &clip);
+                }
+            }
+        })
+    };
+    let fed = std::time::Instant::now();
+    notify.wait_for("WATCHDOG=1", fed, Duration::from_secs(20));
+    assert!(agent.terminate().success(), "{}", agent.log());
+    // The writer may be blocked opening the FIFO for a reader that is gone;
+    // it is left behind, and ends with the test process.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(writer);
 }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Classifier;
 use crate::frame_queue::FrameQueue;
+use crate::health::Heartbeat;
 use crate::publish::messages::{rfc3339, PredictionMessage};
 use crate::publish::{Outgoing, Topics};
 use crate::seq::SeqAllocator;
@@ -25,6 +26,7 @@ pub struct InferenceWorker {
     pub seq: SeqAllocator,
     pub topics: Topics,
     pub sink: mpsc::Sender<Outgoing>,
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 impl InferenceWorker {
@@ -33,7 +35,14 @@ impl InferenceWorker {
     pub fn run(mut self) -> Result<SeqAllocator, String> {
         let span = tracing::info_span!("inference", model = %self.classifier.identity().name, version = %self.classifier.identity().version);
         let _entered = span.enter();
-        while let Some(job) = self.queue.pop() {
+        let result = self.serve();
+        self.heartbeat.finish();
+        result.map(|()| self.seq)
+    }
+
+    fn serve(&mut self) -> Result<(), String> {
+        let heartbeat = self.heartbeat.clone();
+        while let Some(job) = heartbeat.waiting(|| self.queue.pop()) {
             let stats = &self.stats[job.camera];
             let started = Instant::now();
             let regions = match self.classifier.classify(&job.frame, &job.regions) {
@@ -61,11 +70,11 @@ impl InferenceWorker {
             };
             let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
             let outgoing = Outgoing { topic: self.topics.predictions(camera), payload, qos: QoS::AtLeastOnce, retain: false };
-            if self.sink.blocking_send(outgoing).is_err() {
+            if heartbeat.waiting(|| self.sink.blocking_send(outgoing)).is_err() {
                 return Err(format!("publisher stopped; prediction seq {seq} was not sent"));
             }
             CameraStats::add(&stats.frames_processed, 1);
         }
-        Ok(self.seq)
+        Ok(())
     }
 }

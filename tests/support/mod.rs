@@ -233,8 +233,17 @@ impl Agent {
         Self::start_in(tempfile::tempdir().unwrap(), config)
     }
 
+    /// Starts with extra environment variables (e.g. systemd's NOTIFY_SOCKET).
+    pub fn start_with_env(config: &str, env: &[(&str, String)]) -> Agent {
+        Self::spawn(tempfile::tempdir().unwrap(), config, env)
+    }
+
     /// Starts in `dir` (kept across restarts, so the state folder is too).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Agent {
+        Self::spawn(dir, config, &[])
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: &str, env: &[(&str, String)]) -> Agent {
         let config_path = dir.path().join("agent.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join(format!("agent-{}.log", free_port()));
@@ -242,6 +251,7 @@ impl Agent {
             .args(["run", "--config"])
             .arg(&config_path)
             .env("CCTV_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -415,4 +425,52 @@ fn check(value: &Value, schema: &Value, at: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Plays systemd's side of the notify protocol: a datagram socket that
+/// records every message with the time it arrived.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    messages: Arc<Mutex<Vec<(Instant, String)>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                for line in String::from_utf8_lossy(&buffer[..n]).lines() {
+                    sink.lock().unwrap().push((Instant::now(), line.to_string()));
+                }
+            }
+        });
+        NotifySocket { path, messages, _dir: dir }
+    }
+
+    pub fn messages(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits for a message starting with `prefix` that arrived after `after`; returns when it arrived.
+    pub fn wait_for(&self, prefix: &str, after: Instant, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some((at, _)) = self.messages().into_iter().find(|(at, m)| *at > after && m.starts_with(prefix)) {
+                return at;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let seen: Vec<String> = self.messages().into_iter().map(|(_, m)| m).collect();
+        panic!("no `{prefix}` within {timeout:?}; seen: {seen:?}");
+    }
+
+    pub fn count(&self, prefix: &str, from: Instant, to: Instant) -> usize {
+        self.messages().iter().filter(|(at, m)| *at >= from && *at <= to && m.starts_with(prefix)).count()
+    }
 }
