@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/release/cctv-agent
 ORT_LIB := .cache/onnxruntime/$(shell uname -m)/libonnxruntime.so
 
-.PHONY: run test build bench deps ort clip check-config clean
+.PHONY: run test build bench deps ort clip check-config deb clean
 
 ## make run: the agent on the bundled clip and model, with a local broker, printing predictions.
 run: build
@@ -34,6 +34,10 @@ $(ORT_LIB):
 ## make clip: regenerate media/road.mp4 and its truth file from the photos in media/sources.
 clip: deps
 	$(CARGO) run --release --example make_road_clip
+
+## make deb: target/debian/cctv-agent_<version>_amd64.deb (and arm64 when the cross build exists).
+deb: build
+	scripts/build-deb.sh amd64
 
 check-config: build
 	$(BIN) check-config config/example.toml

@@ -416,3 +416,60 @@ fn the_watchdog_goes_quiet_while_a_camera_hangs_and_resumes_when_it_recovers() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(writer);
 }
+
+/// Purges the package even when an assertion fails half-way.
+struct PurgeOnDrop;
+impl Drop for PurgeOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "cctv-agent"]).output();
+    }
+}
+
+#[test]
+fn the_debian_package_installs_runs_and_is_removed_cleanly() {
+    if std::env::var_os("CCTV_SKIP_PACKAGE_TEST").is_some() {
+        eprintln!("CCTV_SKIP_PACKAGE_TEST is set: not installing the package");
+        return;
+    }
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    assert_eq!(uid.trim(), "0", "installing the package needs root: run make test as root, or set CCTV_SKIP_PACKAGE_TEST=1");
+    let installed = Command::new("dpkg-query").args(["-W", "-f=${Status}", "cctv-agent"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&installed.stdout).contains("installed"),
+        "cctv-agent is already installed on this machine; the test would replace it: remove it first"
+    );
+    let build = Command::new(repo("scripts/build-deb.sh")).arg("amd64").output().unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let deb = repo(String::from_utf8(build.stdout).unwrap().trim());
+
+    let _purge = PurgeOnDrop;
+    let install = Command::new("dpkg").arg("-i").arg(&deb).output().unwrap();
+    assert!(install.status.success(), "dpkg -i: {}", String::from_utf8_lossy(&install.stderr));
+
+    let version = Command::new("/usr/bin/cctv-agent").arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("cctv-agent {}", env!("CARGO_PKG_VERSION")));
+    let check = Command::new("/usr/bin/cctv-agent").args(["check-config", "/etc/cctv-agent/agent.toml"]).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // The installed binary finds the installed ONNX Runtime and model with nothing set.
+    let classify = Command::new("/usr/bin/cctv-agent")
+        .args(["classify", "--model", "/usr/share/cctv-agent/models/efficientnet_lite0.onnx"])
+        .arg(repo("media/sources/motorcycle_left.png"))
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&classify.stdout).contains("\"class\":\"motorcycle\""), "{}", String::from_utf8_lossy(&classify.stderr));
+    let verify = Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/cctv-agent.service"]).output().unwrap();
+    assert!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&verify.stderr));
+    // Exposure 2.5 or lower ("OK") in systemd's own hardening score.
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=25", "/lib/systemd/system/cctv-agent.service"])
+        .output()
+        .unwrap();
+    assert!(security.status.success(), "{}", String::from_utf8_lossy(&security.stdout));
+
+    let purge = Command::new("dpkg").args(["--purge", "cctv-agent"]).output().unwrap();
+    assert!(purge.status.success(), "{}", String::from_utf8_lossy(&purge.stderr));
+    for path in ["/usr/bin/cctv-agent", "/usr/lib/cctv-agent", "/usr/share/cctv-agent", "/etc/cctv-agent", "/lib/systemd/system/cctv-agent.service"] {
+        assert!(!std::path::Path::new(path).exists(), "{path} is left after purge");
+    }
+}
