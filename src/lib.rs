@@ -9,7 +9,8 @@
 //! - [`infer`]: the model spec, preprocessing, the ONNX Runtime session and the
 //!   road taxonomy; [`infer::worker`] is the thread that owns the session.
 //! - [`publish`]: topics, payloads and the task that owns the MQTT client.
-//! - [`telemetry`]: periodic device and pipeline figures.
+//! - [`telemetry`]: periodic device and pipeline figures; [`sensors`] reads
+//!   temperatures and IIO sensors from sysfs.
 //! - [`agent`]: the supervisor that wires everything and shuts it down.
 //!
 //! Small shared pieces: [`stats`] (per-camera counters), [`seq`] (the
@@ -29,6 +30,7 @@ pub mod notify;
 pub mod ort_runtime;
 pub mod publish;
 pub mod regions;
+pub mod sensors;
 pub mod seq;
 pub mod shutdown;
 pub mod stats;

@@ -6,7 +6,6 @@
 //! newer one follows.
 
 use rumqttc::QoS;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -135,7 +134,8 @@ impl SystemSampler {
             memory_total_bytes: self.system.total_memory(),
             memory_used_bytes: self.system.used_memory(),
             state_disk_free_bytes: free_space(&self.state_dir),
-            temperatures_c: temperatures(&self.sysfs_root),
+            temperatures_c: crate::sensors::temperatures(&self.sysfs_root),
+            sensors: crate::sensors::iio(&self.sysfs_root),
         };
         let agent = AgentFigures {
             rss_bytes: process.map(|p| p.memory()),
@@ -157,66 +157,3 @@ fn free_space(path: &Path) -> Option<u64> {
         .map(|d| d.available_space())
 }
 
-/// Temperatures in °C from `class/thermal/thermal_zone*/{type,temp}` and
-/// `class/hwmon/hwmon*/{name,temp*_input}` (millidegrees in sysfs). A device
-/// without sensors gives an empty map.
-pub fn temperatures(sysfs_root: &Path) -> BTreeMap<String, f32> {
-    let mut found = BTreeMap::new();
-    let read = |p: PathBuf| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
-    let millidegrees = |p: PathBuf| read(p).and_then(|s| s.parse::<f64>().ok()).map(|m| (m / 1000.0) as f32);
-    for zone in sorted_entries(&sysfs_root.join("class/thermal"), "thermal_zone") {
-        let name = read(zone.join("type")).unwrap_or_else(|| file_name(&zone));
-        if let Some(celsius) = millidegrees(zone.join("temp")) {
-            found.insert(format!("thermal/{name}"), celsius);
-        }
-    }
-    for hwmon in sorted_entries(&sysfs_root.join("class/hwmon"), "hwmon") {
-        let chip = read(hwmon.join("name")).unwrap_or_else(|| file_name(&hwmon));
-        for input in sorted_entries(&hwmon, "temp") {
-            let file = file_name(&input);
-            if let Some(sensor) = file.strip_suffix("_input") {
-                if let Some(celsius) = millidegrees(input.clone()) {
-                    found.insert(format!("hwmon/{chip}/{sensor}"), celsius);
-                }
-            }
-        }
-    }
-    found
-}
-
-fn sorted_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| file_name(p).starts_with(prefix)).collect())
-        .unwrap_or_default();
-    entries.sort();
-    entries
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temperatures_come_from_thermal_zones_and_hwmon_in_celsius() {
-        let root = std::env::temp_dir().join(format!("cctv-sysfs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let zone = root.join("class/thermal/thermal_zone0");
-        let hwmon = root.join("class/hwmon/hwmon1");
-        std::fs::create_dir_all(&zone).unwrap();
-        std::fs::create_dir_all(&hwmon).unwrap();
-        std::fs::write(zone.join("type"), "cpu-thermal\n").unwrap();
-        std::fs::write(zone.join("temp"), "48250\n").unwrap();
-        std::fs::write(hwmon.join("name"), "enclosure\n").unwrap();
-        std::fs::write(hwmon.join("temp1_input"), "31000\n").unwrap();
-        std::fs::write(hwmon.join("temp1_label"), "ignored\n").unwrap();
-        let t = temperatures(&root);
-        assert_eq!(t.get("thermal/cpu-thermal"), Some(&48.25));
-        assert_eq!(t.get("hwmon/enclosure/temp1"), Some(&31.0));
-        assert_eq!(t.len(), 2);
-        assert!(temperatures(&root.join("missing")).is_empty());
-    }
-}

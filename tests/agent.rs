@@ -473,3 +473,22 @@ fn the_debian_package_installs_runs_and_is_removed_cleanly() {
         assert!(!std::path::Path::new(path).exists(), "{path} is left after purge");
     }
 }
+
+#[test]
+fn telemetry_reports_the_device_sensors_found_in_sysfs() {
+    let sysfs = tempfile::tempdir().unwrap();
+    cctv_agent::sensors::write_fixture(sysfs.path()).unwrap();
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/telemetry");
+    let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), ""))
+        .replace("interval_seconds = 1", &format!("interval_seconds = 1\nsysfs_root = \"{}\"", sysfs.path().display()));
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(30), "telemetry", |m| !m.is_empty());
+    assert!(agent.terminate().success());
+    let system = &sub.all()[0].payload["system"];
+    assert_matches_schema(&sub.all()[0].payload, "telemetry.json");
+    assert_eq!(system["temperatures_c"]["thermal/cpu-thermal"].as_f64(), Some(48.25));
+    assert_eq!(system["sensors"]["bme280"]["humidity_percent"].as_f64(), Some(41.2));
+    let accel_z = system["sensors"]["lsm6dsl_accel"]["accel_z_m_s2"].as_f64().unwrap();
+    assert!((accel_z - 16364.0 * 0.000598).abs() < 1e-9, "{accel_z}");
+}

@@ -71,6 +71,8 @@ pub struct SystemFigures {
     pub state_disk_free_bytes: Option<u64>,
     /// Sensor label → degrees Celsius; empty where the device has no sensors.
     pub temperatures_c: std::collections::BTreeMap<String, f32>,
+    /// IIO sensors: device name → reading (unit in its name) → value.
+    pub sensors: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
