@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/release/cctv-agent
 ORT_LIB := .cache/onnxruntime/$(shell uname -m)/libonnxruntime.so
 
-.PHONY: run test build bench deps ort clip check-config deb clean
+.PHONY: run test build bench deps ort clip check-config deb cross-aarch64 test-cross clean
 
 ## make run: the agent on the bundled clip and model, with a local broker, printing predictions.
 run: build
@@ -38,6 +38,16 @@ clip: deps
 ## make deb: target/debian/cctv-agent_<version>_amd64.deb (and arm64 when the cross build exists).
 deb: build
 	scripts/build-deb.sh amd64
+
+## make cross-aarch64: target/aarch64-unknown-linux-gnu/release/cctv-agent, built here without Docker.
+cross-aarch64:
+	cross/setup.sh
+	. cross/env.sh && $(CARGO) build --release --target aarch64-unknown-linux-gnu --bin cctv-agent
+	cp -f .cache/onnxruntime/aarch64/libonnxruntime.so target/aarch64-unknown-linux-gnu/release/libonnxruntime.so
+
+## make test-cross: runs the aarch64 binary under qemu and compares it with the x86_64 build.
+test-cross: build cross-aarch64
+	cross/test.sh
 
 check-config: build
 	$(BIN) check-config config/example.toml
