@@ -15,7 +15,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 missing=()
-for p in crossbuild-essential-arm64 mmdebstrap clang libclang-dev; do
+for p in crossbuild-essential-arm64 mmdebstrap clang libclang-dev file; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

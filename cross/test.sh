@@ -71,7 +71,7 @@ TOML
 }
 summary() { python3 -c 'import sys,json; [print(d["frame_index"], d["regions"][0]["class"], d["regions"][0]["top_k"][0]["index"]) for d in map(json.loads, sys.stdin)]' < "$1"; }
 native_status=$(run_clip native "$native")
-arm_status=$(run_clip arm run_arm)
+arm_status=$(run_clip arm "$CROSS_QEMU" -L "$CROSS_SYSROOT" "$arm")
 summary "$work/native.jsonl" > "$work/native-clip.txt"
 summary "$work/arm.jsonl" > "$work/arm-clip.txt" || true
 echo "x86_64 clip (frame class top-1): $(paste -sd' ' "$work/native-clip.txt")"
@@ -80,6 +80,22 @@ echo "aarch64 clip (frame class top-1): $(paste -sd' ' "$work/arm-clip.txt")"
 check "the aarch64 agent decodes all 4 frames of the clip and classifies the car in each" $?
 cmp -s "$work/native-clip.txt" "$work/arm-clip.txt"; check "the aarch64 agent's predictions match the x86_64 agent's" $?
 [ "$arm_status" -eq 0 ] && [ "$native_status" -eq 0 ]; check "both agents exit 0 on SIGTERM" $?
+# 3. The arm64 Debian package: architecture, dependencies, contents.
+deb=$(scripts/build-deb.sh arm64)
+info=$(dpkg-deb -f "$deb" Architecture Depends)
+echo "$info" | grep -qx "Architecture: arm64" && echo "$info" | grep -q "libopencv-videoio406"
+check "the arm64 package is for arm64 and depends on Debian's OpenCV" $?
+contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
+all_there=0
+for f in ./usr/bin/cctv-agent ./usr/lib/cctv-agent/libonnxruntime.so ./usr/share/cctv-agent/models/efficientnet_lite0.onnx \
+         ./etc/cctv-agent/agent.toml ./lib/systemd/system/cctv-agent.service; do
+  echo "$contents" | grep -qx "$f" || { echo "  missing $f"; all_there=1; }
+done
+check "the arm64 package holds the binary, ONNX Runtime, the model, the config and the unit" $all_there
+mkdir -p "$work/deb" && dpkg-deb -x "$deb" "$work/deb"
+file "$work/deb/usr/bin/cctv-agent" | grep -q "ARM aarch64" && file -L "$work/deb/usr/lib/cctv-agent/libonnxruntime.so" | grep -q "ARM aarch64"
+check "the arm64 package's binary and ONNX Runtime are aarch64" $?
+
 [ "$failed" -eq 0 ] || tail -n 20 "$work/arm.log"
 echo "cross: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -7,6 +7,8 @@ packages=(
   libopencv-dev clang libclang-dev pkg-config
   # run: the demo's broker; tests: ffmpeg for clips, mosquitto clients
   mosquitto mosquitto-clients ffmpeg
+  # packaging: dpkg-deb is always there; objdump (binutils) and file for checks
+  binutils file
   # tests: a local RTSP camera (GStreamer's RTSP server through Debian's python3)
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
