@@ -35,9 +35,10 @@ $(ORT_LIB):
 clip: deps
 	$(CARGO) run --release --example make_road_clip
 
-## make deb: target/debian/cctv-agent_<version>_amd64.deb (and arm64 when the cross build exists).
-deb: build
+## make deb: target/debian/cctv-agent_<version>_{amd64,arm64}.deb
+deb: build cross-aarch64
 	scripts/build-deb.sh amd64
+	scripts/build-deb.sh arm64
 
 ## make cross-aarch64: target/aarch64-unknown-linux-gnu/release/cctv-agent, built here without Docker.
 cross-aarch64:
