@@ -23,7 +23,7 @@ use crate::publish::messages::{rfc3339, DeviceState, StatusMessage};
 use crate::publish::{mqtt, Publisher, PublisherStats, Topics};
 use crate::seq::SeqAllocator;
 use crate::shutdown::Shutdown;
-use crate::stats::CameraStats;
+use crate::stats::{CameraState, CameraStats};
 use crate::telemetry::TelemetryTask;
 
 /// How long shutdown waits for the broker to acknowledge what was sent.
@@ -123,6 +123,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         sink,
     };
     let telemetry = tokio::spawn(telemetry.run(shutdown.clone()));
+    // Ready once every camera has opened or failed its first attempt (stream
+    // opens time out after 5 s), or after READY_WAIT whatever they do.
+    notifier.status("opening cameras");
+    let opening = std::time::Instant::now();
+    while camera_stats.iter().any(|c| c.state() == CameraState::Starting) && opening.elapsed() < READY_WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tracing::info!(device = %config.device_id, cameras = cameras.len(), "agent serving");
     notifier.ready();
     let supervision = Supervision {
@@ -224,6 +231,9 @@ impl Supervision {
         format!("serving: {}; {broker}", cameras.join(", "))
     }
 }
+
+/// Longest wait for cameras' first open before telling systemd we are ready.
+const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the systemd STATUS line is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);

@@ -87,6 +87,10 @@ impl CameraStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn state(&self) -> CameraState {
+        CameraState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
     pub fn set_state(&self, state: CameraState) {
         self.state.store(state as u8, Ordering::Relaxed);
     }
@@ -110,7 +114,7 @@ impl CameraStats {
         latencies.sort_by(f32::total_cmp);
         CameraSnapshot {
             id: self.id.clone(),
-            state: CameraState::from_u8(self.state.load(Ordering::Relaxed)),
+            state: self.state(),
             frames_in: load(&self.frames_in),
             frames_processed: load(&self.frames_processed),
             frames_without_regions: load(&self.frames_without_regions),
