@@ -56,7 +56,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         .map_err(|e| AgentError::Inference(e.to_string()))??;
     let model = classifier.identity().clone();
     tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
-    let seq = SeqAllocator::open(&config.state_dir)?;
+    let state_dir = config.state_dir.clone();
+    let seq = tokio::task::spawn_blocking(move || SeqAllocator::open(&state_dir))
+        .await
+        .map_err(|e| AgentError::Inference(e.to_string()))??;
 
     let topics = Topics::new(&config.mqtt.topic_root, &config.device_id);
     let publisher_stats = Arc::new(PublisherStats::default());
@@ -171,7 +174,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     };
     match result {
         Ok(Ok(mut seq)) => {
-            seq.close()?;
+            // An fsync'd write: off the async workers like every file write.
+            tokio::task::spawn_blocking(move || seq.close()).await.map_err(|e| AgentError::Inference(e.to_string()))??;
             Ok(())
         }
         Ok(Err(error)) => Err(AgentError::Inference(error)),
