@@ -23,6 +23,7 @@ use cctv_agent::frame_queue::FrameQueue;
 use cctv_agent::health::Health;
 use cctv_agent::infer::worker::InferenceWorker;
 use cctv_agent::infer::Classifier;
+use cctv_agent::publish::events::EventSink;
 use cctv_agent::publish::Topics;
 use cctv_agent::seq::SeqAllocator;
 use cctv_agent::shutdown::Shutdown;
@@ -141,7 +142,17 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         sink,
         heartbeat: health.register("inference"),
     };
-    let camera = CameraWorker { index: 0, config, queue: queue.clone(), stats, shutdown: Shutdown::new(), heartbeat: health.register("camera") };
+    let (events, _) = tokio::sync::mpsc::channel(1); // the clip raises no events
+    let camera = CameraWorker {
+        index: 0,
+        config,
+        queue: queue.clone(),
+        stats,
+        shutdown: Shutdown::new(),
+        heartbeat: health.register("camera"),
+        events: EventSink::new("bench", "cctv/bench/events".into(), events),
+        lost_since: Default::default(),
+    };
     let started = Instant::now();
     let inference = std::thread::spawn(move || worker.run());
     let camera = std::thread::spawn(move || camera.run());

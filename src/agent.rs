@@ -20,6 +20,7 @@ use crate::infer::worker::InferenceWorker;
 use crate::infer::{Classifier, ModelIdentity};
 use crate::notify::Notifier;
 use crate::publish::messages::{rfc3339, DeviceState, StatusMessage};
+use crate::publish::events::EventSink;
 use crate::publish::{mqtt, Publisher, PublisherStats, Topics};
 use crate::seq::SeqAllocator;
 use crate::shutdown::Shutdown;
@@ -105,6 +106,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             stats: camera_stats[index].clone(),
             shutdown: shutdown.clone(),
             heartbeat: health.register(format!("camera {}", camera.id)),
+            events: EventSink::new(&config.device_id, topics.events(), sink.clone()),
+            lost_since: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("camera-{}", camera.id))

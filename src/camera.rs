@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{CameraConfig, Replay, SourceKind};
 use crate::frame_queue::{FrameJob, FrameQueue};
 use crate::health::Heartbeat;
+use crate::publish::events::{Event, EventSink};
 use crate::regions::RegionFinder;
 use crate::shutdown::Shutdown;
 use crate::stats::{CameraState, CameraStats};
@@ -45,6 +46,9 @@ pub struct CameraWorker {
     pub stats: Arc<CameraStats>,
     pub shutdown: Shutdown,
     pub heartbeat: Arc<Heartbeat>,
+    pub events: EventSink,
+    /// When the current outage began (set on failure, cleared on the next frame).
+    pub lost_since: std::cell::Cell<Option<Instant>>,
 }
 
 impl CameraWorker {
@@ -83,6 +87,11 @@ impl CameraWorker {
                         backoff = BACKOFF_START;
                     }
                     tracing::warn!(%error, retry_in_s = backoff.as_secs(), "camera failed; retrying");
+                    if self.lost_since.get().is_none() {
+                        self.lost_since.set(Some(Instant::now()));
+                        let event = Event::CameraLost { camera: self.config.id.clone(), reason: error.to_string() };
+                        self.heartbeat.waiting(|| self.events.send_blocking(event));
+                    }
                     self.stats.set_error(Some(error.to_string()));
                     self.stats.set_state(CameraState::Retrying);
                     if self.heartbeat.waiting(|| self.shutdown.sleep(backoff)) {
@@ -133,6 +142,12 @@ impl CameraWorker {
             if frame_index == 0 {
                 self.stats.set_state(CameraState::Running);
                 self.stats.set_error(None);
+                if let Some(since) = self.lost_since.take() {
+                    let down_s = since.elapsed().as_secs_f64();
+                    tracing::info!(down_s, "camera back");
+                    let event = Event::CameraBack { camera: self.config.id.clone(), down_s };
+                    self.heartbeat.waiting(|| self.events.send_blocking(event));
+                }
             }
             let captured_at = SystemTime::now();
             CameraStats::add(&self.stats.frames_in, 1);

@@ -492,3 +492,67 @@ fn telemetry_reports_the_device_sensors_found_in_sysfs() {
     let accel_z = system["sensors"]["lsm6dsl_accel"]["accel_z_m_s2"].as_f64().unwrap();
     assert!((accel_z - 16364.0 * 0.000598).abs() < 1e-9, "{accel_z}");
 }
+
+fn events(sub: &Subscriber, kind: &str, camera: &str) -> Vec<Value> {
+    sub.on("/events").into_iter().map(|m| m.payload).filter(|e| e["kind"] == kind && e["camera"] == camera).collect()
+}
+
+fn predictions_from(sub: &Subscriber, camera: &str) -> usize {
+    sub.on(&format!("/predictions/{camera}")).len()
+}
+
+#[test]
+fn a_killed_rtsp_camera_is_reported_lost_then_back_while_the_other_camera_keeps_serving() {
+    let server = RtspServer::serve(&road_clip());
+    let port = server.port;
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let cameras = [
+        camera("rtsp", &server.url(), "regions = \"full\""),
+        camera("file", &road_clip().display().to_string(), "regions = \"full\"\nloop = true"),
+    ]
+    .concat();
+    let mut agent = Agent::start(&agent_config(&broker, &cameras));
+    sub.wait_until(Duration::from_secs(30), "predictions from the RTSP camera", |_| predictions_from(&sub, "rtsp") >= 5);
+
+    drop(server); // SIGKILL
+    sub.wait_until(Duration::from_secs(20), "camera_lost", |_| !events(&sub, "camera_lost", "rtsp").is_empty());
+    let file_at_loss = predictions_from(&sub, "file");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(predictions_from(&sub, "file") > file_at_loss, "the file camera must keep serving while the RTSP camera is down");
+
+    let _server = RtspServer::serve_on(port, &road_clip());
+    let rtsp_before = predictions_from(&sub, "rtsp");
+    sub.wait_until(Duration::from_secs(30), "camera_back and new predictions", |_| {
+        !events(&sub, "camera_back", "rtsp").is_empty() && predictions_from(&sub, "rtsp") > rtsp_before
+    });
+    assert!(agent.terminate().success());
+    assert_eq!(events(&sub, "camera_lost", "rtsp").len(), 1, "one event per outage, not one per retry");
+    for event in sub.on("/events") {
+        assert_matches_schema(&event.payload, "event.json");
+    }
+    assert!(events(&sub, "camera_lost", "file").is_empty());
+}
+
+#[test]
+fn a_frozen_rtsp_camera_times_out_is_reported_lost_and_comes_back_when_it_thaws() {
+    let server = RtspServer::serve(&road_clip());
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let mut agent = Agent::start(&agent_config(&broker, &camera("rtsp", &server.url(), "regions = \"full\"")));
+    sub.wait_until(Duration::from_secs(30), "predictions", |_| predictions_from(&sub, "rtsp") >= 5);
+
+    server.freeze(true);
+    // Reads give up after the 5 s read timeout.
+    sub.wait_until(Duration::from_secs(20), "camera_lost", |_| !events(&sub, "camera_lost", "rtsp").is_empty());
+    let reason = events(&sub, "camera_lost", "rtsp")[0]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("rtsp://127.0.0.1"), "{reason}");
+    server.freeze(false);
+    let before = predictions_from(&sub, "rtsp");
+    sub.wait_until(Duration::from_secs(40), "camera_back and new predictions", |_| {
+        !events(&sub, "camera_back", "rtsp").is_empty() && predictions_from(&sub, "rtsp") > before
+    });
+    let back = &events(&sub, "camera_back", "rtsp")[0];
+    assert!(back["down_s"].as_f64().unwrap() > 0.0);
+    assert!(agent.terminate().success(), "{}", agent.log());
+}

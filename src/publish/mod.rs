@@ -1,6 +1,7 @@
 //! Everything that leaves the device: topic names ([`topics`]), payloads
-//! ([`messages`]) and the task that owns the MQTT client ([`mqtt`]).
+//! ([`messages`], [`events`]) and the task that owns the MQTT client ([`mqtt`]).
 
+pub mod events;
 pub mod messages;
 pub mod mqtt;
 pub mod topics;

@@ -19,6 +19,11 @@ impl Topics {
         format!("{}/predictions/{camera_id}", self.base)
     }
 
+    /// QoS 1: camera lost / back (and, later, model and alert events).
+    pub fn events(&self) -> String {
+        format!("{}/events", self.base)
+    }
+
     pub fn telemetry(&self) -> String {
         format!("{}/telemetry", self.base)
     }

@@ -132,7 +132,11 @@ pub struct RtspServer {
 
 impl RtspServer {
     pub fn serve(file: &Path) -> RtspServer {
-        let port = free_port();
+        Self::serve_on(free_port(), file)
+    }
+
+    /// Serves on a given port (to bring a killed camera back where it was).
+    pub fn serve_on(port: u16, file: &Path) -> RtspServer {
         let mut child = Command::new("/usr/bin/python3")
             .arg(repo("tests/support/rtsp_server.py"))
             .arg(port.to_string())
@@ -146,6 +150,12 @@ impl RtspServer {
 
     pub fn url(&self) -> String {
         format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+
+    /// SIGSTOP / SIGCONT: a camera that freezes without closing its connections.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().unwrap();
     }
 }
 
