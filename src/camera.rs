@@ -23,6 +23,10 @@ use crate::stats::{CameraState, CameraStats};
 const STREAM_TIMEOUT_MS: i32 = 5000;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How far each successive skip over undecodable frames of a file jumps,
+/// and how many in a row are tried before the file counts as ended.
+const SKIP_STEPS: [u64; 4] = [1, 5, 25, 100];
+const MAX_SKIPS: usize = SKIP_STEPS.len();
 /// Frame rate assumed for realtime replay when the file does not say.
 const FALLBACK_FPS: f64 = 25.0;
 
@@ -117,6 +121,10 @@ impl CameraWorker {
         let started = Instant::now();
         let mut frame_index: u64 = 0;
         let mut frame = Mat::default();
+        // Frames the container says it holds (0 for live sources), and
+        // consecutive attempts to skip past undecodable frames.
+        let frame_count = capture.get(videoio::CAP_PROP_FRAME_COUNT).ok().filter(|n| n.is_finite() && *n > 0.0).unwrap_or(0.0) as u64;
+        let mut skips = 0usize;
         tracing::info!(url = %self.config.url, fps, "camera opened");
         loop {
             if self.shutdown.is_triggered() {
@@ -124,6 +132,9 @@ impl CameraWorker {
             }
             self.heartbeat.beat();
             let got = capture.read(&mut frame).map_err(|e| CameraError(format!("reading {}: {e}", self.config.url)))?;
+            if got && !frame.empty() {
+                skips = 0;
+            }
             if !got || frame.empty() {
                 if is_file {
                     if frame_index == 0 {
@@ -131,6 +142,16 @@ impl CameraWorker {
                             "{} opened but gave no frame: is it a video file that OpenCV's FFmpeg can decode?",
                             self.config.url
                         )));
+                    }
+                    // A damaged stretch mid-file: seek past it instead of ending the file.
+                    if skips < MAX_SKIPS && frame_index + 1 < frame_count {
+                        let target = (frame_index + SKIP_STEPS[skips]).min(frame_count - 1);
+                        skips += 1;
+                        tracing::warn!(url = %self.config.url, frame = frame_index, skip_to = target, "undecodable frame; skipping ahead");
+                        CameraStats::add(&self.stats.decode_errors, target - frame_index);
+                        let _ = capture.set(videoio::CAP_PROP_POS_FRAMES, target as f64);
+                        frame_index = target;
+                        continue;
                     }
                     return Ok(if self.config.loop_file { Ended::Rewind } else { Ended::Finished });
                 }

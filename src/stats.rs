@@ -47,6 +47,8 @@ pub struct CameraStats {
     /// Times the source was opened again after a failure.
     pub reconnects: AtomicU64,
     pub inference_errors: AtomicU64,
+    /// Frames of a file skipped because they could not be decoded.
+    pub decode_errors: AtomicU64,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
     latencies_ms: Mutex<VecDeque<f32>>,
@@ -62,6 +64,7 @@ pub struct CameraSnapshot {
     pub frames_dropped: u64,
     pub reconnects: u64,
     pub inference_errors: u64,
+    pub decode_errors: u64,
     pub latency_ms_p50: Option<f32>,
     pub latency_ms_p95: Option<f32>,
     pub last_error: Option<String>,
@@ -77,6 +80,7 @@ impl CameraStats {
             frames_dropped: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             inference_errors: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
             state: AtomicU8::new(0),
             last_error: Mutex::new(None),
             latencies_ms: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
@@ -121,6 +125,7 @@ impl CameraStats {
             frames_dropped: load(&self.frames_dropped),
             reconnects: load(&self.reconnects),
             inference_errors: load(&self.inference_errors),
+            decode_errors: load(&self.decode_errors),
             latency_ms_p50: percentile(&latencies, 0.50),
             latency_ms_p95: percentile(&latencies, 0.95),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),

@@ -556,3 +556,57 @@ fn a_frozen_rtsp_camera_times_out_is_reported_lost_and_comes_back_when_it_thaws(
     assert!(back["down_s"].as_f64().unwrap() > 0.0);
     assert!(agent.terminate().success(), "{}", agent.log());
 }
+
+#[test]
+fn truncated_and_damaged_clips_are_decoded_as_far_as_possible_without_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = std::fs::read(road_clip()).unwrap();
+    // Cut at 60 %: the index is at the front (faststart), the tail is gone.
+    let truncated = dir.path().join("truncated.mp4");
+    std::fs::write(&truncated, &clip[..clip.len() * 6 / 10]).unwrap();
+    // Garbage over 64 KiB in the middle of the frame data.
+    let damaged = dir.path().join("damaged.mp4");
+    let mut bytes = clip.clone();
+    let middle = bytes.len() / 2;
+    for (i, b) in bytes[middle..middle + 65536].iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0];
+    }
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let cameras = [
+        camera("truncated", &truncated.display().to_string(), "regions = \"full\"\nreplay = \"asap\""),
+        camera("damaged", &damaged.display().to_string(), "regions = \"full\"\nreplay = \"asap\""),
+        camera("good", &road_clip().display().to_string(), "regions = \"full\"\nreplay = \"asap\""),
+    ]
+    .concat();
+    let mut agent = Agent::start(&agent_config(&broker, &cameras));
+    let truncated_predictions = wait_for_file_to_finish(&sub, "truncated", Duration::from_secs(120));
+    let damaged_predictions = wait_for_file_to_finish(&sub, "damaged", Duration::from_secs(120));
+    let good_predictions = wait_for_file_to_finish(&sub, "good", Duration::from_secs(120));
+    assert!(agent.terminate().success(), "{}", agent.log());
+
+    let frames = |p: &[Value]| p.iter().map(|p| p["frame_index"].as_u64().unwrap()).collect::<Vec<_>>();
+    let truncated_frames = frames(&truncated_predictions);
+    assert!(truncated_frames.len() > 100 && truncated_frames.len() < 305, "truncated clip gave {} frames", truncated_frames.len());
+    let damaged_frames = frames(&damaged_predictions);
+    assert!(*damaged_frames.last().unwrap() > 250, "decoding went on past the damage: last frame {:?}", damaged_frames.last());
+    assert_eq!(good_predictions.len(), 305, "the good camera is unaffected");
+    let telemetry = sub.on("/telemetry").last().unwrap().payload.clone();
+    let skipped = |id: &str| telemetry["cameras"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()["decode_errors"].as_u64().unwrap();
+    assert!(skipped("damaged") > 0, "skipped frames are counted");
+    assert_eq!(skipped("good"), 0);
+    println!("truncated: {} frames; damaged: {} frames, {} skipped", truncated_frames.len(), damaged_frames.len(), skipped("damaged"));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/predictions/+");
+    let mut agent = Agent::start(&agent_config(&broker, &camera("road", &road_clip().display().to_string(), "loop = true")));
+    sub.wait_until(Duration::from_secs(30), "a prediction", |m| !m.is_empty());
+    let status = agent.signal_twice();
+    assert_eq!(status.code(), Some(130), "{}", agent.log());
+    assert!(agent.log().contains("second signal"));
+}

@@ -294,6 +294,23 @@ impl Agent {
         }
     }
 
+    /// Two SIGTERMs back to back; the exit status.
+    pub fn signal_twice(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        for _ in 0..2 {
+            Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "agent still running 5 s after a second signal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no chance to clean up, as in a power cut or OOM kill.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("agent running");
