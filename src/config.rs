@@ -61,6 +61,21 @@ pub struct MqttConfig {
     /// PEM file of the CA(s) that signed the broker's certificate (mqtts only).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for brokers that require mutual TLS.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Refuse to connect without TLS (an `mqtt://` URL is then a config error).
+    #[serde(default)]
+    pub require_tls: bool,
+    /// User name for brokers that want one; the password comes from
+    /// `password_file` or the `CCTV_MQTT_PASSWORD` environment variable, and
+    /// is never logged.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Messages waiting for the MQTT client before producers wait in turn.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
@@ -290,6 +305,11 @@ impl MqttConfig {
             client_id: None,
             keep_alive_seconds: default_keep_alive_seconds(),
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            require_tls: false,
+            username: None,
+            password_file: None,
             queue_capacity: default_queue_capacity(),
         }
     }
@@ -330,6 +350,9 @@ impl Config {
         self.model.path = resolve(&self.model.path);
         self.model.spec = self.model.spec.as_deref().map(resolve);
         self.mqtt.ca_file = self.mqtt.ca_file.as_deref().map(resolve);
+        self.mqtt.client_cert_file = self.mqtt.client_cert_file.as_deref().map(resolve);
+        self.mqtt.client_key_file = self.mqtt.client_key_file.as_deref().map(resolve);
+        self.mqtt.password_file = self.mqtt.password_file.as_deref().map(resolve);
         self.telemetry.sysfs_root = resolve(&self.telemetry.sysfs_root);
         for camera in &mut self.cameras {
             if let SourceKind::File(p) = camera.source() {
@@ -346,7 +369,16 @@ impl Config {
         };
         check_topic_level(&self.device_id).map_err(|p| invalid("device_id", p))?;
         check_topic_level(&self.mqtt.topic_root).map_err(|p| invalid("mqtt.topic_root", p))?;
-        self.mqtt.broker().map_err(|p| invalid("mqtt.url", p))?;
+        let broker = self.mqtt.broker().map_err(|p| invalid("mqtt.url", p))?;
+        if self.mqtt.require_tls && !broker.tls {
+            return Err(invalid("mqtt.url", format!("is \"{}\", plain text, but mqtt.require_tls is set: use mqtts://", self.mqtt.url)));
+        }
+        if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
+            return Err(invalid("mqtt.client_cert_file", "and mqtt.client_key_file go together: set both for mutual TLS, or neither".into()));
+        }
+        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
+            return Err(invalid("mqtt.password_file", "is set without mqtt.username: add the user name".into()));
+        }
         if self.mqtt.queue_capacity == 0 {
             return Err(invalid("mqtt.queue_capacity", "must be at least 1".into()));
         }

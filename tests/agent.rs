@@ -210,7 +210,7 @@ fn the_last_will_marks_the_device_offline_when_the_agent_dies() {
 #[test]
 fn predictions_reach_a_tls_broker_that_the_configured_ca_vouches_for() {
     let certs = TestCertificates::new();
-    let (broker, plain_port) = Mosquitto::start_tls(&certs);
+    let (broker, plain_port) = Mosquitto::start_tls(&certs, false);
     let sub = Subscriber::start(plain_port, "cctv/test-pole/predictions/+");
     let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), "regions = \"full\"\nreplay = \"asap\""))
         .replace("url = \"mqtt://127.0.0.1:", "url = \"mqtts://localhost:")
@@ -609,4 +609,89 @@ fn a_second_signal_exits_at_once() {
     let status = agent.signal_twice();
     assert_eq!(status.code(), Some(130), "{}", agent.log());
     assert!(agent.log().contains("second signal"));
+}
+
+/// A config that talks mqtts:// to `broker` with `mqtt_extra` lines in [mqtt].
+fn tls_config(broker: &Mosquitto, mqtt_extra: &str) -> String {
+    agent_config(broker, &camera("road", &road_clip().display().to_string(), "regions = \"full\"\nreplay = \"asap\"\nloop = true"))
+        .replace("url = \"mqtt://127.0.0.1:", "url = \"mqtts://localhost:")
+        .replace("[model]", &format!("{mqtt_extra}\n[model]"))
+}
+
+fn wait_for_log(agent: &Agent, needle: &str, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !agent.log().contains(needle) {
+        assert!(std::time::Instant::now() < deadline, "log never said {needle:?}:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn tls_refuses_a_broker_certificate_from_another_ca() {
+    let certs = TestCertificates::new();
+    let (broker, plain_port) = Mosquitto::start_tls(&certs, false);
+    let sub = Subscriber::start(plain_port, "cctv/test-pole/#");
+    let mut agent = Agent::start(&tls_config(&broker, &format!("ca_file = \"{}\"", certs.other_ca.display())));
+    wait_for_log(&agent, "check mqtt.ca_file", Duration::from_secs(20));
+    assert!(sub.all().is_empty(), "nothing may be published to an unverified broker");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn mutual_tls_works_with_a_client_certificate_and_fails_without() {
+    let certs = TestCertificates::new();
+    let (broker, plain_port) = Mosquitto::start_tls(&certs, true);
+    let sub = Subscriber::start(plain_port, "cctv/test-pole/predictions/+");
+
+    let mut without = Agent::start(&tls_config(&broker, &format!("ca_file = \"{}\"", certs.ca.display())));
+    wait_for_log(&without, "cannot connect to the MQTT broker", Duration::from_secs(20));
+    assert!(without.terminate().success());
+    assert!(sub.all().is_empty());
+
+    let mut with = Agent::start(&tls_config(
+        &broker,
+        &format!(
+            "ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\nrequire_tls = true",
+            certs.ca.display(),
+            certs.client_cert.display(),
+            certs.client_key.display()
+        ),
+    ));
+    sub.wait_until(Duration::from_secs(30), "predictions over mutual TLS", |m| !m.is_empty());
+    assert!(with.terminate().success(), "{}", with.log());
+}
+
+#[test]
+fn require_tls_refuses_a_plain_text_url() {
+    let broker = Mosquitto::start();
+    let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), "")).replace("[model]", "require_tls = true\n[model]");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+    let run = Command::new(BIN).arg("run").arg("--config").arg(dir.path().join("agent.toml")).output().unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("`mqtt.url`") && stderr.contains("require_tls") && stderr.contains("mqtts://"), "{stderr}");
+}
+
+#[test]
+fn broker_credentials_are_used_and_never_logged() {
+    let password = "s3cret-Pa55-word";
+    let (broker, plain_port) = Mosquitto::start_with_password("pole", password);
+    let sub = Subscriber::start(plain_port, "cctv/test-pole/predictions/+");
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let base = agent_config(&broker, &camera("road", &road_clip().display().to_string(), "regions = \"full\"\nreplay = \"asap\"\nloop = true"));
+
+    let wrong = base.replace("[model]", "username = \"pole\"\n[model]");
+    let mut refused = Agent::start_with_env(&wrong, &[("CCTV_MQTT_PASSWORD", "not-it".to_string()), ("CCTV_LOG", "debug".to_string())]);
+    wait_for_log(&refused, "refused the credentials", Duration::from_secs(20));
+    assert!(refused.terminate().success());
+    assert!(sub.all().is_empty());
+
+    let right = base.replace("[model]", &format!("username = \"pole\"\npassword_file = \"{}\"\n[model]", password_file.display()));
+    let mut agent = Agent::start_with_env(&right, &[("CCTV_LOG", "debug".to_string())]);
+    sub.wait_until(Duration::from_secs(30), "predictions with credentials", |m| !m.is_empty());
+    assert!(agent.terminate().success());
+    assert!(!agent.log().contains(password) && !refused.log().contains("not-it"), "a password reached the log");
 }

@@ -52,12 +52,43 @@ pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, Stri
     options.set_keep_alive(Duration::from_secs(config.keep_alive_seconds.max(5)));
     options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     if broker.tls {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+        };
         let ca_path = config.ca_file.clone().unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
-        let ca = std::fs::read(&ca_path)
-            .map_err(|e| format!("cannot read the CA file {} for mqtts: {e}; set mqtt.ca_file", ca_path.display()))?;
-        options.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
+        let ca = read(&ca_path, "the CA file (mqtt.ca_file)")?;
+        let client_auth = match (&config.client_cert_file, &config.client_key_file) {
+            (Some(cert), Some(key)) => Some((read(cert, "mqtt.client_cert_file")?, read(key, "mqtt.client_key_file")?)),
+            _ => None,
+        };
+        options.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth }));
+    }
+    if let Some(username) = &config.username {
+        options.set_credentials(username.clone(), password(config)?);
     }
     Ok(options)
+}
+
+/// The broker password: `mqtt.password_file`, else `CCTV_MQTT_PASSWORD`.
+fn password(config: &MqttConfig) -> Result<String, String> {
+    if let Some(path) = &config.password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read mqtt.password_file {}: {e}", path.display()))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_string());
+    }
+    std::env::var("CCTV_MQTT_PASSWORD")
+        .map_err(|_| "mqtt.username is set but there is no password: set mqtt.password_file or CCTV_MQTT_PASSWORD".to_string())
+}
+
+/// What to check for a connection error an operator will see in the log.
+fn hint(error: &str) -> &'static str {
+    if error.contains("certificate") || error.contains("Certificate") || error.contains("Tls") || error.contains("tls") {
+        "check mqtt.ca_file (the CA that signed the broker's certificate), that the URL's host is in that certificate, and the client certificate if the broker wants one"
+    } else if error.contains("NotAuthorized") || error.contains("BadUserNamePassword") {
+        "the broker refused the credentials: check mqtt.username and the password"
+    } else {
+        "check mqtt.url and that the broker is running"
+    }
 }
 
 impl Publisher {
@@ -145,8 +176,8 @@ async fn drive(mut eventloop: EventLoop, broker: String, stats: Arc<PublisherSta
                 if was_connected {
                     tracing::warn!(%broker, %error, "lost the MQTT broker; reconnecting");
                 } else {
-                    tracing::warn!(%broker, %error, retry_in_ms = backoff.as_millis() as u64,
-                        "cannot reach the MQTT broker: check mqtt.url and that the broker is running");
+                    let error = error.to_string();
+                    tracing::warn!(%broker, %error, retry_in_ms = backoff.as_millis() as u64, hint = hint(&error), "cannot connect to the MQTT broker");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_MAX);

@@ -44,21 +44,33 @@ pub struct Mosquitto {
     pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
+    _extra: Option<tempfile::TempDir>,
+}
+
+/// Mosquitto drops to its own user: let it read these files.
+fn make_readable_by_mosquitto(dir: &Path, files: &[&Path]) {
+    use std::os::unix::fs::PermissionsExt;
+    for f in files {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
-        Self::start_with(|_| String::new())
+        Self::start_with(|port| format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))
     }
 
     /// A broker whose `port` listener speaks TLS with `certs`' server
-    /// certificate, plus a plain listener for test subscribers, whose port is
+    /// certificate (and, with `client_certificates`, demands one from
+    /// clients), plus a plain listener for test subscribers, whose port is
     /// returned beside the broker.
-    pub fn start_tls(certs: &TestCertificates) -> (Mosquitto, u16) {
+    pub fn start_tls(certs: &TestCertificates, client_certificates: bool) -> (Mosquitto, u16) {
         let plain = free_port();
-        let broker = Self::start_with(|_| {
+        let broker = Self::start_with(|port| {
             format!(
-                "cafile {}\ncertfile {}\nkeyfile {}\nlistener {plain} 127.0.0.1\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {client_certificates}\n\
+                 listener {plain} 127.0.0.1\nallow_anonymous true\n",
                 certs.ca.display(),
                 certs.server_cert.display(),
                 certs.server_key.display()
@@ -67,22 +79,38 @@ impl Mosquitto {
         (broker, plain)
     }
 
-    fn start_with(extra: impl Fn(u16) -> String) -> Mosquitto {
+    /// A broker whose `port` listener wants `user`/`password`, plus an
+    /// anonymous listener for test subscribers (its port is returned).
+    pub fn start_with_password(user: &str, password: &str) -> (Mosquitto, u16) {
+        let plain = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        let made = Command::new("mosquitto_passwd").args(["-b", "-c"]).arg(&file).args([user, password]).output().unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        make_readable_by_mosquitto(dir.path(), &[&file]);
+        let mut broker = Self::start_with(|port| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nlistener {plain} 127.0.0.1\nallow_anonymous true\n",
+                file.display()
+            )
+        });
+        broker._extra = Some(dir);
+        (broker, plain)
+    }
+
+    fn start_with(listeners: impl Fn(u16) -> String) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!(
-                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\n{}",
-                extra(port)
-            ),
+            format!("per_listener_settings true\npersistence false\nmax_queued_messages 100000\n{}", listeners(port)),
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
         let mut child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn().expect("mosquitto (make deps)");
         wait_for_port(port, "mosquitto", &mut child);
-        Mosquitto { port, child, _dir: dir }
+        Mosquitto { port, child, _dir: dir, _extra: None }
     }
 
     pub fn url(&self) -> String {
@@ -96,11 +124,15 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1/localhost, made with openssl.
+/// A CA, a server certificate for 127.0.0.1/localhost and a client
+/// certificate it signed, and an unrelated CA; made with openssl.
 pub struct TestCertificates {
     pub ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -112,16 +144,26 @@ impl TestCertificates {
             let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl");
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
-        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cctv test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
-        std::fs::write(p("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"]);
-        // Mosquitto drops to its own user: it must be able to read the key.
-        for f in ["ca.pem", "server.pem", "server.key"] {
-            std::fs::set_permissions(p(f), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        for ca in ["ca", "other-ca"] {
+            openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN=cctv test {ca}"), "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem")]);
         }
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        TestCertificates { ca: p("ca.pem"), server_cert: p("server.pem"), server_key: p("server.key"), _dir: dir }
+        std::fs::write(p("server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        std::fs::write(p("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, cn) in [("server", "localhost"), ("client", "pole-17")] {
+            openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={cn}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")]);
+            openssl(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.pem")]);
+        }
+        let files: Vec<PathBuf> = ["ca.pem", "server.pem", "server.key"].iter().map(|f| p(f)).collect();
+        make_readable_by_mosquitto(dir.path(), &files.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+        TestCertificates {
+            ca: p("ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server.key"),
+            client_cert: p("client.pem"),
+            client_key: p("client.key"),
+            other_ca: p("other-ca.pem"),
+            _dir: dir,
+        }
     }
 }
 
