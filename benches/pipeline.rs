@@ -133,7 +133,6 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
     };
     let worker = InferenceWorker {
         device_id: "bench".into(),
-        camera_ids: vec!["bench".into()],
         classifier,
         queue: queue.clone(),
         stats: vec![stats.clone()],

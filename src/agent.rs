@@ -42,6 +42,8 @@ pub enum AgentError {
     Mqtt(String),
     #[error("inference stopped: {0}")]
     Inference(String),
+    #[error("an internal task panicked ({0}); this is a bug: the agent exits so that systemd restarts it")]
+    Panicked(String),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -54,13 +56,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let threads = config.model.intra_threads;
     let classifier = tokio::task::spawn_blocking(move || Classifier::load(&model_path, &spec_path, threads))
         .await
-        .map_err(|e| AgentError::Inference(e.to_string()))??;
+        .map_err(|e| AgentError::Panicked(e.to_string()))??;
     let model = classifier.identity().clone();
     tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
     let state_dir = config.state_dir.clone();
     let seq = tokio::task::spawn_blocking(move || SeqAllocator::open(&state_dir))
         .await
-        .map_err(|e| AgentError::Inference(e.to_string()))??;
+        .map_err(|e| AgentError::Panicked(e.to_string()))??;
 
     let topics = Topics::new(&config.mqtt.topic_root, &config.device_id);
     let publisher_stats = Arc::new(PublisherStats::default());
@@ -81,7 +83,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let (inference_done, mut inference_result) = oneshot::channel();
     let worker = InferenceWorker {
         device_id: config.device_id.clone(),
-        camera_ids: config.cameras.iter().map(|c| c.id.clone()).collect(),
         classifier,
         queue: queue.clone(),
         stats: camera_stats.clone(),
@@ -178,11 +179,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     match result {
         Ok(Ok(mut seq)) => {
             // An fsync'd write: off the async workers like every file write.
-            tokio::task::spawn_blocking(move || seq.close()).await.map_err(|e| AgentError::Inference(e.to_string()))??;
+            tokio::task::spawn_blocking(move || seq.close()).await.map_err(|e| AgentError::Panicked(e.to_string()))??;
             Ok(())
         }
         Ok(Err(error)) => Err(AgentError::Inference(error)),
-        Err(_) => Err(AgentError::Inference("the inference thread panicked".into())),
+        Err(_) => Err(AgentError::Panicked("the inference thread".into())),
     }
 }
 

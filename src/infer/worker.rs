@@ -19,7 +19,6 @@ use crate::stats::CameraStats;
 
 pub struct InferenceWorker {
     pub device_id: String,
-    pub camera_ids: Vec<String>,
     pub classifier: Classifier,
     pub queue: Arc<FrameQueue>,
     pub stats: Vec<Arc<CameraStats>>,
@@ -57,7 +56,7 @@ impl InferenceWorker {
             self.queue.give_back(job.frame);
             stats.record_latency(inference_ms);
             let seq = self.seq.next().map_err(|e| e.to_string())?;
-            let camera = &self.camera_ids[job.camera];
+            let camera = &stats.id;
             let message = PredictionMessage {
                 device: &self.device_id,
                 camera,

@@ -321,36 +321,34 @@ impl Agent {
 
     /// SIGTERM, then the exit status (panics if it takes over 15 s).
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("agent running");
+        let child = self.child.take().expect("agent running");
         Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_for_exit(child, Duration::from_secs(15), "SIGTERM")
+    }
+
+    /// The exit status, or a panic with the log if it takes longer than `limit`.
+    fn wait_for_exit(&self, mut child: Child, limit: Duration, after: &str) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
             if Instant::now() > deadline {
                 stop(&mut child);
-                panic!("agent did not exit within 15 s of SIGTERM; log:\n{}", self.log());
+                panic!("agent did not exit within {limit:?} of {after}; log:\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Two SIGTERMs back to back; the exit status.
     pub fn signal_twice(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("agent running");
+        let child = self.child.take().expect("agent running");
         for _ in 0..2 {
             Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "agent still running 5 s after a second signal");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for_exit(child, Duration::from_secs(5), "a second signal")
     }
 
     /// SIGKILL: no chance to clean up, as in a power cut or OOM kill.
