@@ -1,18 +1,19 @@
 //! The supervisor: loads the model, starts every part, and shuts them down
 //! in order. Only this module spawns threads and tasks.
 //!
-//! Start: model → sequence state → publisher task → inference thread →
-//! camera threads → telemetry task.
+//! Start: model → publisher task (opens the outbox) → command task →
+//! inference thread → camera threads → telemetry task.
 //! Stop (on `shutdown`): cameras stop taking frames → the frame queue closes
 //! and inference finishes what is queued → telemetry stops → the publisher
-//! sends what it holds, publishes `offline`, and waits up to
-//! `FLUSH_DEADLINE` for the broker's acknowledgements.
+//! stores what it holds, publishes `offline`, and delivers from the outbox
+//! for up to `FLUSH_DEADLINE`; the rest waits there for the next start.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::camera::CameraWorker;
+use crate::commands::CommandTask;
 use crate::config::Config;
 use crate::frame_queue::FrameQueue;
 use crate::health::Health;
@@ -22,7 +23,6 @@ use crate::notify::Notifier;
 use crate::publish::messages::{rfc3339, DeviceState, StatusMessage};
 use crate::publish::events::EventSink;
 use crate::publish::{mqtt, Publisher, PublisherStats, Topics};
-use crate::seq::SeqAllocator;
 use crate::shutdown::Shutdown;
 use crate::stats::{CameraState, CameraStats};
 use crate::telemetry::TelemetryTask;
@@ -36,8 +36,6 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 pub enum AgentError {
     #[error("cannot load the model: {0}")]
     Model(#[from] crate::infer::ModelError),
-    #[error("{0}")]
-    State(#[from] crate::seq::SeqError),
     #[error("mqtt: {0}")]
     Mqtt(String),
     #[error("inference stopped: {0}")]
@@ -59,22 +57,30 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         .map_err(|e| AgentError::Panicked(e.to_string()))??;
     let model = classifier.identity().clone();
     tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
-    let state_dir = config.state_dir.clone();
-    let seq = tokio::task::spawn_blocking(move || SeqAllocator::open(&state_dir))
-        .await
-        .map_err(|e| AgentError::Panicked(e.to_string()))??;
 
     let topics = Topics::new(&config.mqtt.topic_root, &config.device_id);
     let publisher_stats = Arc::new(PublisherStats::default());
     let (sink, outgoing) = mpsc::channel(config.mqtt.queue_capacity);
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let publisher = Publisher {
         options: mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id)).map_err(AgentError::Mqtt)?,
-        status_topic: topics.status(),
+        device_id: config.device_id.clone(),
+        topics: topics.clone(),
         online_payload: status_payload(&config.device_id, DeviceState::Online, Some(&model)),
         offline_payload: status_payload(&config.device_id, DeviceState::Offline, Some(&model)),
         stats: publisher_stats.clone(),
+        outbox: config.outbox.clone(),
+        commands: commands_tx,
     };
-    let publisher = tokio::spawn(publisher.run(outgoing, config.mqtt.queue_capacity, FLUSH_DEADLINE));
+    let publisher = tokio::spawn(publisher.run(outgoing, FLUSH_DEADLINE));
+    let commands = CommandTask {
+        device_id: config.device_id.clone(),
+        topics: topics.clone(),
+        model: model.clone(),
+        started: std::time::Instant::now(),
+        sink: sink.clone(),
+    };
+    let commands = tokio::spawn(commands.run(commands_rx));
 
     let health = Arc::new(Health::new());
     let queue = Arc::new(FrameQueue::new());
@@ -86,7 +92,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         classifier,
         queue: queue.clone(),
         stats: camera_stats.clone(),
-        seq,
         topics: topics.clone(),
         sink: sink.clone(),
         heartbeat: health.register("inference"),
@@ -166,6 +171,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             None => inference_result.await,
         };
         let _ = telemetry.await;
+        // The command task holds a sender; the publisher ends only without it.
+        commands.abort();
         let _ = publisher.await;
         result
     };
@@ -177,11 +184,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         }
     };
     match result {
-        Ok(Ok(mut seq)) => {
-            // An fsync'd write: off the async workers like every file write.
-            tokio::task::spawn_blocking(move || seq.close()).await.map_err(|e| AgentError::Panicked(e.to_string()))??;
-            Ok(())
-        }
+        Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(AgentError::Inference(error)),
         Err(_) => Err(AgentError::Panicked("the inference thread".into())),
     }
@@ -239,6 +242,9 @@ impl Supervision {
         format!("serving: {}; {broker}", cameras.join(", "))
     }
 }
+
+/// Commands waiting to be handled; more are refused with a log line.
+const COMMAND_QUEUE: usize = 16;
 
 /// Longest wait for cameras' first open before telling systemd we are ready.
 const READY_WAIT: Duration = Duration::from_secs(10);

@@ -29,10 +29,12 @@ pub enum ConfigError {
 pub struct Config {
     /// Names this device in every topic and payload.
     pub device_id: String,
-    /// Where the agent keeps what must survive a restart (the sequence number).
+    /// Where the agent keeps what must survive a restart (the outbox).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
     pub model: ModelConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -76,10 +78,41 @@ pub struct MqttConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    /// Messages waiting for the MQTT client before producers wait in turn.
+    /// Messages waiting for the publisher before producers wait in turn.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Keep the MQTT session on the broker across disconnects, so commands
+    /// sent while the device was away still arrive (needs a fixed client id).
+    #[serde(default = "default_persistent_session")]
+    pub persistent_session: bool,
 }
+
+fn default_persistent_session() -> bool {
+    true
+}
+
+/// Predictions and events wait here, on disk, until the broker has them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// The store file; `<state_dir>/outbox.redb` when not set.
+    pub path: PathBuf,
+    /// Most bytes of messages kept; when full, the oldest go first (counted
+    /// and reported). At ~1 KiB per prediction, 64 MiB holds about 18 minutes
+    /// of a camera at 60 frames per second.
+    pub max_bytes: u64,
+    /// Most bytes kept in memory while the store cannot be written.
+    pub memory_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig { path: PathBuf::new(), max_bytes: 64 << 20, memory_bytes: 8 << 20 }
+    }
+}
+
+/// Smallest outbox that holds the messages in flight.
+const MIN_OUTBOX_BYTES: u64 = 16 << 10;
 
 fn default_topic_root() -> String {
     "cctv".into()
@@ -311,6 +344,7 @@ impl MqttConfig {
             username: None,
             password_file: None,
             queue_capacity: default_queue_capacity(),
+            persistent_session: default_persistent_session(),
         }
     }
 
@@ -347,6 +381,11 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &Path| if p.is_relative() { base.join(p) } else { p.to_path_buf() };
         self.state_dir = resolve(&self.state_dir);
+        self.outbox.path = if self.outbox.path.as_os_str().is_empty() {
+            self.state_dir.join("outbox.redb")
+        } else {
+            resolve(&self.outbox.path)
+        };
         self.model.path = resolve(&self.model.path);
         self.model.spec = self.model.spec.as_deref().map(resolve);
         self.mqtt.ca_file = self.mqtt.ca_file.as_deref().map(resolve);
@@ -381,6 +420,11 @@ impl Config {
         }
         if self.mqtt.queue_capacity == 0 {
             return Err(invalid("mqtt.queue_capacity", "must be at least 1".into()));
+        }
+        for (key, value) in [("outbox.max_bytes", self.outbox.max_bytes), ("outbox.memory_bytes", self.outbox.memory_bytes)] {
+            if value < MIN_OUTBOX_BYTES {
+                return Err(invalid(key, format!("is {value}: must be at least {MIN_OUTBOX_BYTES} (16 KiB)")));
+            }
         }
         if self.telemetry.interval_seconds == 0 {
             return Err(invalid("telemetry.interval_seconds", "must be at least 1 (seconds)".into()));

@@ -13,8 +13,10 @@
 //!   temperatures and IIO sensors from sysfs.
 //! - [`agent`]: the supervisor that wires everything and shuts it down.
 //!
-//! Small shared pieces: [`stats`] (per-camera counters), [`seq`] (the
-//! per-device sequence number that survives restarts), [`shutdown`],
+//! - [`outbox`]: numbers and stores predictions and events on disk until the
+//!   broker acknowledges them; [`commands`] answers operators on `…/cmd/+`.
+//!
+//! Small shared pieces: [`stats`] (per-camera counters), [`shutdown`],
 //! [`health`] (is every thread making progress?), [`notify`] (systemd's
 //! READY/WATCHDOG protocol),
 //! [`ort_runtime`] (finding the ONNX Runtime library), [`watch`] (a console
@@ -22,16 +24,17 @@
 
 pub mod agent;
 pub mod camera;
+pub mod commands;
 pub mod config;
 pub mod frame_queue;
 pub mod health;
 pub mod infer;
 pub mod notify;
 pub mod ort_runtime;
+pub mod outbox;
 pub mod publish;
 pub mod regions;
 pub mod sensors;
-pub mod seq;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;

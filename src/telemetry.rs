@@ -5,7 +5,6 @@
 //! publisher's queue is full the message is counted and skipped, because a
 //! newer one follows.
 
-use rumqttc::QoS;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::frame_queue::FrameQueue;
 use crate::infer::ModelIdentity;
 use crate::publish::messages::{rfc3339, AgentFigures, MqttFigures, SystemFigures, TelemetryMessage};
+use crate::publish::mqtt::Kind;
 use crate::publish::{Outgoing, PublisherStats, Topics};
 use crate::shutdown::Shutdown;
 use crate::stats::CameraStats;
@@ -84,7 +84,8 @@ impl TelemetryTask {
                     submitted: self.publisher.submitted.load(Ordering::SeqCst),
                     acknowledged: self.publisher.acknowledged.load(Ordering::SeqCst),
                     connects: self.publisher.connects.load(Ordering::SeqCst),
-                    telemetry_dropped: dropped,
+                    telemetry_dropped: dropped + self.publisher.best_effort_dropped.load(Ordering::SeqCst),
+                    outbox: self.publisher.outbox.lock().map(|o| o.clone()).unwrap_or_default(),
                 },
             };
             let payload = match serde_json::to_vec(&message) {
@@ -94,7 +95,7 @@ impl TelemetryTask {
                     continue;
                 }
             };
-            let outgoing = Outgoing { topic: self.topics.telemetry(), payload, qos: QoS::AtMostOnce, retain: false };
+            let outgoing = Outgoing { topic: self.topics.telemetry(), payload, kind: Kind::BestEffort };
             if let Err(mpsc::error::TrySendError::Full(_)) = self.sink.try_send(outgoing) {
                 dropped += 1;
                 tracing::debug!(dropped, "telemetry dropped: publisher queue full");

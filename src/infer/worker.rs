@@ -1,10 +1,8 @@
 //! The inference thread: the only owner of the ONNX Runtime session. It takes
-//! frames from the [`FrameQueue`], classifies their regions, numbers each
-//! result with the device's `seq`, and hands the serialised prediction to the
-//! publisher, waiting if the publisher is behind (predictions are never
-//! dropped here).
+//! frames from the [`FrameQueue`], classifies their regions, and hands the
+//! serialised prediction to the publisher (which numbers and stores it),
+//! waiting if the publisher is behind (predictions are never dropped here).
 
-use rumqttc::QoS;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -14,7 +12,6 @@ use crate::frame_queue::FrameQueue;
 use crate::health::Heartbeat;
 use crate::publish::messages::{rfc3339, PredictionMessage};
 use crate::publish::{Outgoing, Topics};
-use crate::seq::SeqAllocator;
 use crate::stats::CameraStats;
 
 pub struct InferenceWorker {
@@ -22,7 +19,6 @@ pub struct InferenceWorker {
     pub classifier: Classifier,
     pub queue: Arc<FrameQueue>,
     pub stats: Vec<Arc<CameraStats>>,
-    pub seq: SeqAllocator,
     pub topics: Topics,
     pub sink: mpsc::Sender<Outgoing>,
     pub heartbeat: Arc<Heartbeat>,
@@ -30,13 +26,12 @@ pub struct InferenceWorker {
 
 impl InferenceWorker {
     /// Runs until the queue is closed and drained, or the publisher is gone.
-    /// Returns the sequence allocator so the caller can record where it stopped.
-    pub fn run(mut self) -> Result<SeqAllocator, String> {
+    pub fn run(mut self) -> Result<(), String> {
         let span = tracing::info_span!("inference", model = %self.classifier.identity().name, version = %self.classifier.identity().version);
         let _entered = span.enter();
         let result = self.serve();
         self.heartbeat.finish();
-        result.map(|()| self.seq)
+        result
     }
 
     fn serve(&mut self) -> Result<(), String> {
@@ -55,12 +50,10 @@ impl InferenceWorker {
             let inference_ms = started.elapsed().as_secs_f32() * 1000.0;
             self.queue.give_back(job.frame);
             stats.record_latency(inference_ms);
-            let seq = self.seq.next().map_err(|e| e.to_string())?;
             let camera = &stats.id;
             let message = PredictionMessage {
                 device: &self.device_id,
                 camera,
-                seq,
                 frame_index: job.frame_index,
                 captured_at: rfc3339(job.captured_at),
                 model: self.classifier.identity(),
@@ -68,9 +61,9 @@ impl InferenceWorker {
                 regions: &regions,
             };
             let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
-            let outgoing = Outgoing { topic: self.topics.predictions(camera), payload, qos: QoS::AtLeastOnce, retain: false };
+            let outgoing = Outgoing::stored(self.topics.predictions(camera), payload);
             if heartbeat.waiting(|| self.sink.blocking_send(outgoing)).is_err() {
-                return Err(format!("publisher stopped; prediction seq {seq} was not sent"));
+                return Err(format!("publisher stopped; the prediction for frame {} of {camera} was not sent", job.frame_index));
             }
             CameraStats::add(&stats.frames_processed, 1);
         }

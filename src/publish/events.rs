@@ -1,8 +1,7 @@
-//! Events on `…/events` (QoS 1): things an operator should hear about as
-//! they happen, rather than read from the next telemetry. Never dropped:
-//! the sender waits for room, like predictions.
+//! Events on `…/events` (QoS 1, stored and numbered like predictions):
+//! things an operator should hear about as they happen, rather than read
+//! from the next telemetry. The sender waits for room, like predictions.
 
-use rumqttc::QoS;
 use serde::Serialize;
 use std::time::SystemTime;
 use tokio::sync::mpsc;
@@ -18,6 +17,22 @@ pub enum Event {
     CameraLost { camera: String, reason: String },
     /// A lost camera delivers frames again.
     CameraBack { camera: String, down_s: f64 },
+    /// The outbox was full: `dropped` messages numbered `first_seq` to
+    /// `last_seq` (oldest first) were deleted unsent.
+    OutboxOverflow { dropped: u64, first_seq: u64, last_seq: u64, dropped_total: u64 },
+    /// The outbox cannot be written; messages are kept in memory meanwhile.
+    OutboxUnavailable { path: String, error: String },
+    /// The outbox is written to disk again.
+    OutboxRestored { path: String },
+}
+
+/// The payload of an event, without `seq` (the outbox adds it).
+pub fn event_body(device: &str, event: &Event) -> Vec<u8> {
+    let message = EventMessage { device, at: rfc3339(SystemTime::now()), event };
+    serde_json::to_vec(&message).unwrap_or_else(|error| {
+        tracing::error!(%error, ?event, "cannot serialise an event");
+        b"{}".to_vec()
+    })
 }
 
 #[derive(Serialize)]
@@ -43,12 +58,7 @@ impl EventSink {
     /// Sends from a plain thread, waiting for room; a closed publisher
     /// (shutdown) is not an error worth more than a log line.
     pub fn send_blocking(&self, event: Event) {
-        let message = EventMessage { device: &self.device_id, at: rfc3339(SystemTime::now()), event: &event };
-        let payload = match serde_json::to_vec(&message) {
-            Ok(payload) => payload,
-            Err(error) => return tracing::error!(%error, "cannot serialise an event"),
-        };
-        let outgoing = Outgoing { topic: self.topic.clone(), payload, qos: QoS::AtLeastOnce, retain: false };
+        let outgoing = Outgoing::stored(self.topic.clone(), event_body(&self.device_id, &event));
         if self.tx.blocking_send(outgoing).is_err() {
             tracing::debug!(?event, "publisher gone; event not sent");
         }

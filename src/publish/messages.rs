@@ -30,13 +30,12 @@ pub struct StatusMessage<'a> {
     pub model: Option<&'a ModelIdentity>,
 }
 
-/// `…/predictions/<camera>`, QoS 1, one per frame that had regions.
+/// `…/predictions/<camera>`, QoS 1, one per frame that had regions. The
+/// outbox puts `seq` in front when it stores the message.
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictionMessage<'a> {
     pub device: &'a str,
     pub camera: &'a str,
-    /// Per device, +1 per message, never reused (also across restarts).
-    pub seq: u64,
     /// Position of the frame in its source (0-based; restarts at 0 when a file loops).
     pub frame_index: u64,
     pub captured_at: String,
@@ -92,4 +91,5 @@ pub struct MqttFigures {
     pub connects: u64,
     /// Telemetry messages dropped because the outgoing queue was full.
     pub telemetry_dropped: u64,
+    pub outbox: crate::publish::mqtt::OutboxFigures,
 }

@@ -1,56 +1,125 @@
-//! The task that owns the MQTT client. Everything that leaves the device
-//! goes through its bounded channel; nothing else touches rumqttc.
+//! The task that owns the MQTT client and the outbox. Everything that leaves
+//! the device goes through its bounded channel; nothing else touches rumqttc.
 //!
-//! When full: producers wait (predictions are never dropped here), except
-//! telemetry, which uses `try_send` and counts what it drops. While the
-//! broker is away, rumqttc's own request queue fills, then this channel, then
-//! the inference thread waits and live cameras drop their oldest frames.
+//! Predictions and events are *stored*: numbered and written to the
+//! [`Outbox`] before anything is sent, handed to rumqttc at most `WINDOW` at
+//! a time, and deleted once the broker's PUBACK names them. While the broker
+//! is away the window fills and the rest waits on disk, so memory stays
+//! bounded however long the outage. Status, command replies and telemetry
+//! are sent directly (telemetry is QoS 0 and dropped, counted, when there is
+//! no room).
+//!
+//! Matching PUBACKs to messages: rumqttc assigns packet ids in the order it
+//! takes requests, and reports each with `Outgoing::Publish(pkid)`; a pkid
+//! still in flight is a retransmission. rumqttc drops its unacknowledged
+//! messages when the broker has lost the session; the driver keeps them
+//! across the reconnect (see [`drive`]), so nothing handed over is lost and
+//! the order of first transmissions is the order of hand-over.
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS, Request, Transport,
+};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
-use crate::config::{MqttConfig, SYSTEM_CA_BUNDLE};
+use super::events::{event_body, Event as AgentEvent};
+use super::Topics;
+use crate::config::{MqttConfig, OutboxConfig, SYSTEM_CA_BUNDLE};
+use crate::outbox::{Mode, NewMessage, Outbox};
 
-/// Largest message either way; a frame with many regions and top-k is a few KiB.
-const MAX_PACKET_BYTES: usize = 1 << 20;
+/// Largest message the agent sends; a frame with many regions is a few KiB.
+const MAX_OUTGOING_BYTES: usize = 1 << 20;
+/// Largest packet accepted from the broker. Larger ones break the
+/// connection inside rumqttc before we could refuse them, so this is well
+/// above the command limit (brokers should set `message_size_limit`).
+const MAX_INCOMING_BYTES: usize = 8 << 20;
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Stored messages handed to rumqttc and not yet acknowledged, at most.
+const WINDOW: usize = 64;
+/// Room in rumqttc's request channel for direct messages besides the window.
+const DIRECT_ROOM: usize = 32;
+/// Stored messages taken from the producers' channel per outbox write.
+const BATCH: usize = 256;
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
-/// One message to publish, already serialised (serialising happens on the
-/// producer's thread, not here).
+/// One message to publish, already serialised on the producer's thread.
 #[derive(Debug)]
 pub struct Outgoing {
     pub topic: String,
     pub payload: Vec<u8>,
-    pub qos: QoS,
-    pub retain: bool,
+    pub kind: Kind,
 }
 
-/// Figures telemetry reports about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// QoS 1 through the outbox; `payload` is a JSON object that gets `seq`.
+    Stored,
+    /// QoS 1, retained, not stored (the device status).
+    Retained,
+    /// QoS 1, not stored (command replies).
+    Direct,
+    /// QoS 0, dropped when there is no room (telemetry).
+    BestEffort,
+}
+
+impl Outgoing {
+    pub fn stored(topic: String, body: Vec<u8>) -> Outgoing {
+        Outgoing { topic, payload: body, kind: Kind::Stored }
+    }
+}
+
+/// Figures telemetry reports about the connection and the outbox.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
     pub connected: AtomicBool,
     pub submitted: AtomicU64,
     pub acknowledged: AtomicU64,
     pub connects: AtomicU64,
+    pub best_effort_dropped: AtomicU64,
+    pub outbox: Mutex<OutboxFigures>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutboxFigures {
+    pub mode: Option<Mode>,
+    /// Stored messages not yet acknowledged by the broker, and their size.
+    pub messages: u64,
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+    /// Messages dropped, oldest first, because the outbox was full.
+    pub dropped: u64,
+}
+
+/// A command that arrived on `…/cmd/<name>`.
+#[derive(Debug)]
+pub struct IncomingCommand {
+    pub topic: String,
+    pub payload: Vec<u8>,
 }
 
 pub struct Publisher {
     pub options: MqttOptions,
-    pub status_topic: String,
+    pub device_id: String,
+    pub topics: Topics,
     pub online_payload: Vec<u8>,
     pub offline_payload: Vec<u8>,
     pub stats: Arc<PublisherStats>,
+    pub outbox: OutboxConfig,
+    pub commands: mpsc::Sender<IncomingCommand>,
 }
 
-/// Client options from the config: address, TLS, keep-alive, packet size.
+/// Client options from the config: address, TLS, session, keep-alive, packet size.
 pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, String> {
     let broker = config.broker()?;
     let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(config.keep_alive_seconds.max(5)));
-    options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    options.set_max_packet_size(MAX_INCOMING_BYTES, MAX_OUTGOING_BYTES);
+    options.set_clean_session(!config.persistent_session);
+    options.set_inflight((WINDOW + DIRECT_ROOM) as u16);
     if broker.tls {
         let read = |path: &std::path::Path, what: &str| {
             std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
@@ -91,43 +160,87 @@ fn hint(error: &str) -> &'static str {
     }
 }
 
+/// What the driver tells the publisher, in the order rumqttc reported it.
+#[derive(Debug)]
+enum Notice {
+    Connected,
+    Published(u16),
+    Acknowledged(u16),
+}
+
+/// The publisher's side of delivery: what is with rumqttc and not yet acknowledged.
+struct InFlight {
+    /// QoS 1 messages handed over whose packet id rumqttc has not reported
+    /// yet, in hand-over order; `None` for messages that are not stored.
+    awaiting_pkid: VecDeque<Option<u64>>,
+    by_pkid: HashMap<u16, Option<u64>>,
+    /// Stored messages handed over and not acknowledged.
+    stored: usize,
+    /// Every stored message numbered below this was handed over (or dropped).
+    handed_below: u64,
+}
+
 impl Publisher {
     /// Publishes what arrives on `rx` until every sender is gone, then
-    /// publishes `offline`, waits up to `flush_deadline` for the broker to
-    /// acknowledge what was sent, and disconnects.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>, capacity: usize, flush_deadline: Duration) {
-        self.options.set_last_will(LastWill::new(&self.status_topic, self.offline_payload.clone(), QoS::AtLeastOnce, true));
+    /// publishes `offline`, keeps delivering from the outbox for up to
+    /// `flush_deadline`, and disconnects. What is left stays in the outbox.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>, flush_deadline: Duration) {
+        let status_topic = self.topics.status();
+        self.options.set_last_will(LastWill::new(&status_topic, self.offline_payload.clone(), QoS::AtLeastOnce, true));
         let (host, port) = self.options.broker_address();
-        let (client, eventloop) = AsyncClient::new(self.options.clone(), capacity);
-        let (connected_tx, mut connected_rx) = watch::channel(0u64);
-        let driver = tokio::spawn(drive(eventloop, format!("{host}:{port}"), self.stats.clone(), connected_tx));
+        let (client, eventloop) = AsyncClient::new(self.options.clone(), WINDOW + DIRECT_ROOM);
+        let (notice_tx, mut notices) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(eventloop, format!("{host}:{port}"), self.stats.clone(), notice_tx, self.commands.clone()));
+
+        let config = self.outbox.clone();
+        let mut outbox = tokio::task::block_in_place(|| Outbox::open(&config.path, config.max_bytes, config.memory_bytes));
+        if let Some(error) = outbox.disk_error().map(str::to_string) {
+            self.report_disk_failure(&mut outbox, error, 0);
+        } else if !outbox.is_empty() {
+            tracing::info!(messages = outbox.len(), from_seq = outbox.first_seq(), "delivering what the outbox kept from the last run");
+        }
+        let mut flight = InFlight {
+            awaiting_pkid: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            stored: 0,
+            handed_below: 0,
+        };
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut batch = Vec::with_capacity(BATCH);
 
         loop {
             tokio::select! {
-                message = rx.recv() => match message {
-                    Some(message) => self.publish(&client, message).await,
-                    None => break,
-                },
-                Ok(()) = connected_rx.changed() => {
-                    // Every (re)connect: the Last Will may have said offline meanwhile.
-                    let online = self.status(self.online_payload.clone());
-                    self.publish(&client, online).await;
+                biased;
+                Some(notice) = notices.recv() => self.on_notice(notice, &client, &mut outbox, &mut flight),
+                count = rx.recv_many(&mut batch, BATCH) => {
+                    if count == 0 {
+                        break;
+                    }
+                    self.accept(std::mem::take(&mut batch), &client, &mut outbox, &mut flight);
                 }
+                _ = housekeeping.tick() => self.housekeeping(&mut outbox, flight.handed_below),
             }
+            self.hand_over(&client, &outbox, &mut flight);
+            self.update_figures(&outbox);
         }
 
-        let offline = self.status(self.offline_payload.clone());
-        self.publish(&client, offline).await;
-        let deadline = Instant::now() + flush_deadline;
-        while self.stats.acknowledged.load(Ordering::SeqCst) < self.stats.submitted.load(Ordering::SeqCst)
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let offline = Outgoing { topic: status_topic, payload: self.offline_payload.clone(), kind: Kind::Retained };
+        self.send_direct(&client, offline, &mut flight);
+        let deadline = tokio::time::Instant::now() + flush_deadline;
+        while !(outbox.is_empty() && flight.awaiting_pkid.is_empty() && flight.by_pkid.is_empty()) {
+            tokio::select! {
+                Some(notice) = notices.recv() => self.on_notice(notice, &client, &mut outbox, &mut flight),
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            self.hand_over(&client, &outbox, &mut flight);
         }
-        let unacknowledged =
-            self.stats.submitted.load(Ordering::SeqCst).saturating_sub(self.stats.acknowledged.load(Ordering::SeqCst));
-        if unacknowledged > 0 {
-            tracing::warn!(unacknowledged, "shutting down with messages the broker has not acknowledged");
+        self.housekeeping(&mut outbox, flight.handed_below);
+        if let Err(error) = tokio::task::block_in_place(|| outbox.flush_acknowledged(true)) {
+            tracing::error!(%error, "cannot record acknowledged messages in the outbox; they will be sent again");
+        }
+        self.update_figures(&outbox);
+        if !outbox.is_empty() {
+            tracing::warn!(messages = outbox.len(), from_seq = outbox.first_seq(), "stopping with messages the broker has not acknowledged; they stay in the outbox for the next start");
         }
         let _ = client.disconnect().await;
         if tokio::time::timeout(Duration::from_secs(1), driver).await.is_err() {
@@ -135,36 +248,203 @@ impl Publisher {
         }
     }
 
-    fn status(&self, payload: Vec<u8>) -> Outgoing {
-        Outgoing { topic: self.status_topic.clone(), payload, qos: QoS::AtLeastOnce, retain: true }
+    /// Stores what must survive, sends the rest.
+    fn accept(&self, batch: Vec<Outgoing>, client: &AsyncClient, outbox: &mut Outbox, flight: &mut InFlight) {
+        let mut stored = Vec::new();
+        for message in batch {
+            match message.kind {
+                Kind::Stored => stored.push(NewMessage { topic: message.topic, body: message.payload }),
+                Kind::Retained | Kind::Direct => self.send_direct(client, message, flight),
+                Kind::BestEffort => {
+                    // Not queued while the broker is away: stale telemetry would only delay the rest.
+                    if !self.stats.connected.load(Ordering::SeqCst)
+                        || client.try_publish(message.topic, QoS::AtMostOnce, false, message.payload).is_err() {
+                        self.stats.best_effort_dropped.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        if stored.is_empty() {
+            return;
+        }
+        let was_on_disk = outbox.mode() == Mode::Disk;
+        tokio::task::block_in_place(|| outbox.append(stored, flight.handed_below));
+        if was_on_disk && outbox.mode() == Mode::Memory {
+            let error = outbox.disk_error().unwrap_or_default().to_string();
+            self.report_disk_failure(outbox, error, flight.handed_below);
+        }
     }
 
-    async fn publish(&self, client: &AsyncClient, message: Outgoing) {
-        let qos = message.qos;
-        match client.publish(message.topic, qos, message.retain, message.payload).await {
-            Ok(()) if qos != QoS::AtMostOnce => {
+    fn report_disk_failure(&self, outbox: &mut Outbox, error: String, handed_below: u64) {
+        tracing::error!(
+            path = %self.outbox.path.display(),
+            %error,
+            memory_bytes = outbox.capacity(),
+            "the outbox cannot be written: keeping messages in memory (lost if the agent stops) and retrying every 30 s; make the folder writable or free disk space"
+        );
+        let event = AgentEvent::OutboxUnavailable { path: self.outbox.path.display().to_string(), error };
+        self.store_event(outbox, event, handed_below);
+    }
+
+    fn store_event(&self, outbox: &mut Outbox, event: AgentEvent, handed_below: u64) {
+        let body = event_body(&self.device_id, &event);
+        tokio::task::block_in_place(|| outbox.append(vec![NewMessage { topic: self.topics.events(), body }], handed_below));
+    }
+
+    /// Deletes acknowledged messages, reports drops, retries a failed disk.
+    fn housekeeping(&self, outbox: &mut Outbox, handed_below: u64) {
+        if let Err(error) = tokio::task::block_in_place(|| outbox.flush_acknowledged(false)) {
+            tracing::warn!(%error, "cannot delete acknowledged messages from the outbox yet");
+        }
+        if let Some(dropped) = outbox.take_dropped() {
+            tracing::warn!(
+                count = dropped.count,
+                first_seq = dropped.first_seq,
+                last_seq = dropped.last_seq,
+                capacity_bytes = outbox.capacity(),
+                "outbox full: dropped the oldest messages; raise [outbox] max_bytes if outages this long are expected"
+            );
+            let event = AgentEvent::OutboxOverflow {
+                dropped: dropped.count,
+                first_seq: dropped.first_seq,
+                last_seq: dropped.last_seq,
+                dropped_total: outbox.dropped_total(),
+            };
+            self.store_event(outbox, event, handed_below);
+        }
+        if outbox.mode() == Mode::Memory && tokio::task::block_in_place(|| outbox.retry_disk()) {
+            tracing::info!(path = %self.outbox.path.display(), "the outbox is back on disk");
+            self.store_event(outbox, AgentEvent::OutboxRestored { path: self.outbox.path.display().to_string() }, handed_below);
+        }
+    }
+
+    fn on_notice(&self, notice: Notice, client: &AsyncClient, outbox: &mut Outbox, flight: &mut InFlight) {
+        match notice {
+            Notice::Connected => {
+                // Every (re)connect: the Last Will may have said offline meanwhile.
+                let online = Outgoing { topic: self.topics.status(), payload: self.online_payload.clone(), kind: Kind::Retained };
+                self.send_direct(client, online, flight);
+                if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
+                    tracing::error!(%error, "cannot subscribe to commands");
+                }
+            }
+            Notice::Published(0) => {} // QoS 0
+            Notice::Published(pkid) => {
+                if !flight.by_pkid.contains_key(&pkid) {
+                    match flight.awaiting_pkid.pop_front() {
+                        Some(seq) => drop(flight.by_pkid.insert(pkid, seq)),
+                        None => tracing::error!(pkid, "MQTT sent a message the publisher did not hand over"),
+                    }
+                }
+            }
+            Notice::Acknowledged(pkid) => match flight.by_pkid.remove(&pkid) {
+                Some(Some(seq)) => {
+                    outbox.acknowledge(seq);
+                    flight.stored -= 1;
+                    self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(None) => {
+                    self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+                None => tracing::debug!(pkid, "acknowledgement for an unknown packet id"),
+            },
+        }
+    }
+
+    /// Hands stored messages to rumqttc, oldest first, while connected and
+    /// the window has room. While the broker is away they wait on disk,
+    /// where the byte cap applies to all of them.
+    fn hand_over(&self, client: &AsyncClient, outbox: &Outbox, flight: &mut InFlight) {
+        if !self.stats.connected.load(Ordering::SeqCst) {
+            return;
+        }
+        while flight.stored < WINDOW {
+            let entries = tokio::task::block_in_place(|| outbox.read(flight.handed_below, WINDOW - flight.stored));
+            if entries.is_empty() {
+                return;
+            }
+            for entry in entries {
+                flight.awaiting_pkid.push_back(Some(entry.seq));
+                if let Err(error) = client.try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload) {
+                    // Cannot happen while the window is smaller than the channel; try again later.
+                    flight.awaiting_pkid.pop_back();
+                    tracing::warn!(%error, "MQTT client queue is full");
+                    return;
+                }
+                flight.stored += 1;
+                flight.handed_below = entry.seq + 1;
                 self.stats.submitted.fetch_add(1, Ordering::SeqCst);
             }
-            Ok(()) => {}
-            Err(error) => tracing::error!(%error, "MQTT client refused a message; it is lost"),
+        }
+    }
+
+    /// QoS 1, not stored: the status and command replies.
+    fn send_direct(&self, client: &AsyncClient, message: Outgoing, flight: &mut InFlight) {
+        let retain = message.kind == Kind::Retained;
+        flight.awaiting_pkid.push_back(None);
+        match client.try_publish(message.topic.clone(), QoS::AtLeastOnce, retain, message.payload) {
+            Ok(()) => {
+                self.stats.submitted.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(error) => {
+                flight.awaiting_pkid.pop_back();
+                tracing::warn!(topic = %message.topic, %error, "MQTT client queue is full; message not sent");
+            }
+        }
+    }
+
+    fn update_figures(&self, outbox: &Outbox) {
+        let figures = OutboxFigures {
+            mode: Some(outbox.mode()),
+            messages: outbox.len() as u64,
+            bytes: outbox.bytes(),
+            capacity_bytes: outbox.capacity(),
+            dropped: outbox.dropped_total(),
+        };
+        if let Ok(mut slot) = self.stats.outbox.lock() {
+            *slot = figures;
         }
     }
 }
 
-/// Drives rumqttc's event loop: it connects, reconnects, and counts acks.
-async fn drive(mut eventloop: EventLoop, broker: String, stats: Arc<PublisherStats>, connected: watch::Sender<u64>) {
-    let mut backoff = Duration::from_millis(500);
+/// Drives rumqttc's event loop: connects, reconnects with jittered
+/// exponential backoff, and reports what it sees in order.
+///
+/// rumqttc moves unacknowledged messages to `pending` when a connection
+/// fails, and clears `pending` when the next broker has no session for us;
+/// taking them out at the failure and putting them back after the CONNACK
+/// means they are always sent again.
+async fn drive(
+    mut eventloop: EventLoop,
+    broker: String,
+    stats: Arc<PublisherStats>,
+    notices: mpsc::UnboundedSender<Notice>,
+    commands: mpsc::Sender<IncomingCommand>,
+) {
+    let mut backoff = RECONNECT_FIRST;
+    let mut kept: VecDeque<Request> = VecDeque::new();
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(%broker, "connected to MQTT broker");
+            Ok(Event::Incoming(Packet::ConnAck(connack))) => {
+                tracing::info!(%broker, session_present = connack.session_present, "connected to MQTT broker");
+                kept.append(&mut eventloop.pending);
+                eventloop.pending = std::mem::take(&mut kept);
                 stats.connected.store(true, Ordering::SeqCst);
                 stats.connects.fetch_add(1, Ordering::SeqCst);
-                connected.send_modify(|n| *n += 1);
-                backoff = Duration::from_millis(500);
+                let _ = notices.send(Notice::Connected);
+                backoff = RECONNECT_FIRST;
             }
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                stats.acknowledged.fetch_add(1, Ordering::SeqCst);
+            Ok(Event::Outgoing(MqttOutgoing::Publish(pkid))) => {
+                let _ = notices.send(Notice::Published(pkid));
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let _ = notices.send(Notice::Acknowledged(ack.pkid));
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let command = IncomingCommand { topic: publish.topic, payload: publish.payload.to_vec() };
+                if commands.try_send(command).is_err() {
+                    tracing::warn!("commands are arriving faster than they are handled; one was ignored");
+                }
             }
             Ok(Event::Outgoing(MqttOutgoing::Disconnect)) => {
                 stats.connected.store(false, Ordering::SeqCst);
@@ -172,16 +452,23 @@ async fn drive(mut eventloop: EventLoop, broker: String, stats: Arc<PublisherSta
             }
             Ok(_) => {}
             Err(error) => {
+                kept.append(&mut eventloop.pending);
                 let was_connected = stats.connected.swap(false, Ordering::SeqCst);
+                let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+                let error = error.to_string();
                 if was_connected {
-                    tracing::warn!(%broker, %error, "lost the MQTT broker; reconnecting");
+                    tracing::warn!(%broker, %error, unacknowledged = kept.len(), "lost the MQTT broker; reconnecting");
                 } else {
-                    let error = error.to_string();
-                    tracing::warn!(%broker, %error, retry_in_ms = backoff.as_millis() as u64, hint = hint(&error), "cannot connect to the MQTT broker");
+                    tracing::warn!(%broker, %error, retry_in_ms = wait.as_millis() as u64, hint = hint(&error), "cannot connect to the MQTT broker");
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(RECONNECT_MAX);
             }
         }
     }
+}
+
+/// Sends a command reply (QoS 1, not stored) through the publisher's channel.
+pub fn reply(topic: String, payload: Vec<u8>) -> Outgoing {
+    Outgoing { topic, payload, kind: Kind::Direct }
 }

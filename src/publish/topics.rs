@@ -24,6 +24,21 @@ impl Topics {
         format!("{}/events", self.base)
     }
 
+    /// The subscription for operator commands: `…/cmd/<name>`.
+    pub fn commands(&self) -> String {
+        format!("{}/cmd/+", self.base)
+    }
+
+    /// Where the reply to `…/cmd/<name>` goes.
+    pub fn command_reply(&self, name: &str) -> String {
+        format!("{}/cmd/{name}/reply", self.base)
+    }
+
+    /// The command name in a topic matched by [`Topics::commands`].
+    pub fn command_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(&self.base)?.strip_prefix("/cmd/").filter(|name| !name.contains('/'))
+    }
+
     pub fn telemetry(&self) -> String {
         format!("{}/telemetry", self.base)
     }

@@ -42,8 +42,8 @@ fn stop(child: &mut Child) {
 
 pub struct Mosquitto {
     pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
     _extra: Option<tempfile::TempDir>,
 }
 
@@ -59,6 +59,42 @@ fn make_readable_by_mosquitto(dir: &Path, files: &[&Path]) {
 impl Mosquitto {
     pub fn start() -> Mosquitto {
         Self::start_with(|port| format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))
+    }
+
+    /// A broker that keeps sessions and queued messages across restarts
+    /// (it writes them on SIGTERM).
+    pub fn start_persistent() -> Mosquitto {
+        let state = tempfile::tempdir().unwrap();
+        make_readable_by_mosquitto(state.path(), &[]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let location = state.path().display().to_string();
+        let mut broker = Self::start_with(|port| {
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {location}/\n")
+        });
+        broker._extra = Some(state);
+        broker
+    }
+
+    /// SIGTERM and wait: the broker is gone until `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the same config (and state).
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut child = Self::spawn(self.dir.path());
+        wait_for_port(self.port, "mosquitto", &mut child);
+        self.child = Some(child);
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mosquitto.log")).unwrap();
+        Command::new("mosquitto").arg("-c").arg(dir.join("mosquitto.conf")).stdout(Stdio::null()).stderr(log).spawn().expect("mosquitto (make deps)")
     }
 
     /// A broker whose `port` listener speaks TLS with `certs`' server
@@ -102,15 +138,12 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("per_listener_settings true\npersistence false\nmax_queued_messages 100000\n{}", listeners(port)),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
-        let mut child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn().expect("mosquitto (make deps)");
+        let listeners = listeners(port);
+        let persistence = if listeners.contains("persistence true") { "" } else { "persistence false\n" };
+        std::fs::write(&conf, format!("per_listener_settings true\n{persistence}max_queued_messages 100000\n{listeners}")).unwrap();
+        let mut child = Self::spawn(dir.path());
         wait_for_port(port, "mosquitto", &mut child);
-        Mosquitto { port, child, _dir: dir, _extra: None }
+        Mosquitto { port, child: Some(child), dir, _extra: None }
     }
 
     pub fn url(&self) -> String {
@@ -120,8 +153,26 @@ impl Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        stop(&mut self.child);
+        if let Some(child) = self.child.as_mut() {
+            stop(child);
+        }
     }
+}
+
+/// Publishes one QoS 1 message and waits for the broker's acknowledgement.
+pub fn publish(port: u16, topic: &str, payload: &[u8]) {
+    let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut connection) = Client::new(options, 10);
+    client.publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).unwrap();
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::PubAck(_))) => break,
+            Ok(_) => {}
+            Err(error) => panic!("publishing to {topic}: {error}"),
+        }
+    }
+    let _ = client.disconnect();
 }
 
 /// A CA, a server certificate for 127.0.0.1/localhost and a client
@@ -222,7 +273,18 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Subscriber {
-        let mut options = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        Self::connect(port, filter, &format!("test-sub-{}", free_port()), true)
+    }
+
+    /// A persistent QoS 1 session (clean_session = false) that reconnects
+    /// by itself: the broker keeps what arrives while it is away.
+    pub fn start_persistent(port: u16, filter: &str, client_id: &str) -> Subscriber {
+        Self::connect(port, filter, client_id, false)
+    }
+
+    fn connect(port: u16, filter: &str, client_id: &str, clean_session: bool) -> Subscriber {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_clean_session(clean_session);
         options.set_max_packet_size(1 << 20, 1 << 20);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut connection) = Client::new(options, 100);
@@ -313,6 +375,26 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory of the running agent, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("agent running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+        kib * 1024
+    }
+
+    /// Waits until the log contains `text` `count` times; panics with the log after `timeout`.
+    pub fn wait_for_log(&self, text: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().matches(text).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("agent log did not show {text:?} {count} times within {timeout:?}:\n{}", self.log());
     }
 
     pub fn state_dir(&self) -> PathBuf {

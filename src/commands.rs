@@ -1,0 +1,91 @@
+//! Operator commands on `…/cmd/<name>`: a JSON object, optionally with an
+//! `id` the reply repeats. Each gets one reply on `…/cmd/<name>/reply`. A
+//! command that is too large, not a JSON object, or unknown gets an error
+//! reply and changes nothing.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
+
+use crate::infer::ModelIdentity;
+use crate::publish::messages::rfc3339;
+use crate::publish::mqtt::{reply, IncomingCommand};
+use crate::publish::{Outgoing, Topics};
+
+/// Larger command payloads are refused (commands are small JSON objects).
+pub const MAX_COMMAND_BYTES: usize = 64 << 10;
+const KNOWN: &[&str] = &["ping"];
+
+#[derive(Debug, Serialize)]
+pub struct Reply<'a> {
+    pub device: &'a str,
+    pub command: &'a str,
+    /// The request's `id`, if it had one.
+    pub id: Option<Value>,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    pub at: String,
+}
+
+pub struct CommandTask {
+    pub device_id: String,
+    pub topics: Topics,
+    pub model: ModelIdentity,
+    pub started: Instant,
+    pub sink: mpsc::Sender<Outgoing>,
+}
+
+impl CommandTask {
+    pub async fn run(self, mut incoming: mpsc::Receiver<IncomingCommand>) {
+        while let Some(command) = incoming.recv().await {
+            let Some(name) = self.topics.command_name(&command.topic) else {
+                tracing::debug!(topic = %command.topic, "message on an unexpected topic ignored");
+                continue;
+            };
+            let (id, outcome) = self.handle(name, &command.payload);
+            match &outcome {
+                Ok(_) => tracing::info!(command = name, "command done"),
+                Err(error) => tracing::warn!(command = name, %error, "command refused"),
+            }
+            let (ok, result, error) = match outcome {
+                Ok(result) => (true, Some(result), None),
+                Err(error) => (false, None, Some(error)),
+            };
+            let message = Reply { device: &self.device_id, command: name, id, ok, error, result, at: rfc3339(SystemTime::now()) };
+            let payload = serde_json::to_vec(&message).unwrap_or_default();
+            if self.sink.send(reply(self.topics.command_reply(name), payload)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The request's id and the command's result or the reason it was refused.
+    fn handle(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, String>) {
+        if payload.len() > MAX_COMMAND_BYTES {
+            return (None, Err(format!("payload of {} bytes is over the {MAX_COMMAND_BYTES}-byte limit", payload.len())));
+        }
+        let request: serde_json::Map<String, Value> = match serde_json::from_slice(payload) {
+            Ok(request) => request,
+            Err(error) => return (None, Err(format!("payload is not a JSON object ({error}); send e.g. {{\"id\": \"1\"}}"))),
+        };
+        let id = request.get("id").cloned();
+        if let Some(id) = &id {
+            if !(id.is_string() || id.is_number()) {
+                return (None, Err("`id` must be a string or a number".into()));
+            }
+        }
+        let result = match name {
+            "ping" => Ok(serde_json::json!({
+                "agent_version": crate::AGENT_VERSION,
+                "model": self.model,
+                "uptime_s": self.started.elapsed().as_secs(),
+            })),
+            other => Err(format!("unknown command \"{other}\"; known: {}", KNOWN.join(", "))),
+        };
+        (id, result)
+    }
+}

@@ -1,0 +1,510 @@
+//! The durable outbox. Every prediction and event gets the device's next
+//! `seq` and is written here (one fsync'd redb transaction per batch) before
+//! it is handed to MQTT; it leaves when the broker acknowledged it.
+//!
+//! Invariants:
+//! - `seq` is assigned in the same transaction that stores the message, so
+//!   numbers are gapless across crashes: a gap a subscriber sees is a message
+//!   the outbox dropped, and every drop is counted and reported.
+//! - The outbox holds at most `capacity` bytes of messages. When full, the
+//!   oldest messages not yet handed to MQTT go first (`handed_below` marks
+//!   where the publisher is); order among the rest is unchanged.
+//! - When the store cannot be written (folder unwritable, disk full), the
+//!   outbox keeps messages in memory within `memory_bytes`, reports it, and
+//!   retries the disk; `seq` then jumps to the Unix time in milliseconds so
+//!   numbers handed out in memory are not handed out again after a restart
+//!   (as long as the clock is right).
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_SEQ: &str = "next_seq";
+/// The sequence file of agents before the outbox; read once, then removed.
+const LEGACY_SEQ_FILE: &str = "seq";
+/// How often a store that failed is tried again.
+const RETRY_DISK: Duration = Duration::from_secs(30);
+
+/// One stored message: QoS 1, not retained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// A message on its way in: `body` is a JSON object without `seq`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub topic: String,
+    pub body: Vec<u8>,
+}
+
+/// Messages the outbox had to drop since the last report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Disk,
+    Memory,
+}
+
+enum Store {
+    Disk(Database),
+    /// Every entry, as the disk would hold it.
+    Memory(BTreeMap<u64, Entry>),
+}
+
+pub struct Outbox {
+    path: PathBuf,
+    store: Store,
+    /// seq → stored size, for every message not yet acknowledged.
+    index: BTreeMap<u64, u64>,
+    bytes: u64,
+    disk_capacity: u64,
+    memory_capacity: u64,
+    next_seq: u64,
+    /// Acknowledged, not yet deleted from the disk.
+    acknowledged: Vec<u64>,
+    dropped_total: u64,
+    dropped: Option<Dropped>,
+    /// Why the disk is not in use, while it is not.
+    disk_error: Option<String>,
+    last_disk_attempt: Instant,
+}
+
+/// `{"seq":N,` + the rest of `body` (a JSON object): the number goes first
+/// so a reader can see it without parsing the rest.
+pub fn stamp(seq: u64, body: &[u8]) -> Vec<u8> {
+    let rest = match body.first() {
+        Some(b'{') => &body[1..],
+        _ => b"}".as_slice(),
+    };
+    let separator = if rest.first() == Some(&b'}') { "" } else { "," };
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.extend_from_slice(format!("{{\"seq\":{seq}{separator}").as_bytes());
+    out.extend_from_slice(rest);
+    out
+}
+
+fn encode(entry: &Entry) -> Vec<u8> {
+    let topic = entry.topic.as_bytes();
+    let mut out = Vec::with_capacity(4 + topic.len() + entry.payload.len());
+    out.extend_from_slice(&(topic.len() as u32).to_le_bytes());
+    out.extend_from_slice(topic);
+    out.extend_from_slice(&entry.payload);
+    out
+}
+
+fn decode(seq: u64, bytes: &[u8]) -> Option<Entry> {
+    let length = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let topic = std::str::from_utf8(bytes.get(4..4 + length)?).ok()?.to_string();
+    Some(Entry { seq, topic, payload: bytes[4 + length..].to_vec() })
+}
+
+fn stored_size(entry: &Entry) -> u64 {
+    (4 + entry.topic.len() + entry.payload.len()) as u64
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn explain(error: impl std::fmt::Display) -> String {
+    format!("{error}")
+}
+
+impl Outbox {
+    /// Opens (or creates) the store at `path`. If it cannot be used, the
+    /// outbox starts in memory and `disk_error()` says why.
+    pub fn open(path: &Path, disk_capacity: u64, memory_capacity: u64) -> Outbox {
+        let mut outbox = Outbox {
+            path: path.to_path_buf(),
+            store: Store::Memory(BTreeMap::new()),
+            index: BTreeMap::new(),
+            bytes: 0,
+            disk_capacity,
+            memory_capacity,
+            next_seq: 1,
+            acknowledged: Vec::new(),
+            dropped_total: 0,
+            dropped: None,
+            disk_error: None,
+            last_disk_attempt: Instant::now(),
+        };
+        match outbox.open_disk() {
+            Ok(()) => {}
+            Err(error) => {
+                outbox.next_seq = unix_millis().max(1);
+                outbox.disk_error = Some(error);
+            }
+        }
+        outbox
+    }
+
+    fn open_disk(&mut self) -> Result<(), String> {
+        let folder = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        let legacy = folder.join(LEGACY_SEQ_FILE);
+        let db = Database::create(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        let txn = db.begin_write().map_err(explain)?;
+        let (next_seq, index) = {
+            let mut meta = txn.open_table(META).map_err(explain)?;
+            let entries = txn.open_table(ENTRIES).map_err(explain)?;
+            let mut index = BTreeMap::new();
+            for item in entries.iter().map_err(explain)? {
+                let (seq, bytes) = item.map_err(explain)?;
+                index.insert(seq.value(), bytes.value().len() as u64);
+            }
+            let stored = meta.get(NEXT_SEQ).map_err(explain)?.map(|v| v.value());
+            let after_entries = index.keys().next_back().map_or(1, |last| last + 1);
+            let legacy_next = std::fs::read_to_string(&legacy).ok().and_then(|t| t.trim().parse::<u64>().ok());
+            let next = stored.unwrap_or(1).max(after_entries).max(legacy_next.unwrap_or(1)).max(self.next_seq);
+            meta.insert(NEXT_SEQ, next).map_err(explain)?;
+            (next, index)
+        };
+        txn.commit().map_err(explain)?;
+        let _ = std::fs::remove_file(&legacy);
+        self.next_seq = next_seq;
+        self.bytes = index.values().sum();
+        self.index = index;
+        self.store = Store::Disk(db);
+        Ok(())
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self.store {
+            Store::Disk(_) => Mode::Disk,
+            Store::Memory(_) => Mode::Memory,
+        }
+    }
+
+    /// Why the store on disk is not in use (None while it is).
+    pub fn disk_error(&self) -> Option<&str> {
+        self.disk_error.as_deref()
+    }
+
+    pub fn capacity(&self) -> u64 {
+        match self.store {
+            Store::Disk(_) => self.disk_capacity,
+            Store::Memory(_) => self.memory_capacity.min(self.disk_capacity),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// The oldest message not yet acknowledged.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.index.keys().next().copied()
+    }
+
+    /// What was dropped since the last call.
+    pub fn take_dropped(&mut self) -> Option<Dropped> {
+        self.dropped.take()
+    }
+
+    /// Numbers and stores `messages`, dropping the oldest messages at or
+    /// above `handed_below` while over capacity. Returns the new numbers of
+    /// the messages kept. A store error switches to memory (see `disk_error`).
+    pub fn append(&mut self, messages: Vec<NewMessage>, handed_below: u64) -> Vec<u64> {
+        let mut new: Vec<Entry> = messages
+            .into_iter()
+            .map(|message| {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                Entry { seq, topic: message.topic, payload: stamp(seq, &message.body) }
+            })
+            .collect();
+        for entry in &new {
+            self.index.insert(entry.seq, stored_size(entry));
+            self.bytes += stored_size(entry);
+        }
+        let evicted = self.evict(handed_below);
+        new.retain(|entry| self.index.contains_key(&entry.seq));
+        let kept: Vec<u64> = new.iter().map(|e| e.seq).collect();
+        if let Err(error) = self.write(&new, &evicted) {
+            self.fall_back_to_memory(error, new);
+        } else if let Store::Memory(entries) = &mut self.store {
+            for seq in &evicted {
+                entries.remove(seq);
+            }
+            entries.extend(new.into_iter().map(|e| (e.seq, e)));
+        }
+        kept
+    }
+
+    /// Drops the oldest messages at or above `handed_below` until the outbox
+    /// fits; returns their numbers.
+    fn evict(&mut self, handed_below: u64) -> Vec<u64> {
+        let mut evicted = Vec::new();
+        let capacity = self.capacity();
+        while self.bytes > capacity {
+            let Some((&seq, &size)) = self.index.range(handed_below..).next() else { break };
+            self.index.remove(&seq);
+            self.bytes -= size;
+            evicted.push(seq);
+            self.dropped_total += 1;
+            let report = self.dropped.get_or_insert(Dropped { count: 0, first_seq: seq, last_seq: seq });
+            report.count += 1;
+            report.last_seq = report.last_seq.max(seq);
+            report.first_seq = report.first_seq.min(seq);
+        }
+        evicted
+    }
+
+    /// One durable transaction: new entries, evictions, pending deletions
+    /// and the next number.
+    fn write(&mut self, new: &[Entry], evicted: &[u64]) -> Result<(), String> {
+        let Store::Disk(db) = &self.store else { return Ok(()) };
+        let txn = db.begin_write().map_err(explain)?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(explain)?;
+            for entry in new {
+                table.insert(entry.seq, encode(entry).as_slice()).map_err(explain)?;
+            }
+            for seq in evicted.iter().chain(&self.acknowledged) {
+                table.remove(seq).map_err(explain)?;
+            }
+            txn.open_table(META).map_err(explain)?.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
+        }
+        txn.commit().map_err(explain)?;
+        self.acknowledged.clear();
+        Ok(())
+    }
+
+    /// The store failed: keep what it held and `new` in memory, within the
+    /// memory bound, and try the disk again later.
+    fn fall_back_to_memory(&mut self, error: String, new: Vec<Entry>) {
+        let mut entries: BTreeMap<u64, Entry> = self.read_disk(0, usize::MAX).into_iter().map(|e| (e.seq, e)).collect();
+        entries.extend(new.into_iter().map(|e| (e.seq, e)));
+        self.index = entries.iter().map(|(&seq, e)| (seq, stored_size(e))).collect();
+        self.bytes = self.index.values().sum();
+        self.store = Store::Memory(entries);
+        self.acknowledged.clear();
+        self.next_seq = self.next_seq.max(unix_millis());
+        self.disk_error = Some(error);
+        self.last_disk_attempt = Instant::now();
+        let evicted = self.evict(0);
+        if let Store::Memory(entries) = &mut self.store {
+            evicted.iter().for_each(|seq| drop(entries.remove(seq)));
+        }
+    }
+
+    /// In memory: every `RETRY_DISK`, move back to the disk. Returns true
+    /// when that happened.
+    pub fn retry_disk(&mut self) -> bool {
+        let Store::Memory(entries) = &self.store else { return false };
+        if self.last_disk_attempt.elapsed() < RETRY_DISK {
+            return false;
+        }
+        self.last_disk_attempt = Instant::now();
+        let pending: Vec<Entry> = entries.values().cloned().collect();
+        let memory = std::mem::replace(&mut self.store, Store::Memory(BTreeMap::new()));
+        let (index, bytes, next_seq) = (self.index.clone(), self.bytes, self.next_seq);
+        let result = self.open_disk().and_then(|()| self.replace_disk_contents(&pending));
+        match result {
+            Ok(()) => {
+                self.index = index;
+                self.bytes = bytes;
+                self.next_seq = next_seq;
+                self.disk_error = None;
+                true
+            }
+            Err(error) => {
+                self.store = memory;
+                self.index = index;
+                self.bytes = bytes;
+                self.next_seq = next_seq;
+                self.disk_error = Some(error);
+                false
+            }
+        }
+    }
+
+    /// The disk may still hold messages delivered while it was away: it
+    /// gets exactly what memory holds.
+    fn replace_disk_contents(&mut self, entries: &[Entry]) -> Result<(), String> {
+        let Store::Disk(db) = &self.store else { return Ok(()) };
+        let txn = db.begin_write().map_err(explain)?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(explain)?;
+            table.retain(|_, _| false).map_err(explain)?;
+            for entry in entries {
+                table.insert(entry.seq, encode(entry).as_slice()).map_err(explain)?;
+            }
+            txn.open_table(META).map_err(explain)?.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
+        }
+        txn.commit().map_err(explain)
+    }
+
+    /// The broker has `seq`; it leaves the outbox with the next write.
+    pub fn acknowledge(&mut self, seq: u64) {
+        if let Some(size) = self.index.remove(&seq) {
+            self.bytes -= size;
+            match &mut self.store {
+                Store::Disk(_) => self.acknowledged.push(seq),
+                Store::Memory(entries) => drop(entries.remove(&seq)),
+            }
+        }
+    }
+
+    /// Deletes acknowledged messages without an fsync: a crash before the
+    /// next durable write only means they are delivered again.
+    pub fn flush_acknowledged(&mut self, durable: bool) -> Result<(), String> {
+        let Store::Disk(db) = &self.store else { return Ok(()) };
+        if self.acknowledged.is_empty() && !durable {
+            return Ok(());
+        }
+        let mut txn = db.begin_write().map_err(explain)?;
+        if !durable {
+            txn.set_durability(Durability::None);
+        }
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(explain)?;
+            for seq in &self.acknowledged {
+                table.remove(seq).map_err(explain)?;
+            }
+        }
+        txn.commit().map_err(explain)?;
+        self.acknowledged.clear();
+        Ok(())
+    }
+
+    /// Up to `max` messages numbered `from` or later, in order.
+    pub fn read(&self, from: u64, max: usize) -> Vec<Entry> {
+        match &self.store {
+            Store::Memory(entries) => entries.range(from..).take(max).map(|(_, e)| e.clone()).collect(),
+            Store::Disk(_) => self.read_disk(from, max),
+        }
+    }
+
+    fn read_disk(&self, from: u64, max: usize) -> Vec<Entry> {
+        let Store::Disk(db) = &self.store else { return Vec::new() };
+        let read = || -> Result<Vec<Entry>, redb::Error> {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ENTRIES)?;
+            let mut out = Vec::new();
+            for item in table.range(from..)? {
+                if out.len() >= max {
+                    break;
+                }
+                let (seq, bytes) = item?;
+                // Skip messages acknowledged but not yet deleted.
+                if !self.index.contains_key(&seq.value()) {
+                    continue;
+                }
+                match decode(seq.value(), bytes.value()) {
+                    Some(entry) => out.push(entry),
+                    None => tracing::error!(seq = seq.value(), "outbox entry is unreadable; skipped"),
+                }
+            }
+            Ok(out)
+        };
+        read().unwrap_or_else(|error| {
+            tracing::error!(%error, path = %self.path.display(), "cannot read the outbox");
+            Vec::new()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: usize) -> NewMessage {
+        NewMessage { topic: "cctv/t/predictions/cam".into(), body: format!("{{\"n\":{n}}}").into_bytes() }
+    }
+
+    fn seq_of(entry: &Entry) -> u64 {
+        let value: serde_json::Value = serde_json::from_slice(&entry.payload).unwrap();
+        value["seq"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn stamping_puts_seq_first_and_keeps_valid_json() {
+        assert_eq!(stamp(7, br#"{"a":1}"#), br#"{"seq":7,"a":1}"#);
+        assert_eq!(stamp(7, b"{}"), br#"{"seq":7}"#);
+    }
+
+    #[test]
+    fn numbers_are_gapless_across_a_crash_and_unacknowledged_messages_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.redb");
+        {
+            let mut outbox = Outbox::open(&path, 1 << 20, 1 << 20);
+            assert_eq!(outbox.append((0..5).map(message).collect(), 1), vec![1, 2, 3, 4, 5]);
+            outbox.acknowledge(1);
+            outbox.acknowledge(2);
+            outbox.flush_acknowledged(true).unwrap();
+            outbox.acknowledge(3); // not flushed: may come back
+        } // dropped without a clean close, as after SIGKILL
+        let mut outbox = Outbox::open(&path, 1 << 20, 1 << 20);
+        let left: Vec<u64> = outbox.read(0, 100).iter().map(seq_of).collect();
+        assert_eq!(left, vec![3, 4, 5]);
+        assert_eq!(outbox.append(vec![message(9)], 0), vec![6]);
+    }
+
+    #[test]
+    fn when_full_the_oldest_not_yet_handed_messages_go_first_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = stored_size(&Entry { seq: 10, topic: "cctv/t/predictions/cam".into(), payload: stamp(10, b"{\"n\":1}") });
+        let mut outbox = Outbox::open(&dir.path().join("o.redb"), one * 4, 1 << 20);
+        outbox.append((0..4).map(message).collect(), 1);
+        // 1 and 2 are with MQTT already (handed_below = 3): 3 and 4 go.
+        let kept = outbox.append((4..6).map(message).collect(), 3);
+        assert_eq!(kept, vec![5, 6]);
+        let left: Vec<u64> = outbox.read(0, 100).iter().map(seq_of).collect();
+        assert_eq!(left, vec![1, 2, 5, 6]);
+        assert_eq!(outbox.take_dropped(), Some(Dropped { count: 2, first_seq: 3, last_seq: 4 }));
+        assert_eq!(outbox.take_dropped(), None);
+        assert_eq!(outbox.dropped_total(), 2);
+        assert!(outbox.bytes() <= one * 4);
+    }
+
+    #[test]
+    fn an_unusable_folder_falls_back_to_memory_with_numbers_that_do_not_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-folder");
+        std::fs::write(&blocker, "x").unwrap();
+        let mut outbox = Outbox::open(&blocker.join("outbox.redb"), 1 << 20, 1 << 20);
+        assert_eq!(outbox.mode(), Mode::Memory);
+        assert!(outbox.disk_error().unwrap().contains("not-a-folder"), "{:?}", outbox.disk_error());
+        let seqs = outbox.append((0..3).map(message).collect(), 0);
+        assert!(seqs[0] > 1_600_000_000_000, "{seqs:?}");
+        assert_eq!(outbox.read(0, 10).len(), 3);
+        outbox.acknowledge(seqs[0]);
+        assert_eq!(outbox.read(0, 10).len(), 2);
+    }
+
+    #[test]
+    fn the_legacy_sequence_file_is_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("seq"), "5000\n").unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.redb"), 1 << 20, 1 << 20);
+        assert_eq!(outbox.append(vec![message(0)], 0), vec![5000]);
+        assert!(!dir.path().join("seq").exists());
+    }
+}
