@@ -8,7 +8,10 @@
 //!   the outbox dropped, and every drop is counted and reported.
 //! - The outbox holds at most `capacity` bytes of messages. When full, the
 //!   oldest messages not yet handed to MQTT go first (`handed_below` marks
-//!   where the publisher is); order among the rest is unchanged.
+//!   where the publisher is); order among the rest is unchanged. The drop
+//!   count is stored with the drops, so a crash cannot hide them; the
+//!   report of drops is stored without evicting anything (else each report
+//!   would cause the next).
 //! - When the store cannot be written (folder unwritable, disk full), the
 //!   outbox keeps messages in memory within `memory_bytes`, reports it, and
 //!   retries the disk; `seq` then jumps to the Unix time in milliseconds so
@@ -23,6 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
+const DROPPED_TOTAL: &str = "dropped_total";
+/// Drops not yet reported: count, lowest and highest seq.
+const UNREPORTED: [&str; 3] = ["unreported_count", "unreported_first", "unreported_last"];
 /// The sequence file of agents before the outbox; read once, then removed.
 const LEGACY_SEQ_FILE: &str = "seq";
 /// How often a store that failed is tried again.
@@ -170,6 +176,13 @@ impl Outbox {
             let legacy_next = std::fs::read_to_string(&legacy).ok().and_then(|t| t.trim().parse::<u64>().ok());
             let next = stored.unwrap_or(1).max(after_entries).max(legacy_next.unwrap_or(1)).max(self.next_seq);
             meta.insert(NEXT_SEQ, next).map_err(explain)?;
+            let get = |key: &str| meta.get(key).map(|v| v.map(|v| v.value())).map_err(explain);
+            self.dropped_total = self.dropped_total.max(get(DROPPED_TOTAL)?.unwrap_or(0));
+            if let [Some(count), Some(first_seq), Some(last_seq)] = [get(UNREPORTED[0])?, get(UNREPORTED[1])?, get(UNREPORTED[2])?] {
+                if count > 0 && self.dropped.is_none() {
+                    self.dropped = Some(Dropped { count, first_seq, last_seq });
+                }
+            }
             (next, index)
         };
         txn.commit().map_err(explain)?;
@@ -230,6 +243,16 @@ impl Outbox {
     /// above `handed_below` while over capacity. Returns the new numbers of
     /// the messages kept. A store error switches to memory (see `disk_error`).
     pub fn append(&mut self, messages: Vec<NewMessage>, handed_below: u64) -> Vec<u64> {
+        self.append_with(messages, Some(handed_below))
+    }
+
+    /// Stores the report of what [`Outbox::take_dropped`] returned, in the
+    /// same transaction that records it as reported, without evicting.
+    pub fn append_report(&mut self, report: NewMessage) -> u64 {
+        self.append_with(vec![report], None)[0]
+    }
+
+    fn append_with(&mut self, messages: Vec<NewMessage>, evict_from: Option<u64>) -> Vec<u64> {
         let mut new: Vec<Entry> = messages
             .into_iter()
             .map(|message| {
@@ -242,7 +265,7 @@ impl Outbox {
             self.index.insert(entry.seq, stored_size(entry));
             self.bytes += stored_size(entry);
         }
-        let evicted = self.evict(handed_below);
+        let evicted = evict_from.map(|from| self.evict(from)).unwrap_or_default();
         new.retain(|entry| self.index.contains_key(&entry.seq));
         let kept: Vec<u64> = new.iter().map(|e| e.seq).collect();
         if let Err(error) = self.write(&new, &evicted) {
@@ -288,7 +311,13 @@ impl Outbox {
             for seq in evicted.iter().chain(&self.acknowledged) {
                 table.remove(seq).map_err(explain)?;
             }
-            txn.open_table(META).map_err(explain)?.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
+            let mut meta = txn.open_table(META).map_err(explain)?;
+            meta.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
+            meta.insert(DROPPED_TOTAL, self.dropped_total).map_err(explain)?;
+            let unreported = self.dropped.map_or([0; 3], |d| [d.count, d.first_seq, d.last_seq]);
+            for (key, value) in UNREPORTED.iter().zip(unreported) {
+                meta.insert(*key, value).map_err(explain)?;
+            }
         }
         txn.commit().map_err(explain)?;
         self.acknowledged.clear();
@@ -478,10 +507,19 @@ mod tests {
         assert_eq!(kept, vec![5, 6]);
         let left: Vec<u64> = outbox.read(0, 100).iter().map(seq_of).collect();
         assert_eq!(left, vec![1, 2, 5, 6]);
+        assert!(outbox.bytes() <= one * 4);
+        drop(outbox); // a crash before reporting: the drops are still known
+        let mut outbox = Outbox::open(&dir.path().join("o.redb"), one * 4, 1 << 20);
+        assert_eq!(outbox.dropped_total(), 2);
         assert_eq!(outbox.take_dropped(), Some(Dropped { count: 2, first_seq: 3, last_seq: 4 }));
         assert_eq!(outbox.take_dropped(), None);
-        assert_eq!(outbox.dropped_total(), 2);
-        assert!(outbox.bytes() <= one * 4);
+        // The report goes in over the cap rather than push out another message.
+        let report = outbox.append_report(message(99));
+        assert_eq!(report, 7);
+        assert_eq!(outbox.len(), 5);
+        drop(outbox);
+        let mut outbox = Outbox::open(&dir.path().join("o.redb"), one * 4, 1 << 20);
+        assert_eq!(outbox.take_dropped(), None, "a stored report is not reported again");
     }
 
     #[test]

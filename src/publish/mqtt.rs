@@ -160,6 +160,14 @@ fn hint(error: &str) -> &'static str {
     }
 }
 
+/// When the log last said the outbox was dropping, and the count then.
+struct DropLog {
+    total: u64,
+    at: Option<std::time::Instant>,
+}
+
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// What the driver tells the publisher, in the order rumqttc reported it.
 #[derive(Debug)]
 enum Notice {
@@ -206,6 +214,7 @@ impl Publisher {
             handed_below: 0,
         };
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut drops_logged = DropLog { total: outbox.dropped_total(), at: None };
         let mut batch = Vec::with_capacity(BATCH);
 
         loop {
@@ -218,7 +227,7 @@ impl Publisher {
                     }
                     self.accept(std::mem::take(&mut batch), &client, &mut outbox, &mut flight);
                 }
-                _ = housekeeping.tick() => self.housekeeping(&mut outbox, flight.handed_below),
+                _ = housekeeping.tick() => self.housekeeping(&mut outbox, flight.handed_below, &mut drops_logged),
             }
             self.hand_over(&client, &outbox, &mut flight);
             self.update_figures(&outbox);
@@ -234,7 +243,7 @@ impl Publisher {
             }
             self.hand_over(&client, &outbox, &mut flight);
         }
-        self.housekeeping(&mut outbox, flight.handed_below);
+        self.housekeeping(&mut outbox, flight.handed_below, &mut drops_logged);
         if let Err(error) = tokio::task::block_in_place(|| outbox.flush_acknowledged(true)) {
             tracing::error!(%error, "cannot record acknowledged messages in the outbox; they will be sent again");
         }
@@ -291,26 +300,33 @@ impl Publisher {
         tokio::task::block_in_place(|| outbox.append(vec![NewMessage { topic: self.topics.events(), body }], handed_below));
     }
 
-    /// Deletes acknowledged messages, reports drops, retries a failed disk.
-    fn housekeeping(&self, outbox: &mut Outbox, handed_below: u64) {
+    /// Deletes acknowledged messages, reports drops (while connected, so
+    /// reports do not pile up in an outage), retries a failed disk.
+    fn housekeeping(&self, outbox: &mut Outbox, handed_below: u64, logged: &mut DropLog) {
         if let Err(error) = tokio::task::block_in_place(|| outbox.flush_acknowledged(false)) {
             tracing::warn!(%error, "cannot delete acknowledged messages from the outbox yet");
         }
-        if let Some(dropped) = outbox.take_dropped() {
+        let total = outbox.dropped_total();
+        if total > logged.total && logged.at.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL) {
             tracing::warn!(
-                count = dropped.count,
-                first_seq = dropped.first_seq,
-                last_seq = dropped.last_seq,
+                dropped = total - logged.total,
+                dropped_total = total,
                 capacity_bytes = outbox.capacity(),
-                "outbox full: dropped the oldest messages; raise [outbox] max_bytes if outages this long are expected"
+                "outbox full: dropping the oldest messages; raise [outbox] max_bytes if outages this long are expected"
             );
+            *logged = DropLog { total, at: Some(std::time::Instant::now()) };
+        }
+        let connected = self.stats.connected.load(Ordering::SeqCst);
+        if let Some(dropped) = if connected { outbox.take_dropped() } else { None } {
+            tracing::info!(count = dropped.count, first_seq = dropped.first_seq, last_seq = dropped.last_seq, "reporting dropped messages");
             let event = AgentEvent::OutboxOverflow {
                 dropped: dropped.count,
                 first_seq: dropped.first_seq,
                 last_seq: dropped.last_seq,
                 dropped_total: outbox.dropped_total(),
             };
-            self.store_event(outbox, event, handed_below);
+            let body = event_body(&self.device_id, &event);
+            tokio::task::block_in_place(|| outbox.append_report(NewMessage { topic: self.topics.events(), body }));
         }
         if outbox.mode() == Mode::Memory && tokio::task::block_in_place(|| outbox.retry_disk()) {
             tracing::info!(path = %self.outbox.path.display(), "the outbox is back on disk");
