@@ -12,11 +12,12 @@
 //!   count is stored with the drops, so a crash cannot hide them; the
 //!   report of drops is stored without evicting anything (else each report
 //!   would cause the next).
-//! - When the store cannot be written (folder unwritable, disk full), the
-//!   outbox keeps messages in memory within `memory_bytes`, reports it, and
-//!   retries the disk; `seq` then jumps to the Unix time in milliseconds so
-//!   numbers handed out in memory are not handed out again after a restart
-//!   (as long as the clock is right).
+//! - When the store cannot be written (folder unwritable, disk full or
+//!   nearly), new messages are kept in memory within `memory_bytes` while
+//!   what is already on disk stays there and is still delivered; the disk is
+//!   retried every 30 s and gets the memory's messages back. `seq` then
+//!   jumps to the Unix time in milliseconds, so numbers handed out from
+//!   memory are not handed out again after a restart (if the clock is right).
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -33,6 +34,9 @@ const UNREPORTED: [&str; 3] = ["unreported_count", "unreported_first", "unreport
 const LEGACY_SEQ_FILE: &str = "seq";
 /// How often a store that failed is tried again.
 const RETRY_DISK: Duration = Duration::from_secs(30);
+/// Below this much free space the outbox stops writing to the disk, before
+/// a write fails half-way (redb grows its file in steps).
+const MIN_FREE_BYTES: u64 = 2 << 20;
 
 /// One stored message: QoS 1, not retained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,16 +68,16 @@ pub enum Mode {
     Memory,
 }
 
-enum Store {
-    Disk(Database),
-    /// Every entry, as the disk would hold it.
-    Memory(BTreeMap<u64, Entry>),
-}
-
 pub struct Outbox {
     path: PathBuf,
-    store: Store,
-    /// seq → stored size, for every message not yet acknowledged.
+    /// None when the file cannot be opened (or broke on an I/O error).
+    disk: Option<Database>,
+    /// False while new messages go to memory.
+    writable: bool,
+    /// Messages not on disk, when not writable.
+    memory: BTreeMap<u64, Entry>,
+    memory_used: u64,
+    /// seq → stored size, for every message not yet acknowledged (disk and memory).
     index: BTreeMap<u64, u64>,
     bytes: u64,
     disk_capacity: u64,
@@ -83,7 +87,7 @@ pub struct Outbox {
     acknowledged: Vec<u64>,
     dropped_total: u64,
     dropped: Option<Dropped>,
-    /// Why the disk is not in use, while it is not.
+    /// Why the disk is not written, while it is not.
     disk_error: Option<String>,
     last_disk_attempt: Instant,
 }
@@ -129,13 +133,28 @@ fn explain(error: impl std::fmt::Display) -> String {
     format!("{error}")
 }
 
+/// Free bytes for unprivileged writers on the file system holding `folder`.
+fn free_bytes(folder: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-parameter.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
 impl Outbox {
     /// Opens (or creates) the store at `path`. If it cannot be used, the
     /// outbox starts in memory and `disk_error()` says why.
     pub fn open(path: &Path, disk_capacity: u64, memory_capacity: u64) -> Outbox {
         let mut outbox = Outbox {
             path: path.to_path_buf(),
-            store: Store::Memory(BTreeMap::new()),
+            disk: None,
+            writable: false,
+            memory: BTreeMap::new(),
+            memory_used: 0,
             index: BTreeMap::new(),
             bytes: 0,
             disk_capacity,
@@ -147,35 +166,41 @@ impl Outbox {
             disk_error: None,
             last_disk_attempt: Instant::now(),
         };
-        match outbox.open_disk() {
-            Ok(()) => {}
+        match outbox.open_disk().and_then(|()| outbox.check_space()) {
+            Ok(()) => outbox.writable = true,
             Err(error) => {
-                outbox.next_seq = unix_millis().max(1);
+                outbox.next_seq = outbox.next_seq.max(unix_millis());
                 outbox.disk_error = Some(error);
             }
         }
         outbox
     }
 
+    fn folder(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Opens the file and adds what it holds to the index.
     fn open_disk(&mut self) -> Result<(), String> {
-        let folder = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        let folder = self.folder().to_path_buf();
+        std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
         let legacy = folder.join(LEGACY_SEQ_FILE);
         let db = Database::create(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         let txn = db.begin_write().map_err(explain)?;
-        let (next_seq, index) = {
+        {
             let mut meta = txn.open_table(META).map_err(explain)?;
             let entries = txn.open_table(ENTRIES).map_err(explain)?;
-            let mut index = BTreeMap::new();
             for item in entries.iter().map_err(explain)? {
                 let (seq, bytes) = item.map_err(explain)?;
-                index.insert(seq.value(), bytes.value().len() as u64);
+                if !self.acknowledged.contains(&seq.value()) && self.index.insert(seq.value(), bytes.value().len() as u64).is_none() {
+                    self.bytes += bytes.value().len() as u64;
+                }
             }
             let stored = meta.get(NEXT_SEQ).map_err(explain)?.map(|v| v.value());
-            let after_entries = index.keys().next_back().map_or(1, |last| last + 1);
+            let after_entries = self.index.keys().next_back().map_or(1, |last| last + 1);
             let legacy_next = std::fs::read_to_string(&legacy).ok().and_then(|t| t.trim().parse::<u64>().ok());
-            let next = stored.unwrap_or(1).max(after_entries).max(legacy_next.unwrap_or(1)).max(self.next_seq);
-            meta.insert(NEXT_SEQ, next).map_err(explain)?;
+            self.next_seq = stored.unwrap_or(1).max(after_entries).max(legacy_next.unwrap_or(1)).max(self.next_seq);
+            meta.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
             let get = |key: &str| meta.get(key).map(|v| v.map(|v| v.value())).map_err(explain);
             self.dropped_total = self.dropped_total.max(get(DROPPED_TOTAL)?.unwrap_or(0));
             if let [Some(count), Some(first_seq), Some(last_seq)] = [get(UNREPORTED[0])?, get(UNREPORTED[1])?, get(UNREPORTED[2])?] {
@@ -183,34 +208,34 @@ impl Outbox {
                     self.dropped = Some(Dropped { count, first_seq, last_seq });
                 }
             }
-            (next, index)
-        };
+        }
         txn.commit().map_err(explain)?;
         let _ = std::fs::remove_file(&legacy);
-        self.next_seq = next_seq;
-        self.bytes = index.values().sum();
-        self.index = index;
-        self.store = Store::Disk(db);
+        self.disk = Some(db);
         Ok(())
     }
 
-    pub fn mode(&self) -> Mode {
-        match self.store {
-            Store::Disk(_) => Mode::Disk,
-            Store::Memory(_) => Mode::Memory,
+    fn check_space(&self) -> Result<(), String> {
+        match free_bytes(self.folder()) {
+            Some(free) if free < MIN_FREE_BYTES => Err(format!(
+                "only {free} bytes free on the file system of {}; the outbox stops writing below {MIN_FREE_BYTES}",
+                self.folder().display()
+            )),
+            _ => Ok(()),
         }
     }
 
-    /// Why the store on disk is not in use (None while it is).
+    pub fn mode(&self) -> Mode {
+        if self.writable { Mode::Disk } else { Mode::Memory }
+    }
+
+    /// Why the store on disk is not written (None while it is).
     pub fn disk_error(&self) -> Option<&str> {
         self.disk_error.as_deref()
     }
 
     pub fn capacity(&self) -> u64 {
-        match self.store {
-            Store::Disk(_) => self.disk_capacity,
-            Store::Memory(_) => self.memory_capacity.min(self.disk_capacity),
-        }
+        if self.writable { self.disk_capacity } else { self.memory_capacity.min(self.disk_capacity) }
     }
 
     pub fn len(&self) -> usize {
@@ -253,7 +278,12 @@ impl Outbox {
     }
 
     fn append_with(&mut self, messages: Vec<NewMessage>, evict_from: Option<u64>) -> Vec<u64> {
-        let mut new: Vec<Entry> = messages
+        if self.writable {
+            if let Err(error) = self.check_space() {
+                self.stop_writing(error);
+            }
+        }
+        let new: Vec<Entry> = messages
             .into_iter()
             .map(|message| {
                 let seq = self.next_seq;
@@ -265,18 +295,61 @@ impl Outbox {
             self.index.insert(entry.seq, stored_size(entry));
             self.bytes += stored_size(entry);
         }
+        if !self.writable {
+            return self.keep_in_memory(new, evict_from);
+        }
         let evicted = evict_from.map(|from| self.evict(from)).unwrap_or_default();
-        new.retain(|entry| self.index.contains_key(&entry.seq));
+        let new: Vec<Entry> = new.into_iter().filter(|e| self.index.contains_key(&e.seq)).collect();
         let kept: Vec<u64> = new.iter().map(|e| e.seq).collect();
         if let Err(error) = self.write(&new, &evicted) {
-            self.fall_back_to_memory(error, new);
-        } else if let Store::Memory(entries) = &mut self.store {
-            for seq in &evicted {
-                entries.remove(seq);
-            }
-            entries.extend(new.into_iter().map(|e| (e.seq, e)));
+            // The file may still hold what was evicted: delete it later.
+            self.acknowledged.extend(&evicted);
+            self.stop_writing(error);
+            return self.keep_in_memory(new, evict_from);
         }
         kept
+    }
+
+    /// Returns the numbers of `new` that were kept.
+    fn keep_in_memory(&mut self, new: Vec<Entry>, evict_from: Option<u64>) -> Vec<u64> {
+        let seqs: Vec<u64> = new.iter().map(|e| e.seq).collect();
+        for entry in new {
+            self.memory_used += stored_size(&entry);
+            self.memory.insert(entry.seq, entry);
+        }
+        if let Some(from) = evict_from {
+            while self.memory_used > self.capacity() {
+                let Some(seq) = self.memory.range(from..).next().map(|(&seq, _)| seq) else { break };
+                let entry = self.memory.remove(&seq).unwrap();
+                self.memory_used -= stored_size(&entry);
+                self.index.remove(&seq);
+                self.bytes -= stored_size(&entry);
+                self.count_drop(seq);
+            }
+        }
+        seqs.into_iter().filter(|seq| self.index.contains_key(seq)).collect()
+    }
+
+    /// New messages go to memory from now on; what is on disk stays there.
+    fn stop_writing(&mut self, error: String) {
+        self.writable = false;
+        self.next_seq = self.next_seq.max(unix_millis());
+        self.disk_error = Some(error);
+        self.last_disk_attempt = Instant::now();
+        // After an I/O error redb refuses every transaction: close it, and
+        // reopen it later (what it committed is intact in the file).
+        let readable = self.disk.as_ref().is_some_and(|db| db.begin_read().and_then(|t| Ok(t.open_table(ENTRIES).is_ok())).unwrap_or(false));
+        if !readable {
+            self.disk = None;
+        }
+    }
+
+    fn count_drop(&mut self, seq: u64) {
+        self.dropped_total += 1;
+        let report = self.dropped.get_or_insert(Dropped { count: 0, first_seq: seq, last_seq: seq });
+        report.count += 1;
+        report.last_seq = report.last_seq.max(seq);
+        report.first_seq = report.first_seq.min(seq);
     }
 
     /// Drops the oldest messages at or above `handed_below` until the outbox
@@ -289,19 +362,15 @@ impl Outbox {
             self.index.remove(&seq);
             self.bytes -= size;
             evicted.push(seq);
-            self.dropped_total += 1;
-            let report = self.dropped.get_or_insert(Dropped { count: 0, first_seq: seq, last_seq: seq });
-            report.count += 1;
-            report.last_seq = report.last_seq.max(seq);
-            report.first_seq = report.first_seq.min(seq);
+            self.count_drop(seq);
         }
         evicted
     }
 
-    /// One durable transaction: new entries, evictions, pending deletions
-    /// and the next number.
+    /// One durable transaction: new entries, evictions, pending deletions,
+    /// the next number and the drop counts.
     fn write(&mut self, new: &[Entry], evicted: &[u64]) -> Result<(), String> {
-        let Store::Disk(db) = &self.store else { return Ok(()) };
+        let Some(db) = &self.disk else { return Err("the outbox file is not open".into()) };
         let txn = db.begin_write().map_err(explain)?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(explain)?;
@@ -324,87 +393,55 @@ impl Outbox {
         Ok(())
     }
 
-    /// The store failed: keep what it held and `new` in memory, within the
-    /// memory bound, and try the disk again later.
-    fn fall_back_to_memory(&mut self, error: String, new: Vec<Entry>) {
-        let mut entries: BTreeMap<u64, Entry> = self.read_disk(0, usize::MAX).into_iter().map(|e| (e.seq, e)).collect();
-        entries.extend(new.into_iter().map(|e| (e.seq, e)));
-        self.index = entries.iter().map(|(&seq, e)| (seq, stored_size(e))).collect();
-        self.bytes = self.index.values().sum();
-        self.store = Store::Memory(entries);
-        self.acknowledged.clear();
-        self.next_seq = self.next_seq.max(unix_millis());
-        self.disk_error = Some(error);
-        self.last_disk_attempt = Instant::now();
-        let evicted = self.evict(0);
-        if let Store::Memory(entries) = &mut self.store {
-            evicted.iter().for_each(|seq| drop(entries.remove(seq)));
-        }
-    }
-
-    /// In memory: every `RETRY_DISK`, move back to the disk. Returns true
-    /// when that happened.
+    /// While not writing: every `RETRY_DISK`, move the memory's messages to
+    /// the disk. Returns true when that happened; older messages the disk
+    /// kept may then be readable again (read from the first unacknowledged).
     pub fn retry_disk(&mut self) -> bool {
-        let Store::Memory(entries) = &self.store else { return false };
-        if self.last_disk_attempt.elapsed() < RETRY_DISK {
+        if self.writable || self.last_disk_attempt.elapsed() < RETRY_DISK {
             return false;
         }
         self.last_disk_attempt = Instant::now();
-        let pending: Vec<Entry> = entries.values().cloned().collect();
-        let memory = std::mem::replace(&mut self.store, Store::Memory(BTreeMap::new()));
-        let (index, bytes, next_seq) = (self.index.clone(), self.bytes, self.next_seq);
-        let result = self.open_disk().and_then(|()| self.replace_disk_contents(&pending));
+        let result = self.check_space().and_then(|()| {
+            if self.disk.is_none() {
+                self.open_disk()?;
+            }
+            let memory: Vec<Entry> = self.memory.values().cloned().collect();
+            self.write(&memory, &[])
+        });
         match result {
             Ok(()) => {
-                self.index = index;
-                self.bytes = bytes;
-                self.next_seq = next_seq;
+                self.writable = true;
+                self.memory.clear();
+                self.memory_used = 0;
                 self.disk_error = None;
                 true
             }
             Err(error) => {
-                self.store = memory;
-                self.index = index;
-                self.bytes = bytes;
-                self.next_seq = next_seq;
                 self.disk_error = Some(error);
+                if self.disk.as_ref().is_some_and(|db| db.begin_read().is_err()) {
+                    self.disk = None;
+                }
                 false
             }
         }
-    }
-
-    /// The disk may still hold messages delivered while it was away: it
-    /// gets exactly what memory holds.
-    fn replace_disk_contents(&mut self, entries: &[Entry]) -> Result<(), String> {
-        let Store::Disk(db) = &self.store else { return Ok(()) };
-        let txn = db.begin_write().map_err(explain)?;
-        {
-            let mut table = txn.open_table(ENTRIES).map_err(explain)?;
-            table.retain(|_, _| false).map_err(explain)?;
-            for entry in entries {
-                table.insert(entry.seq, encode(entry).as_slice()).map_err(explain)?;
-            }
-            txn.open_table(META).map_err(explain)?.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
-        }
-        txn.commit().map_err(explain)
     }
 
     /// The broker has `seq`; it leaves the outbox with the next write.
     pub fn acknowledge(&mut self, seq: u64) {
         if let Some(size) = self.index.remove(&seq) {
             self.bytes -= size;
-            match &mut self.store {
-                Store::Disk(_) => self.acknowledged.push(seq),
-                Store::Memory(entries) => drop(entries.remove(&seq)),
+            match self.memory.remove(&seq) {
+                Some(entry) => self.memory_used -= stored_size(&entry),
+                None => self.acknowledged.push(seq),
             }
         }
     }
 
-    /// Deletes acknowledged messages without an fsync: a crash before the
-    /// next durable write only means they are delivered again.
+    /// Deletes acknowledged messages; without `durable`, with no fsync: a
+    /// crash before the next durable write only means they are sent again.
     pub fn flush_acknowledged(&mut self, durable: bool) -> Result<(), String> {
-        let Store::Disk(db) = &self.store else { return Ok(()) };
-        if self.acknowledged.is_empty() && !durable {
+        let Some(db) = &self.disk else { return Ok(()) };
+        if self.acknowledged.is_empty() && !(durable && self.writable) {
             return Ok(());
         }
         let mut txn = db.begin_write().map_err(explain)?;
@@ -424,14 +461,15 @@ impl Outbox {
 
     /// Up to `max` messages numbered `from` or later, in order.
     pub fn read(&self, from: u64, max: usize) -> Vec<Entry> {
-        match &self.store {
-            Store::Memory(entries) => entries.range(from..).take(max).map(|(_, e)| e.clone()).collect(),
-            Store::Disk(_) => self.read_disk(from, max),
-        }
+        let mut out = self.read_disk(from, max);
+        out.extend(self.memory.range(from..).take(max).map(|(_, e)| e.clone()));
+        out.sort_by_key(|e| e.seq);
+        out.truncate(max);
+        out
     }
 
     fn read_disk(&self, from: u64, max: usize) -> Vec<Entry> {
-        let Store::Disk(db) = &self.store else { return Vec::new() };
+        let Some(db) = &self.disk else { return Vec::new() };
         let read = || -> Result<Vec<Entry>, redb::Error> {
             let txn = db.begin_read()?;
             let table = txn.open_table(ENTRIES)?;
@@ -441,8 +479,8 @@ impl Outbox {
                     break;
                 }
                 let (seq, bytes) = item?;
-                // Skip messages acknowledged but not yet deleted.
-                if !self.index.contains_key(&seq.value()) {
+                // Skip messages acknowledged (or evicted) but not yet deleted.
+                if !self.index.contains_key(&seq.value()) || self.memory.contains_key(&seq.value()) {
                     continue;
                 }
                 match decode(seq.value(), bytes.value()) {

@@ -49,9 +49,21 @@ fn tally(messages: &[Received]) -> Tally {
     }
     let distinct: BTreeSet<u64> = counts.keys().copied().collect();
     let duplicates = counts.values().map(|c| c - 1).sum();
-    let (first, last) = (*distinct.first().unwrap_or(&1), *distinct.last().unwrap_or(&0));
-    let missing = (first..=last).filter(|s| !distinct.contains(s)).collect();
+    let numbers: Vec<u64> = distinct.iter().copied().collect();
+    let missing = numbers.windows(2).flat_map(|w| (w[0] + 1..w[1]).take(1000)).collect();
     Tally { distinct, duplicates, missing }
+}
+
+/// Runs of consecutive numbers, as (first, last).
+fn runs(numbers: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &n in numbers {
+        match runs.last_mut() {
+            Some(run) if run.1 + 1 == n => run.1 = n,
+            _ => runs.push((n, n)),
+        }
+    }
+    runs
 }
 
 fn frames_received(sub: &Subscriber) -> BTreeSet<u64> {
@@ -282,4 +294,73 @@ fn a_command_sent_while_the_device_was_away_is_answered_when_it_returns() {
     println!("queued command answered {:.1} s after the restart", started.elapsed().as_secs_f64());
     assert_eq!(sub.all()[0].payload["id"], "while-away");
     assert!(agent.terminate().success());
+}
+
+/// A tmpfs of `size` mounted on `path` (root only), unmounted on drop.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root (the CI runs as root)");
+        SmallDisk { path: path.to_path_buf() }
+    }
+
+    fn grow(&self, size: &str) {
+        let status = std::process::Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.path).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_disk_that_fills_up_moves_the_outbox_to_memory_without_loss_and_back_when_there_is_room() {
+    let mut broker = Mosquitto::start_persistent();
+    let sub = Subscriber::start_persistent(broker.port, "cctv/test-pole/#", "trainer-full-disk");
+    broker.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("small"), "4m");
+    let config = format!(
+        "{}\n[outbox]\npath = \"small/outbox.redb\"\nmax_bytes = 67108864\n",
+        agent_config(&broker, &camera("regions = \"full\"\nloop = true"))
+    );
+    let mut agent = Agent::start_in(dir, &config);
+    agent.wait_for_log("the outbox cannot be written", 1, Duration::from_secs(120));
+
+    broker.restart();
+    sub.wait_until(Duration::from_secs(60), "the outbox_unavailable event", |m| m.iter().any(|m| m.payload["kind"] == "outbox_unavailable"));
+    disk.grow("64m");
+    sub.wait_until(Duration::from_secs(45), "the outbox_restored event", |m| m.iter().any(|m| m.payload["kind"] == "outbox_restored"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(agent.terminate().success(), "{}", agent.log());
+    std::thread::sleep(Duration::from_secs(1));
+
+    let received = numbered(&sub);
+    let unavailable = received.iter().find(|m| m.payload["kind"] == "outbox_unavailable").unwrap();
+    assert_matches_schema(&unavailable.payload, "event.json");
+    assert!(unavailable.payload["error"].as_str().unwrap().contains("free"), "{}", unavailable.payload);
+    assert!(sub.all().iter().any(|m| m.payload["kind"] == "outbox_restored"));
+    // Numbering jumps once, where messages start going to memory (so numbers
+    // given out from memory are never given out again after a restart);
+    // no number is missing on either side of the jump.
+    let t = tally(&received);
+    let runs = runs(&t.distinct);
+    let on_disk = runs[0].1 - runs[0].0 + 1;
+    println!(
+        "full disk: runs of numbers {runs:?} ({on_disk} stored on disk before it filled); {} duplicates",
+        t.duplicates
+    );
+    assert_eq!(runs.len(), 2, "numbers should jump exactly once: {runs:?}");
+    assert_eq!(runs[0].0, 1);
+    assert!(runs[1].0 > 1_600_000_000_000, "{runs:?}");
+    assert!(seq(unavailable) >= runs[1].0);
+    assert!(on_disk > 50, "the disk held {on_disk} messages before it filled");
 }

@@ -184,8 +184,11 @@ struct InFlight {
     by_pkid: HashMap<u16, Option<u64>>,
     /// Stored messages handed over and not acknowledged.
     stored: usize,
-    /// Every stored message numbered below this was handed over (or dropped).
+    /// Every stored message numbered below this was handed over (or dropped),
+    /// except after the outbox got its disk back (see `housekeeping`).
     handed_below: u64,
+    /// Stored messages handed over and not acknowledged.
+    handed: std::collections::HashSet<u64>,
 }
 
 impl Publisher {
@@ -212,6 +215,7 @@ impl Publisher {
             by_pkid: HashMap::new(),
             stored: 0,
             handed_below: 0,
+            handed: Default::default(),
         };
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut drops_logged = DropLog { total: outbox.dropped_total(), at: None };
@@ -227,7 +231,7 @@ impl Publisher {
                     }
                     self.accept(std::mem::take(&mut batch), &client, &mut outbox, &mut flight);
                 }
-                _ = housekeeping.tick() => self.housekeeping(&mut outbox, flight.handed_below, &mut drops_logged),
+                _ = housekeeping.tick() => self.housekeeping(&mut outbox, &mut flight, &mut drops_logged),
             }
             self.hand_over(&client, &outbox, &mut flight);
             self.update_figures(&outbox);
@@ -243,7 +247,7 @@ impl Publisher {
             }
             self.hand_over(&client, &outbox, &mut flight);
         }
-        self.housekeeping(&mut outbox, flight.handed_below, &mut drops_logged);
+        self.housekeeping(&mut outbox, &mut flight, &mut drops_logged);
         if let Err(error) = tokio::task::block_in_place(|| outbox.flush_acknowledged(true)) {
             tracing::error!(%error, "cannot record acknowledged messages in the outbox; they will be sent again");
         }
@@ -302,7 +306,7 @@ impl Publisher {
 
     /// Deletes acknowledged messages, reports drops (while connected, so
     /// reports do not pile up in an outage), retries a failed disk.
-    fn housekeeping(&self, outbox: &mut Outbox, handed_below: u64, logged: &mut DropLog) {
+    fn housekeeping(&self, outbox: &mut Outbox, flight: &mut InFlight, logged: &mut DropLog) {
         if let Err(error) = tokio::task::block_in_place(|| outbox.flush_acknowledged(false)) {
             tracing::warn!(%error, "cannot delete acknowledged messages from the outbox yet");
         }
@@ -329,8 +333,11 @@ impl Publisher {
             tokio::task::block_in_place(|| outbox.append_report(NewMessage { topic: self.topics.events(), body }));
         }
         if outbox.mode() == Mode::Memory && tokio::task::block_in_place(|| outbox.retry_disk()) {
-            tracing::info!(path = %self.outbox.path.display(), "the outbox is back on disk");
-            self.store_event(outbox, AgentEvent::OutboxRestored { path: self.outbox.path.display().to_string() }, handed_below);
+            tracing::info!(path = %self.outbox.path.display(), messages = outbox.len(), "the outbox is back on disk");
+            // Older messages the disk kept while it could not be read are
+            // readable again: hand over from the start (skipping those in flight).
+            flight.handed_below = 0;
+            self.store_event(outbox, AgentEvent::OutboxRestored { path: self.outbox.path.display().to_string() }, flight.handed_below);
         }
     }
 
@@ -357,6 +364,7 @@ impl Publisher {
                 Some(Some(seq)) => {
                     outbox.acknowledge(seq);
                     flight.stored -= 1;
+                    flight.handed.remove(&seq);
                     self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
                 }
                 Some(None) => {
@@ -379,7 +387,12 @@ impl Publisher {
             if entries.is_empty() {
                 return;
             }
+            let progress = flight.handed_below;
             for entry in entries {
+                if flight.handed.contains(&entry.seq) {
+                    flight.handed_below = entry.seq + 1;
+                    continue;
+                }
                 flight.awaiting_pkid.push_back(Some(entry.seq));
                 if let Err(error) = client.try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload) {
                     // Cannot happen while the window is smaller than the channel; try again later.
@@ -388,8 +401,12 @@ impl Publisher {
                     return;
                 }
                 flight.stored += 1;
+                flight.handed.insert(entry.seq);
                 flight.handed_below = entry.seq + 1;
                 self.stats.submitted.fetch_add(1, Ordering::SeqCst);
+            }
+            if flight.handed_below == progress {
+                return;
             }
         }
     }
