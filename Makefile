@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/release/cctv-agent
 ORT_LIB := .cache/onnxruntime/$(shell uname -m)/libonnxruntime.so
 
-.PHONY: run test build bench deps ort clip check-config deb cross-aarch64 test-cross clean
+.PHONY: run test soak build bench deps ort clip check-config deb cross-aarch64 test-cross clean
 
 ## make run: the agent on the bundled clip and model, with a local broker, printing predictions.
 run: build
@@ -14,6 +14,12 @@ run: build
 ## make test: unit and integration tests against real Mosquitto, ONNX Runtime, OpenCV and RTSP.
 test: build
 	$(CARGO) test --release -- --test-threads=2
+
+## make soak DURATION=600: a looping clip with the broker restarted every minute;
+## prints messages published, received, lost, duplicated and the agent's RSS.
+DURATION ?= 600
+soak: build
+	CCTV_SOAK_SECONDS=$(DURATION) $(CARGO) test --release --test delivery soak -- --ignored --nocapture
 
 ## make build: target/release/cctv-agent, with libonnxruntime.so beside it.
 build: deps ort

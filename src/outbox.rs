@@ -254,6 +254,11 @@ impl Outbox {
         self.dropped_total
     }
 
+    /// The number the next message will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The oldest message not yet acknowledged.
     pub fn first_seq(&self) -> Option<u64> {
         self.index.keys().next().copied()

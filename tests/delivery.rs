@@ -364,3 +364,63 @@ fn a_disk_that_fills_up_moves_the_outbox_to_memory_without_loss_and_back_when_th
     assert!(seq(unavailable) >= runs[1].0);
     assert!(on_disk > 50, "the disk held {on_disk} messages before it filled");
 }
+
+/// `make soak DURATION=<seconds>`: the demo's kind of load (a looping clip
+/// at its own pace, motion regions) with the broker restarted every
+/// `CCTV_SOAK_RESTART_SECONDS` (60); prints what was published, received,
+/// lost and duplicated, and the agent's memory at start and end.
+#[test]
+#[ignore = "long: run it with `make soak DURATION=600`"]
+fn soak() {
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let duration = Duration::from_secs(env("CCTV_SOAK_SECONDS", 120));
+    let restart_every = Duration::from_secs(env("CCTV_SOAK_RESTART_SECONDS", 60));
+    let mut broker = Mosquitto::start_persistent();
+    let sub = Subscriber::start_persistent(broker.port, "cctv/test-pole/#", "soak-trainer");
+    let config = agent_config(&broker, &format!("[[cameras]]\nid = \"road\"\nurl = \"{}\"\nloop = true\nregions = \"motion\"\n", road_clip().display()));
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("agent serving", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_start = agent.rss_bytes();
+    let started = Instant::now();
+    let mut restarts = 0;
+    while started.elapsed() + restart_every <= duration {
+        std::thread::sleep(restart_every);
+        broker.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        broker.restart();
+        restarts += 1;
+        println!("[{:>5} s] broker restarted ({restarts}); agent RSS {} MiB", started.elapsed().as_secs(), agent.rss_bytes() >> 20);
+    }
+    std::thread::sleep(duration.saturating_sub(started.elapsed()));
+    let rss_end = agent.rss_bytes();
+    let state = agent.state_dir();
+    assert!(agent.terminate().success(), "{}", agent.log());
+    // Let the subscriber drain what the broker holds for it.
+    let mut last = 0;
+    loop {
+        std::thread::sleep(Duration::from_secs(3));
+        let now = numbered(&sub).len();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let outbox = cctv_agent::outbox::Outbox::open(&state.join("outbox.redb"), u64::MAX, 1 << 20);
+    let published = outbox.next_seq() - 1;
+    let left_in_outbox = outbox.len();
+    let received = numbered(&sub);
+    let t = tally(&received);
+    let lost = (1..=published).filter(|s| !t.distinct.contains(s)).count() - left_in_outbox;
+    println!(
+        "soak {} s, {restarts} broker restarts: published {published}, received {} ({} distinct), lost {lost}, \
+         duplicated {}, left in the outbox for the next start {left_in_outbox}; agent RSS {} MiB at start, {} MiB at end",
+        duration.as_secs(),
+        received.len(),
+        t.distinct.len(),
+        t.duplicates,
+        rss_start >> 20,
+        rss_end >> 20
+    );
+    assert_eq!(lost, 0);
+}
