@@ -26,9 +26,11 @@ build: deps ort
 	$(CARGO) build --release
 	cp -f $(ORT_LIB) target/release/libonnxruntime.so
 
-## make bench: decode-only, inference-only and whole-pipeline frames/s on the bundled clip.
+## make bench: decode-only, inference-only and whole-pipeline frames/s on the bundled clip,
+## then the outbox's messages/s against a plain fsync'd file.
 bench: build
 	$(CARGO) bench --bench pipeline
+	$(CARGO) bench --bench outbox
 
 deps:
 	scripts/install-deps.sh

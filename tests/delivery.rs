@@ -153,6 +153,32 @@ fn an_agent_killed_mid_stream_resends_only_what_was_not_acknowledged_and_numberi
 }
 
 #[test]
+fn sigterm_without_a_broker_exits_promptly_and_leaves_the_rest_in_the_outbox_for_the_next_start() {
+    let mut broker = Mosquitto::start_persistent();
+    let sub = Subscriber::start_persistent(broker.port, "cctv/test-pole/#", "trainer-sigterm");
+    broker.stop();
+    let config = agent_config(&broker, &camera("regions = \"full\""));
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("file finished", 1, Duration::from_secs(120));
+    let stopping = Instant::now();
+    assert!(agent.terminate().success(), "{}", agent.log());
+    let took = stopping.elapsed();
+    assert!(agent.log().contains("they stay in the outbox for the next start"), "{}", agent.log());
+
+    broker.restart();
+    let agent = Agent::start_in(agent.into_dir(), &config);
+    let frames = clip_frames();
+    sub.wait_until(Duration::from_secs(60), "both runs' predictions", |_| {
+        sub.on("/predictions/road").iter().map(seq).collect::<BTreeSet<_>>().len() as u64 >= 2 * frames
+    });
+    let t = tally(&numbered(&sub));
+    println!("SIGTERM with no broker: stopped in {:.1} s; then {} distinct delivered, {} lost", took.as_secs_f64(), t.distinct.len(), t.missing.len());
+    assert_eq!(t.distinct.first(), Some(&1));
+    assert!(t.missing.is_empty(), "lost {:?}", t.missing);
+    drop(agent);
+}
+
+#[test]
 fn a_long_outage_with_a_small_outbox_drops_the_oldest_and_reports_exactly_how_many() {
     let mut broker = Mosquitto::start_persistent();
     let sub = Subscriber::start_persistent(broker.port, "cctv/test-pole/#", "trainer-outage");

@@ -19,7 +19,7 @@
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS, Request, Transport,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -182,13 +182,11 @@ struct InFlight {
     /// yet, in hand-over order; `None` for messages that are not stored.
     awaiting_pkid: VecDeque<Option<u64>>,
     by_pkid: HashMap<u16, Option<u64>>,
-    /// Stored messages handed over and not acknowledged.
-    stored: usize,
     /// Every stored message numbered below this was handed over (or dropped),
     /// except after the outbox got its disk back (see `housekeeping`).
     handed_below: u64,
     /// Stored messages handed over and not acknowledged.
-    handed: std::collections::HashSet<u64>,
+    handed: HashSet<u64>,
 }
 
 impl Publisher {
@@ -213,7 +211,6 @@ impl Publisher {
         let mut flight = InFlight {
             awaiting_pkid: VecDeque::new(),
             by_pkid: HashMap::new(),
-            stored: 0,
             handed_below: 0,
             handed: Default::default(),
         };
@@ -363,7 +360,6 @@ impl Publisher {
             Notice::Acknowledged(pkid) => match flight.by_pkid.remove(&pkid) {
                 Some(Some(seq)) => {
                     outbox.acknowledge(seq);
-                    flight.stored -= 1;
                     flight.handed.remove(&seq);
                     self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
                 }
@@ -382,8 +378,8 @@ impl Publisher {
         if !self.stats.connected.load(Ordering::SeqCst) {
             return;
         }
-        while flight.stored < WINDOW {
-            let entries = tokio::task::block_in_place(|| outbox.read(flight.handed_below, WINDOW - flight.stored));
+        while flight.handed.len() < WINDOW {
+            let entries = tokio::task::block_in_place(|| outbox.read(flight.handed_below, WINDOW - flight.handed.len()));
             if entries.is_empty() {
                 return;
             }
@@ -400,7 +396,6 @@ impl Publisher {
                     tracing::warn!(%error, "MQTT client queue is full");
                     return;
                 }
-                flight.stored += 1;
                 flight.handed.insert(entry.seq);
                 flight.handed_below = entry.seq + 1;
                 self.stats.submitted.fetch_add(1, Ordering::SeqCst);
