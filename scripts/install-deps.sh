@@ -7,6 +7,9 @@ packages=(
   libopencv-dev clang libclang-dev pkg-config
   # run: the demo's broker; tests: ffmpeg for clips, mosquitto clients
   mosquitto mosquitto-clients ffmpeg
+  # tests: a local OCI registry for model releases (the tests run their own
+  # instance on 127.0.0.1; the package's own service is not used)
+  docker-registry
   # packaging: dpkg-deb is always there; objdump (binutils) and file for checks
   binutils file
   # tests: a local RTSP camera (GStreamer's RTSP server through Debian's python3)

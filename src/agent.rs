@@ -9,18 +9,20 @@
 //! for up to `FLUSH_DEADLINE`; the rest waits there for the next start.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::camera::CameraWorker;
 use crate::commands::CommandTask;
 use crate::config::Config;
+use crate::model_store::ModelStore;
+use crate::release::PublicKey;
+use crate::update::Updater;
 use crate::frame_queue::FrameQueue;
 use crate::health::Health;
 use crate::infer::worker::InferenceWorker;
-use crate::infer::{Classifier, ModelIdentity};
+use crate::infer::{ActiveModel, Classifier};
 use crate::notify::Notifier;
-use crate::publish::messages::{rfc3339, DeviceState, StatusMessage};
 use crate::publish::events::EventSink;
 use crate::publish::{mqtt, Publisher, PublisherStats, Topics};
 use crate::shutdown::Shutdown;
@@ -36,6 +38,8 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 pub enum AgentError {
     #[error("cannot load the model: {0}")]
     Model(#[from] crate::infer::ModelError),
+    #[error("registry: {0}")]
+    Registry(String),
     #[error("mqtt: {0}")]
     Mqtt(String),
     #[error("inference stopped: {0}")]
@@ -49,14 +53,18 @@ pub enum AgentError {
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let notifier = Arc::new(Notifier::from_env());
     notifier.status("loading the model");
-    let model_path = config.model.path.clone();
-    let spec_path = config.model.spec_path();
-    let threads = config.model.intra_threads;
-    let classifier = tokio::task::spawn_blocking(move || Classifier::load(&model_path, &spec_path, threads))
+    let keys = match &config.registry {
+        Some(registry) => registry.public_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(AgentError::Registry)?,
+        None => Vec::new(),
+    };
+    let model_config = config.clone();
+    let load_keys = keys.clone();
+    let classifier = tokio::task::spawn_blocking(move || load_model(&model_config, &load_keys))
         .await
         .map_err(|e| AgentError::Panicked(e.to_string()))??;
     let model = classifier.identity().clone();
     tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
+    let active_model: ActiveModel = Arc::new(std::sync::RwLock::new(model.clone()));
 
     let topics = Topics::new(&config.mqtt.topic_root, &config.device_id);
     let publisher_stats = Arc::new(PublisherStats::default());
@@ -66,8 +74,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         options: mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id)).map_err(AgentError::Mqtt)?,
         device_id: config.device_id.clone(),
         topics: topics.clone(),
-        online_payload: status_payload(&config.device_id, DeviceState::Online, Some(&model)),
-        offline_payload: status_payload(&config.device_id, DeviceState::Offline, Some(&model)),
+        active_model: active_model.clone(),
         stats: publisher_stats.clone(),
         outbox: config.outbox.clone(),
         commands: commands_tx,
@@ -87,6 +94,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
 
     let (inference_done, mut inference_result) = oneshot::channel();
+    let (swap_tx, swap_rx) = std::sync::mpsc::sync_channel(1);
     let worker = InferenceWorker {
         device_id: config.device_id.clone(),
         classifier,
@@ -95,6 +103,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         topics: topics.clone(),
         sink: sink.clone(),
         heartbeat: health.register("inference"),
+        updates: swap_rx,
+        active: active_model.clone(),
+        events: EventSink::new(&config.device_id, topics.events(), &sink),
     };
     std::thread::Builder::new()
         .name("inference".into())
@@ -112,7 +123,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             stats: camera_stats[index].clone(),
             shutdown: shutdown.clone(),
             heartbeat: health.register(format!("camera {}", camera.id)),
-            events: EventSink::new(&config.device_id, topics.events(), sink.clone()),
+            events: EventSink::new(&config.device_id, topics.events(), &sink),
             lost_since: Default::default(),
         };
         let handle = std::thread::Builder::new()
@@ -122,13 +133,28 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         cameras.push(handle);
     }
 
+    if let Some(registry) = config.registry.clone() {
+        let updater = Updater {
+            store: ModelStore::new(&registry.models_dir),
+            config: registry,
+            keys,
+            active: active_model.clone(),
+            intra_threads: config.model.intra_threads,
+            events: EventSink::new(&config.device_id, topics.events(), &sink),
+            swap: swap_tx,
+            shutdown: shutdown.clone(),
+        };
+        // Not joined: a download or validation in progress is safe to abandon.
+        std::thread::Builder::new().name("updater".into()).spawn(move || updater.run()).map_err(AgentError::Thread)?;
+    }
+
     let telemetry = TelemetryTask {
         device_id: config.device_id.clone(),
         topics,
         interval: Duration::from_secs(config.telemetry.interval_seconds),
         sysfs_root: config.telemetry.sysfs_root.clone(),
         state_dir: config.state_dir.clone(),
-        model,
+        model: active_model.clone(),
         cameras: camera_stats.clone(),
         publisher: publisher_stats.clone(),
         queue: queue.clone(),
@@ -252,8 +278,20 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// How often the systemd STATUS line is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The retained status payload.
-pub fn status_payload(device: &str, state: DeviceState, model: Option<&ModelIdentity>) -> Vec<u8> {
-    let message = StatusMessage { device, state, agent_version: crate::AGENT_VERSION, at: rfc3339(SystemTime::now()), model };
-    serde_json::to_vec(&message).unwrap_or_default()
+/// The model to serve at start: the active installed release if there is
+/// one and it still checks out, else the configured model.
+fn load_model(config: &Config, keys: &[PublicKey]) -> Result<Classifier, AgentError> {
+    if let Some(registry) = &config.registry {
+        match ModelStore::new(&registry.models_dir).active(keys) {
+            Ok(Some(installed)) => {
+                match Classifier::load(&installed.model_path(), &installed.spec_path(), config.model.intra_threads) {
+                    Ok(classifier) => return Ok(classifier.with_version(installed.record.version.to_string())),
+                    Err(error) => tracing::error!(%error, dir = %installed.dir.display(), "the installed model does not load; serving the configured model"),
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "the installed model failed its checks; serving the configured model"),
+        }
+    }
+    Ok(Classifier::load(&config.model.path, &config.model.spec_path(), config.model.intra_threads)?)
 }

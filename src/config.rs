@@ -35,6 +35,9 @@ pub struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// Model updates from an OCI registry; off when absent.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
     pub model: ModelConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -109,6 +112,46 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig { path: PathBuf::new(), max_bytes: 64 << 20, memory_bytes: 8 << 20 }
     }
+}
+
+/// Where new models come from, and what they must pass on this device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `http(s)://host[:port]/<repository>`, e.g. http://127.0.0.1:5000/roadside/vehicle-classifier
+    pub url: String,
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// Public key files (`cctv-agent release keygen`) whose signatures are trusted.
+    pub public_keys: Vec<PathBuf>,
+    /// Installed models; `<state_dir>/models` when not set.
+    #[serde(default)]
+    pub models_dir: PathBuf,
+    #[serde(default = "default_max_model_bytes")]
+    pub max_model_bytes: u64,
+    /// A new model whose p95 full-frame latency here is above this is refused.
+    #[serde(default = "default_latency_budget_ms")]
+    pub latency_budget_ms: f32,
+    #[serde(default = "default_validation_runs")]
+    pub validation_runs: usize,
+}
+
+fn default_tag() -> String {
+    "champion".into()
+}
+fn default_poll_seconds() -> u64 {
+    300
+}
+fn default_max_model_bytes() -> u64 {
+    256 << 20
+}
+fn default_latency_budget_ms() -> f32 {
+    250.0
+}
+fn default_validation_runs() -> usize {
+    20
 }
 
 /// Smallest outbox that holds the messages in flight.
@@ -381,6 +424,14 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &Path| if p.is_relative() { base.join(p) } else { p.to_path_buf() };
         self.state_dir = resolve(&self.state_dir);
+        if let Some(registry) = &mut self.registry {
+            registry.models_dir = if registry.models_dir.as_os_str().is_empty() {
+                self.state_dir.join("models")
+            } else {
+                resolve(&registry.models_dir)
+            };
+            registry.public_keys = registry.public_keys.iter().map(|p| resolve(p)).collect();
+        }
         self.outbox.path = if self.outbox.path.as_os_str().is_empty() {
             self.state_dir.join("outbox.redb")
         } else {
@@ -424,6 +475,15 @@ impl Config {
         for (key, value) in [("outbox.max_bytes", self.outbox.max_bytes), ("outbox.memory_bytes", self.outbox.memory_bytes)] {
             if value < MIN_OUTBOX_BYTES {
                 return Err(invalid(key, format!("is {value}: must be at least {MIN_OUTBOX_BYTES} (16 KiB)")));
+            }
+        }
+        if let Some(registry) = &self.registry {
+            crate::registry::Registry::new(&registry.url).map_err(|p| invalid("registry.url", p))?;
+            if registry.public_keys.is_empty() {
+                return Err(invalid("registry.public_keys", "is empty: pin at least one trainer key (cctv-agent release keygen)".into()));
+            }
+            if registry.poll_seconds == 0 {
+                return Err(invalid("registry.poll_seconds", "must be at least 1".into()));
             }
         }
         if self.telemetry.interval_seconds == 0 {

@@ -29,15 +29,20 @@ pub mod config;
 pub mod frame_queue;
 pub mod health;
 pub mod infer;
+pub mod model_store;
 pub mod notify;
 pub mod ort_runtime;
 pub mod outbox;
 pub mod publish;
+pub mod registry;
+pub mod release;
 pub mod regions;
 pub mod sensors;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
+pub mod trainer;
+pub mod update;
 pub mod watch;
 
 /// The agent's own version, reported in telemetry and `--version`.

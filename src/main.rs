@@ -34,6 +34,9 @@ enum Command {
     },
     /// Validate a config file; names the bad key and what to write instead.
     CheckConfig { file: PathBuf },
+    /// The trainer's side of a model release: keys, signing, pushing, announcing.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Print predictions and status changes as they arrive.
     Watch {
         /// Broker; defaults to the one in --config, else mqtt://127.0.0.1:1883.
@@ -47,6 +50,49 @@ enum Command {
         /// Print raw JSON payloads.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Create a signing key pair: <dir>/<key-id>.key (keep it secret) and <dir>/<key-id>.pub (pin it on devices).
+    Keygen {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a model into a release record, push it to the registry, move the tag, and announce it.
+    Publish {
+        /// Registry repository, e.g. http://127.0.0.1:5000/roadside/vehicle-classifier
+        #[arg(long)]
+        registry: String,
+        #[arg(long, default_value = "champion")]
+        tag: String,
+        /// The secret key file from `release keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The ONNX file; its spec is the .toml beside it unless --spec says otherwise.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Must be above the version every device runs.
+        #[arg(long)]
+        version: u64,
+        /// How long devices may install this release (e.g. 30d).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        expires_in: std::time::Duration,
+        /// An exact expiry instead (RFC 3339); a past one makes a release every device refuses.
+        #[arg(long, value_parser = humantime::parse_rfc3339)]
+        expires_at: Option<std::time::SystemTime>,
+        #[arg(long, default_value = cctv_agent::AGENT_VERSION)]
+        min_agent_version: String,
+        /// Broker for the retained announcement on <topic-root>/fleet/models/<name>.
+        #[arg(long)]
+        mqtt: Option<String>,
+        #[arg(long, default_value = "cctv")]
+        topic_root: String,
     },
 }
 
@@ -65,6 +111,7 @@ fn main() -> ExitCode {
         Command::Classify { model, images } => classify(&model, &images),
         Command::CheckConfig { file } => check_config(&file),
         Command::Watch { url, config, device, json } => watch(url, config.as_deref(), device, json),
+        Command::Release(command) => release(command),
     };
     match result {
         Ok(code) => code,
@@ -73,6 +120,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn release(command: ReleaseCommand) -> Result<ExitCode> {
+    use cctv_agent::trainer;
+    match command {
+        ReleaseCommand::Keygen { key_id, dir } => {
+            let (secret, public) = trainer::keygen(&key_id, &dir).map_err(anyhow::Error::msg)?;
+            println!("secret key: {} (keep it on the trainer only)", secret.display());
+            println!("public key: {} (add it to registry.public_keys on every device)", public.display());
+        }
+        ReleaseCommand::Publish { registry, tag, key, model, spec, version, expires_in, expires_at, min_agent_version, mqtt, topic_root } => {
+            let publication = trainer::Publication {
+                registry_url: registry,
+                tag,
+                key,
+                model,
+                spec,
+                version,
+                expires_in,
+                expires_at,
+                min_agent_version,
+                mqtt_url: mqtt,
+                topic_root,
+            };
+            let (record, digest) = trainer::publish(&publication).map_err(anyhow::Error::msg)?;
+            println!("{} version {} pushed as {digest} (tag {})", record.name, record.version, publication.tag);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {

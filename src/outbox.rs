@@ -32,6 +32,7 @@ const DROPPED_TOTAL: &str = "dropped_total";
 const UNREPORTED: [&str; 3] = ["unreported_count", "unreported_first", "unreported_last"];
 /// The sequence file of agents before the outbox; read once, then removed.
 const LEGACY_SEQ_FILE: &str = "seq";
+const CACHE_BYTES: usize = 4 << 20;
 /// How often a store that failed is tried again.
 const RETRY_DISK: Duration = Duration::from_secs(30);
 /// Below this much free space the outbox stops writing to the disk, before
@@ -134,7 +135,7 @@ fn explain(error: impl std::fmt::Display) -> String {
 }
 
 /// Free bytes for unprivileged writers on the file system holding `folder`.
-fn free_bytes(folder: &Path) -> Option<u64> {
+pub fn free_bytes(folder: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -185,7 +186,11 @@ impl Outbox {
         let folder = self.folder().to_path_buf();
         std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
         let legacy = folder.join(LEGACY_SEQ_FILE);
-        let db = Database::create(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        // redb caches up to 1 GiB by default; the outbox is written once and read once.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&self.path)
+            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         let txn = db.begin_write().map_err(explain)?;
         {
             let mut meta = txn.open_table(META).map_err(explain)?;

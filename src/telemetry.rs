@@ -13,7 +13,7 @@ use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::sync::mpsc;
 
 use crate::frame_queue::FrameQueue;
-use crate::infer::ModelIdentity;
+use crate::infer::ActiveModel;
 use crate::publish::messages::{rfc3339, AgentFigures, MqttFigures, SystemFigures, TelemetryMessage};
 use crate::publish::mqtt::Kind;
 use crate::publish::{Outgoing, PublisherStats, Topics};
@@ -26,7 +26,7 @@ pub struct TelemetryTask {
     pub interval: Duration,
     pub sysfs_root: PathBuf,
     pub state_dir: PathBuf,
-    pub model: ModelIdentity,
+    pub model: ActiveModel,
     pub cameras: Vec<Arc<CameraStats>>,
     pub publisher: Arc<PublisherStats>,
     pub queue: Arc<FrameQueue>,
@@ -75,7 +75,7 @@ impl TelemetryTask {
                 at: rfc3339(SystemTime::now()),
                 agent_version: crate::AGENT_VERSION,
                 uptime_s: started.elapsed().as_secs(),
-                model: &self.model,
+                model: &self.model.read().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone()),
                 system,
                 agent: AgentFigures { frame_queue: self.queue.len(), ..agent },
                 cameras: self.cameras.iter().map(|c| c.snapshot()).collect(),

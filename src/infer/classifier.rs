@@ -79,6 +79,12 @@ impl Classifier {
         &self.identity
     }
 
+    /// A release's version (from its signed record) instead of the spec's.
+    pub fn with_version(mut self, version: String) -> Classifier {
+        self.identity.version = version;
+        self
+    }
+
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }

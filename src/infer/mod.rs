@@ -11,3 +11,6 @@ pub mod worker;
 
 pub use classifier::{Classifier, ModelError, ModelIdentity, RegionPrediction, TopK};
 pub use spec::ModelSpec;
+
+/// The model serving now; the inference thread replaces it when it swaps.
+pub type ActiveModel = std::sync::Arc<std::sync::RwLock<ModelIdentity>>;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-use super::Classifier;
+use super::{ActiveModel, Classifier};
+use crate::publish::events::{Event, EventSink};
 use crate::frame_queue::FrameQueue;
 use crate::health::Heartbeat;
 use crate::publish::messages::{rfc3339, PredictionMessage};
@@ -22,6 +23,10 @@ pub struct InferenceWorker {
     pub topics: Topics,
     pub sink: mpsc::Sender<Outgoing>,
     pub heartbeat: Arc<Heartbeat>,
+    /// New models from the updater, swapped in between two frames.
+    pub updates: std::sync::mpsc::Receiver<Classifier>,
+    pub active: ActiveModel,
+    pub events: EventSink,
 }
 
 impl InferenceWorker {
@@ -37,6 +42,9 @@ impl InferenceWorker {
     fn serve(&mut self) -> Result<(), String> {
         let heartbeat = self.heartbeat.clone();
         while let Some(job) = heartbeat.waiting(|| self.queue.pop()) {
+            if let Ok(classifier) = self.updates.try_recv() {
+                self.swap(classifier);
+            }
             let stats = &self.stats[job.camera];
             let started = Instant::now();
             let regions = match self.classifier.classify(&job.frame, &job.regions) {
@@ -68,5 +76,23 @@ impl InferenceWorker {
             CameraStats::add(&stats.frames_processed, 1);
         }
         Ok(())
+    }
+
+    /// Every prediction before this names the old model, every one after the new.
+    fn swap(&mut self, classifier: Classifier) {
+        let old = std::mem::replace(&mut self.classifier, classifier);
+        let new = self.classifier.identity().clone();
+        tracing::info!(name = %new.name, version = %new.version, previous = %old.identity().version, "model swapped");
+        if let Ok(mut active) = self.active.write() {
+            *active = new.clone();
+        }
+        self.events.send_blocking(Event::ModelActivated {
+            name: new.name.clone(),
+            version: new.version.clone(),
+            sha256: new.sha256.clone(),
+            previous_version: old.identity().version.clone(),
+        });
+        let payload = crate::publish::messages::model_state_payload(&self.device_id, &new);
+        let _ = self.sink.blocking_send(Outgoing { topic: self.topics.model(), payload, kind: crate::publish::mqtt::Kind::Retained });
     }
 }

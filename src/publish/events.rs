@@ -24,6 +24,14 @@ pub enum Event {
     OutboxUnavailable { path: String, error: String },
     /// The outbox is written to disk again.
     OutboxRestored { path: String },
+    /// A new release passed its signature checks and is being downloaded.
+    ModelDownloading { name: String, version: u64 },
+    /// Every file of it matched the signed record.
+    ModelVerified { name: String, version: u64 },
+    /// A release was refused; the current model keeps serving.
+    ModelRejected { version: Option<u64>, reason: String },
+    /// The inference thread swapped models between two frames.
+    ModelActivated { name: String, version: String, sha256: String, previous_version: String },
 }
 
 /// The payload of an event, without `seq` (the outbox adds it).
@@ -43,23 +51,25 @@ struct EventMessage<'a> {
     event: &'a Event,
 }
 
+/// Holds only a weak sender: an event source never keeps the publisher
+/// from finishing its shutdown.
 #[derive(Clone)]
 pub struct EventSink {
     device_id: String,
     topic: String,
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::WeakSender<Outgoing>,
 }
 
 impl EventSink {
-    pub fn new(device_id: &str, topic: String, tx: mpsc::Sender<Outgoing>) -> EventSink {
-        EventSink { device_id: device_id.to_string(), topic, tx }
+    pub fn new(device_id: &str, topic: String, tx: &mpsc::Sender<Outgoing>) -> EventSink {
+        EventSink { device_id: device_id.to_string(), topic, tx: tx.downgrade() }
     }
 
     /// Sends from a plain thread, waiting for room; a closed publisher
     /// (shutdown) is not an error worth more than a log line.
     pub fn send_blocking(&self, event: Event) {
         let outgoing = Outgoing::stored(self.topic.clone(), event_body(&self.device_id, &event));
-        if self.tx.blocking_send(outgoing).is_err() {
+        if self.tx.upgrade().is_none_or(|tx| tx.blocking_send(outgoing).is_err()) {
             tracing::debug!(?event, "publisher gone; event not sent");
         }
     }

@@ -30,6 +30,25 @@ pub struct StatusMessage<'a> {
     pub model: Option<&'a ModelIdentity>,
 }
 
+/// The retained status payload.
+pub fn status_payload(device: &str, state: DeviceState, model: Option<&ModelIdentity>) -> Vec<u8> {
+    let message = StatusMessage { device, state, agent_version: crate::AGENT_VERSION, at: rfc3339(SystemTime::now()), model };
+    serde_json::to_vec(&message).unwrap_or_default()
+}
+
+/// The retained `…/model` payload.
+pub fn model_state_payload(device: &str, model: &ModelIdentity) -> Vec<u8> {
+    serde_json::to_vec(&ModelState { device, active: model, at: rfc3339(SystemTime::now()) }).unwrap_or_default()
+}
+
+/// `…/model`, retained: the model serving now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelState<'a> {
+    pub device: &'a str,
+    pub active: &'a ModelIdentity,
+    pub at: String,
+}
+
 /// `…/predictions/<camera>`, QoS 1, one per frame that had regions. The
 /// outbox puts `seq` in front when it stores the message.
 #[derive(Debug, Clone, Serialize)]

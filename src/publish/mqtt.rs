@@ -27,7 +27,9 @@ use tokio::sync::mpsc;
 
 use super::events::{event_body, Event as AgentEvent};
 use super::Topics;
+use super::messages::{model_state_payload, status_payload, DeviceState};
 use crate::config::{MqttConfig, OutboxConfig, SYSTEM_CA_BUNDLE};
+use crate::infer::ActiveModel;
 use crate::outbox::{Mode, NewMessage, Outbox};
 
 /// Largest message the agent sends; a frame with many regions is a few KiB.
@@ -105,8 +107,8 @@ pub struct Publisher {
     pub options: MqttOptions,
     pub device_id: String,
     pub topics: Topics,
-    pub online_payload: Vec<u8>,
-    pub offline_payload: Vec<u8>,
+    /// The model serving now, for the status and `…/model` payloads.
+    pub active_model: ActiveModel,
     pub stats: Arc<PublisherStats>,
     pub outbox: OutboxConfig,
     pub commands: mpsc::Sender<IncomingCommand>,
@@ -195,7 +197,8 @@ impl Publisher {
     /// `flush_deadline`, and disconnects. What is left stays in the outbox.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>, flush_deadline: Duration) {
         let status_topic = self.topics.status();
-        self.options.set_last_will(LastWill::new(&status_topic, self.offline_payload.clone(), QoS::AtLeastOnce, true));
+        let last_will = self.status(DeviceState::Offline);
+        self.options.set_last_will(LastWill::new(&status_topic, last_will, QoS::AtLeastOnce, true));
         let (host, port) = self.options.broker_address();
         let (client, eventloop) = AsyncClient::new(self.options.clone(), WINDOW + DIRECT_ROOM);
         let (notice_tx, mut notices) = mpsc::unbounded_channel();
@@ -234,7 +237,7 @@ impl Publisher {
             self.update_figures(&outbox);
         }
 
-        let offline = Outgoing { topic: status_topic, payload: self.offline_payload.clone(), kind: Kind::Retained };
+        let offline = Outgoing { topic: status_topic, payload: self.status(DeviceState::Offline), kind: Kind::Retained };
         self.send_direct(&client, offline, &mut flight);
         let deadline = tokio::time::Instant::now() + flush_deadline;
         while !(outbox.is_empty() && flight.awaiting_pkid.is_empty() && flight.by_pkid.is_empty()) {
@@ -256,6 +259,11 @@ impl Publisher {
         if tokio::time::timeout(Duration::from_secs(1), driver).await.is_err() {
             tracing::debug!("MQTT event loop did not stop after disconnect");
         }
+    }
+
+    fn status(&self, state: DeviceState) -> Vec<u8> {
+        let model = self.active_model.read().map(|m| m.clone()).ok();
+        status_payload(&self.device_id, state, model.as_ref())
     }
 
     /// Stores what must survive, sends the rest.
@@ -342,8 +350,12 @@ impl Publisher {
         match notice {
             Notice::Connected => {
                 // Every (re)connect: the Last Will may have said offline meanwhile.
-                let online = Outgoing { topic: self.topics.status(), payload: self.online_payload.clone(), kind: Kind::Retained };
+                let online = Outgoing { topic: self.topics.status(), payload: self.status(DeviceState::Online), kind: Kind::Retained };
                 self.send_direct(client, online, flight);
+                if let Ok(model) = self.active_model.read() {
+                    let payload = model_state_payload(&self.device_id, &model);
+                    self.send_direct(client, Outgoing { topic: self.topics.model(), payload, kind: Kind::Retained }, flight);
+                }
                 if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
                     tracing::error!(%error, "cannot subscribe to commands");
                 }

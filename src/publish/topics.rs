@@ -39,6 +39,11 @@ impl Topics {
         topic.strip_prefix(&self.base)?.strip_prefix("/cmd/").filter(|name| !name.contains('/'))
     }
 
+    /// Retained: the model serving now.
+    pub fn model(&self) -> String {
+        format!("{}/model", self.base)
+    }
+
     pub fn telemetry(&self) -> String {
         format!("{}/telemetry", self.base)
     }

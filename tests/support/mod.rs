@@ -159,6 +159,48 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Debian's docker-registry (CNCF distribution) on a free loopback port,
+/// storing in a temporary folder.
+pub struct OciRegistry {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl OciRegistry {
+    pub fn start() -> OciRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("registry.yml");
+        std::fs::write(
+            &config,
+            format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n", dir.path().display()),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let mut child = Command::new("docker-registry").arg("serve").arg(&config).stdout(Stdio::null()).stderr(log).spawn().expect("docker-registry (make deps)");
+        wait_for_port(port, "docker-registry", &mut child);
+        OciRegistry { port, child, dir }
+    }
+
+    /// The repository URL the agent and the trainer use.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/roadside/vehicle-classifier", self.port)
+    }
+
+    /// Where the registry keeps a blob's bytes (to alter them as an attacker would).
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+}
+
+impl Drop for OciRegistry {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
 /// Publishes one QoS 1 message and waits for the broker's acknowledgement.
 pub fn publish(port: u16, topic: &str, payload: &[u8]) {
     let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);

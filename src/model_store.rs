@@ -1,0 +1,89 @@
+//! Installed models on the device: `<models_dir>/<name>-<version>/` holds a
+//! release's files, its record and signature; `<models_dir>/active` names the
+//! one to serve. A folder is complete before it gets its final name, and
+//! `active` is replaced atomically, so after a crash at any moment the agent
+//! finds either the old model or the new one, never half of one.
+
+use std::path::{Path, PathBuf};
+
+use crate::registry::write_atomically;
+use crate::release::{self, PublicKey, ReleaseRecord};
+
+const ACTIVE: &str = "active";
+const RECORD: &str = "release.json";
+const SIGNATURE: &str = "release.sig";
+
+pub struct ModelStore {
+    dir: PathBuf,
+}
+
+/// A verified, installed release.
+#[derive(Debug, Clone)]
+pub struct InstalledModel {
+    pub dir: PathBuf,
+    pub record: ReleaseRecord,
+}
+
+impl InstalledModel {
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(&self.record.model_file)
+    }
+
+    pub fn spec_path(&self) -> PathBuf {
+        self.dir.join(&self.record.spec_file)
+    }
+}
+
+impl ModelStore {
+    pub fn new(dir: &Path) -> ModelStore {
+        ModelStore { dir: dir.to_path_buf() }
+    }
+
+    /// Where a release's files are downloaded (kept across restarts, so a
+    /// download resumes).
+    pub fn staging(&self, manifest_digest: &str) -> PathBuf {
+        self.dir.join("staging").join(manifest_digest.trim_start_matches("sha256:"))
+    }
+
+    /// The active model, checked again: signature by a pinned key and every
+    /// file's sha256. None when nothing was installed yet.
+    pub fn active(&self, keys: &[PublicKey]) -> Result<Option<InstalledModel>, String> {
+        let name = match std::fs::read_to_string(self.dir.join(ACTIVE)) {
+            Ok(name) => name.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", self.dir.join(ACTIVE).display())),
+        };
+        let dir = self.dir.join(&name);
+        let read = |file: &str| std::fs::read(dir.join(file)).map_err(|e| format!("cannot read {}: {e}", dir.join(file).display()));
+        let record = release::verify_signature(&read(RECORD)?, &read(SIGNATURE)?, keys)?;
+        for file in &record.files {
+            let bytes = read(&file.name)?;
+            if bytes.len() as u64 != file.size || crate::registry::sha256_digest(&bytes) != format!("sha256:{}", file.sha256) {
+                return Err(format!("{} does not match its release record: the installed model was altered", dir.join(&file.name).display()));
+            }
+        }
+        Ok(Some(InstalledModel { dir, record }))
+    }
+
+    /// Moves a verified, validated release from `staging` into its folder and
+    /// makes it the active one.
+    pub fn install(&self, staging: &Path, record_bytes: &[u8], signature: &[u8], record: &ReleaseRecord) -> Result<InstalledModel, String> {
+        let name = format!("{}-{}", record.name, record.version);
+        let dir = self.dir.join(&name);
+        let partial = self.dir.join(format!("{name}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        for file in &record.files {
+            std::fs::copy(staging.join(&file.name), partial.join(&file.name))
+                .map_err(|e| format!("cannot copy {} into {}: {e}", file.name, partial.display()))?;
+            std::fs::File::open(partial.join(&file.name)).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
+        }
+        write_atomically(&partial.join(RECORD), record_bytes)?;
+        write_atomically(&partial.join(SIGNATURE), signature)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&partial, &dir).map_err(|e| format!("cannot rename {} to {}: {e}", partial.display(), dir.display()))?;
+        write_atomically(&self.dir.join(ACTIVE), name.as_bytes())?;
+        let _ = std::fs::remove_dir_all(staging);
+        Ok(InstalledModel { dir, record: record.clone() })
+    }
+}

@@ -1,0 +1,130 @@
+//! The trainer's side of a release (`cctv-agent release …`): make a key
+//! pair, sign a model into a release record, push it to the registry as an
+//! OCI artifact, move the tag, and announce it on MQTT (retained).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::infer::spec::{Layout, SpecFile};
+use crate::publish::messages::rfc3339;
+use crate::registry::{self, Descriptor, Manifest, Registry};
+use crate::release::{FileRecord, ReleaseRecord, SecretKey, RECORD_SCHEMA};
+
+/// Writes `<dir>/<key_id>.key` (secret, mode 0600) and `<dir>/<key_id>.pub`.
+pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    if key_id.is_empty() || key_id.contains(char::is_whitespace) {
+        return Err("the key id must be a word without spaces".into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let key = SecretKey::generate(key_id)?;
+    let secret = dir.join(format!("{key_id}.key"));
+    let public = dir.join(format!("{key_id}.pub"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret)
+        .map_err(|e| format!("cannot create {} (it must not exist yet): {e}", secret.display()))?;
+    file.write_all(key.to_file_text().as_bytes()).map_err(|e| e.to_string())?;
+    std::fs::write(&public, key.public().to_file_text()).map_err(|e| format!("cannot write {}: {e}", public.display()))?;
+    Ok((secret, public))
+}
+
+pub struct Publication {
+    pub registry_url: String,
+    pub tag: String,
+    pub key: PathBuf,
+    pub model: PathBuf,
+    pub spec: Option<PathBuf>,
+    pub version: u64,
+    pub expires_in: Duration,
+    pub expires_at: Option<SystemTime>,
+    pub min_agent_version: String,
+    /// Announce on `<topic_root>/fleet/models/<name>` at this broker.
+    pub mqtt_url: Option<String>,
+    pub topic_root: String,
+}
+
+/// Signs and pushes a release; returns the record and the manifest digest.
+pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
+    let key = SecretKey::load(&p.key)?;
+    let spec_path = p.spec.clone().unwrap_or_else(|| p.model.with_extension("toml"));
+    let spec_text = std::fs::read_to_string(&spec_path).map_err(|e| format!("cannot read the spec {}: {e}", spec_path.display()))?;
+    let spec: SpecFile = toml::from_str(&spec_text).map_err(|e| format!("spec {}: {e}", spec_path.display()))?;
+    let base = spec_path.parent().unwrap_or(Path::new("."));
+    let file_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().to_string()).ok_or(format!("{} has no file name", path.display()));
+    let mut paths = vec![p.model.clone(), spec_path.clone(), base.join(&spec.labels), base.join(&spec.taxonomy)];
+    paths.dedup();
+    let mut files = Vec::new();
+    let mut contents = Vec::new();
+    for path in &paths {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let sha256 = registry::sha256_digest(&bytes).trim_start_matches("sha256:").to_string();
+        files.push(FileRecord { name: file_name(path)?, sha256, size: bytes.len() as u64 });
+        contents.push(bytes);
+    }
+    let labels = String::from_utf8_lossy(&contents[2]).lines().filter(|l| !l.trim().is_empty()).count();
+    let (h, w) = (spec.input.height as i64, spec.input.width as i64);
+    let input_shape = if spec.input.layout == Layout::Nhwc { vec![-1, h, w, 3] } else { vec![-1, 3, h, w] };
+    let now = SystemTime::now();
+    let record = ReleaseRecord {
+        schema: RECORD_SCHEMA,
+        name: spec.name.clone(),
+        version: p.version,
+        created_at: rfc3339(now),
+        expires_at: rfc3339(p.expires_at.unwrap_or(now + p.expires_in)),
+        min_agent_version: p.min_agent_version.clone(),
+        model_file: file_name(&p.model)?,
+        spec_file: file_name(&spec_path)?,
+        files,
+        input_shape,
+        output_classes: labels,
+        key_id: key.key_id.clone(),
+    };
+    let record_bytes = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+    let signature = key.sign(&record_bytes);
+
+    let registry = Registry::new(&p.registry_url)?;
+    let mut layers: Vec<Descriptor> = Vec::new();
+    for (file, bytes) in record.files.iter().zip(&contents) {
+        layers.push(registry.push_blob(registry::FILE_TYPE, bytes, Some(&file.name))?);
+    }
+    layers.push(registry.push_blob(registry::SIGNATURE_TYPE, &signature, Some("release.sig"))?);
+    let config = registry.push_blob(registry::RECORD_TYPE, &record_bytes, None)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: registry::MANIFEST_TYPE.into(),
+        artifact_type: Some(registry::ARTIFACT_TYPE.into()),
+        config,
+        layers,
+    };
+    let digest = registry.push_manifest(&p.tag, &manifest)?;
+    if let Some(url) = &p.mqtt_url {
+        announce(url, &p.topic_root, &record, &p.registry_url, &p.tag, &digest)?;
+    }
+    Ok((record, digest))
+}
+
+/// The retained announcement on `<root>/fleet/models/<name>`.
+fn announce(url: &str, topic_root: &str, record: &ReleaseRecord, registry_url: &str, tag: &str, digest: &str) -> Result<(), String> {
+    let broker = crate::config::MqttConfig::for_url(url).broker()?;
+    let mut options = rumqttc::MqttOptions::new(format!("cctv-release-{}", std::process::id()), broker.host, broker.port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut connection) = rumqttc::Client::new(options, 10);
+    let topic = format!("{topic_root}/fleet/models/{}", record.name);
+    let payload = serde_json::json!({
+        "name": record.name, "version": record.version, "registry": registry_url, "tag": tag, "digest": digest, "record": record,
+    });
+    client.publish(&topic, rumqttc::QoS::AtLeastOnce, true, serde_json::to_vec(&payload).unwrap()).map_err(|e| e.to_string())?;
+    for event in connection.iter() {
+        match event {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => break,
+            Ok(_) => {}
+            Err(error) => return Err(format!("announcing on {topic}: {error}")),
+        }
+    }
+    let _ = client.disconnect();
+    Ok(())
+}

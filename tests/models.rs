@@ -1,0 +1,219 @@
+//! Model releases end to end: the trainer's `cctv-agent release` pushes to a
+//! real OCI registry (Debian's docker-registry); the agent pulls, verifies,
+//! validates with real ONNX Runtime, and swaps while a clip plays.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+struct Trainer {
+    dir: tempfile::TempDir,
+}
+
+impl Trainer {
+    fn new() -> Trainer {
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["trainer", "stranger"] {
+            let out = Command::new(BIN).args(["release", "keygen", "--key-id", key, "--dir"]).arg(dir.path()).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Trainer { dir }
+    }
+
+    fn public_key(&self) -> PathBuf {
+        self.dir.path().join("trainer.pub")
+    }
+
+    /// `cctv-agent release publish` with the bundled model unless `model` says otherwise.
+    fn publish(&self, registry: &str, tag: &str, version: u64, extra: &[&str]) {
+        let key = if extra.contains(&"--stranger") { "stranger" } else { "trainer" };
+        let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--stranger").collect();
+        let mut command = Command::new(BIN);
+        command.args(["release", "publish", "--registry", registry, "--tag", tag, "--version", &version.to_string(), "--key"]);
+        command.arg(self.dir.path().join(format!("{key}.key")));
+        if !extra.contains(&"--model") {
+            command.arg("--model").arg(repo("models/efficientnet_lite0.onnx"));
+        }
+        let out = command.args(&extra).output().unwrap();
+        assert!(out.status.success(), "release publish: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn config(broker: &Mosquitto, registry: &OciRegistry, trainer: &Trainer, cameras: &str, registry_extra: &str) -> String {
+    format!(
+        "{}\n[registry]\nurl = \"{}\"\npoll_seconds = 1\npublic_keys = [\"{}\"]\nvalidation_runs = 5\n{registry_extra}\n",
+        agent_config(broker, cameras),
+        registry.url(),
+        trainer.public_key().display()
+    )
+}
+
+fn clip_camera(extra: &str) -> String {
+    format!("[[cameras]]\nid = \"road\"\nurl = \"{}\"\n{extra}\n", road_clip().display())
+}
+
+fn events(sub: &Subscriber, kind: &str) -> Vec<Value> {
+    sub.on("/events").into_iter().map(|m| m.payload).filter(|e| e["kind"] == kind).collect()
+}
+
+fn predictions(sub: &Subscriber) -> Vec<Value> {
+    sub.on("/predictions/road").into_iter().map(|m| m.payload).collect()
+}
+
+#[test]
+fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let lanes = "replay = \"asap\"\nregions = [[0, 0, 320, 200], [320, 0, 320, 200], [0, 200, 320, 200], [320, 200, 320, 200]]";
+    let config = config(&broker, &registry, &trainer, &clip_camera(lanes), "");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions by the bundled model", |_| predictions(&sub).len() >= 20);
+
+    trainer.publish(&registry.url(), "champion", 2, &[]);
+    sub.wait_until(Duration::from_secs(60), "the swap", |_| !events(&sub, "model_activated").is_empty());
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
+    let frames = truth["frames"].as_u64().unwrap();
+    sub.wait_until(Duration::from_secs(120), "every frame", |_| predictions(&sub).len() as u64 >= frames);
+
+    let all = predictions(&sub);
+    // No frame dropped, none twice, seq without a gap.
+    let indexes: Vec<u64> = all.iter().map(|p| p["frame_index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (0..frames).collect::<Vec<_>>());
+    let seqs: BTreeSet<u64> = sub.all().iter().filter_map(|m| m.payload["seq"].as_u64()).collect();
+    let (first, last) = (*seqs.first().unwrap(), *seqs.last().unwrap());
+    assert_eq!(seqs.len() as u64, last - first + 1, "seq has gaps");
+    // The model changes exactly once, from the bundled 1 to 2.
+    let versions: Vec<&str> = all.iter().map(|p| p["model"]["version"].as_str().unwrap()).collect();
+    let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
+    let swapped_at = versions.iter().position(|v| *v == "2").expect("predictions by version 2");
+    println!("swapped after {swapped_at} of {frames} frames; versions change {changes} time(s)");
+    assert_eq!(changes, 1, "{versions:?}");
+    assert!(versions[..swapped_at].iter().all(|v| *v == "1"));
+    for kind in ["model_downloading", "model_verified", "model_activated"] {
+        let e = events(&sub, kind);
+        assert_eq!(e.len(), 1, "{kind}: {e:?}");
+        assert_matches_schema(&e[0], "event.json");
+    }
+    assert_eq!(events(&sub, "model_activated")[0]["previous_version"], "1");
+    let state = sub.on("/model").last().expect("retained model state").payload.clone();
+    assert_matches_schema(&state, "model.json");
+    assert_eq!(state["active"]["version"], "2");
+    assert!(agent.terminate().success());
+
+    // After a restart the installed release serves, without downloading it again.
+    let before = predictions(&sub).len();
+    let mut agent = Agent::start_in(agent.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(60), "predictions after the restart", |_| predictions(&sub).len() > before + 5);
+    assert_eq!(predictions(&sub)[before]["model"]["version"], "2");
+    assert!(agent.terminate().success());
+    assert_eq!(events(&sub, "model_downloading").len(), 1);
+
+    // An installed model altered on disk is not served: back to the configured one.
+    let dir = agent.into_dir();
+    let installed = dir.path().join("state/models/efficientnet_lite0-2/efficientnet_lite0.onnx");
+    let mut bytes = std::fs::read(&installed).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&installed, bytes).unwrap();
+    let before = predictions(&sub).len();
+    let mut agent = Agent::start_in(dir, &config);
+    sub.wait_until(Duration::from_secs(60), "predictions after tampering", |_| predictions(&sub).len() > before + 5);
+    assert_eq!(predictions(&sub)[before]["model"]["version"], "1");
+    assert!(agent.log().contains("was altered"), "{}", agent.log());
+    assert!(agent.terminate().success());
+}
+
+/// Points `champion` at what `tag` points at, as a trainer promoting a release would.
+fn promote(registry: &OciRegistry, tag: &str) {
+    let client = cctv_agent::registry::Registry::new(&registry.url()).unwrap();
+    let digest = client.tag_digest(tag).unwrap().unwrap();
+    let (manifest, _) = client.manifest(&digest).unwrap();
+    client.push_manifest("champion", &manifest).unwrap();
+}
+
+fn wait_for_rejection(sub: &Subscriber, count: usize, expect: &str) -> Value {
+    sub.wait_until(Duration::from_secs(60), &format!("rejection {count} ({expect})"), |_| events(sub, "model_rejected").len() >= count);
+    let rejection = events(sub, "model_rejected")[count - 1].clone();
+    assert_matches_schema(&rejection, "event.json");
+    assert!(rejection["reason"].as_str().unwrap().contains(expect), "expected {expect:?}: {rejection}");
+    rejection
+}
+
+#[test]
+fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+
+    trainer.publish(&registry.url(), "champion", 2, &["--stranger"]);
+    wait_for_rejection(&sub, 1, "not among the pinned keys");
+    trainer.publish(&registry.url(), "champion", 3, &["--expires-at", "2020-01-01T00:00:00Z"]);
+    wait_for_rejection(&sub, 2, "expired");
+    trainer.publish(&registry.url(), "champion", 1, &[]);
+    wait_for_rejection(&sub, 3, "not newer than the active version 1");
+
+    // A blob altered in the registry's storage after it was signed.
+    trainer.publish(&registry.url(), "candidate", 4, &[]);
+    let client = cctv_agent::registry::Registry::new(&registry.url()).unwrap();
+    let (manifest, _) = client.manifest(&client.tag_digest("candidate").unwrap().unwrap()).unwrap();
+    let model_layer = manifest.layers.iter().find(|l| l.title() == Some("efficientnet_lite0.onnx")).unwrap();
+    let stored = registry.blob_file(&model_layer.digest);
+    let original = std::fs::read(&stored).unwrap();
+    let mut bytes = original.clone();
+    bytes[1000] ^= 0x55;
+    std::fs::write(&stored, bytes).unwrap();
+    promote(&registry, "candidate");
+    wait_for_rejection(&sub, 4, "does not match its digest");
+    std::fs::write(&stored, original).unwrap();
+
+    // A spec that does not fit the network (a 160-pixel input for a 224 model).
+    let broken = tempfile::tempdir().unwrap();
+    for file in ["efficientnet_lite0.onnx", "imagenet_labels.txt", "road_taxonomy.toml"] {
+        std::fs::copy(repo("models").join(file), broken.path().join(file)).unwrap();
+    }
+    let spec = std::fs::read_to_string(repo("models/efficientnet_lite0.toml")).unwrap();
+    std::fs::write(broken.path().join("efficientnet_lite0.toml"), spec.replace("width = 224", "width = 160").replace("height = 224", "height = 160")).unwrap();
+    let model = broken.path().join("efficientnet_lite0.onnx");
+    trainer.publish(&registry.url(), "champion", 5, &["--model", model.to_str().unwrap()]);
+    wait_for_rejection(&sub, 5, "does not load");
+
+    // Through all of it: the bundled model kept serving, without a gap.
+    let before = predictions(&sub).len();
+    sub.wait_until(Duration::from_secs(30), "more predictions", |_| predictions(&sub).len() > before + 10);
+    assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"));
+    let seqs: BTreeSet<u64> = sub.all().iter().filter_map(|m| m.payload["seq"].as_u64()).collect();
+    assert_eq!(seqs.len() as u64, seqs.last().unwrap() - seqs.first().unwrap() + 1, "seq has gaps");
+    assert!(events(&sub, "model_activated").is_empty());
+    let versions: Vec<Option<u64>> = events(&sub, "model_rejected").iter().map(|e| e["version"].as_u64()).collect();
+    assert_eq!(versions, [Some(2), Some(3), Some(1), Some(4), Some(5)]);
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_release_too_slow_for_this_device_is_rejected() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "latency_budget_ms = 0.5");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+    trainer.publish(&registry.url(), "champion", 2, &[]);
+    let rejection = wait_for_rejection(&sub, 1, "too slow on this device");
+    println!("{}", rejection["reason"]);
+    let before = predictions(&sub).len();
+    sub.wait_until(Duration::from_secs(30), "more predictions", |_| predictions(&sub).len() > before + 5);
+    assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"));
+    assert!(agent.terminate().success());
+}
