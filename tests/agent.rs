@@ -606,6 +606,9 @@ fn a_second_signal_exits_at_once() {
     let sub = Subscriber::start(broker.port, "cctv/test-pole/predictions/+");
     let mut agent = Agent::start(&agent_config(&broker, &camera("road", &road_clip().display().to_string(), "loop = true")));
     sub.wait_until(Duration::from_secs(30), "a prediction", |m| !m.is_empty());
+    // With the broker gone, a graceful stop waits up to 3 s for it; the second signal cuts that short.
+    drop(broker);
+    std::thread::sleep(Duration::from_millis(300));
     let status = agent.signal_twice();
     assert_eq!(status.code(), Some(130), "{}", agent.log());
     assert!(agent.log().contains("second signal"));
