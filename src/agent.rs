@@ -16,6 +16,7 @@ use crate::camera::CameraWorker;
 use crate::commands::CommandTask;
 use crate::config::Config;
 use crate::model_store::ModelStore;
+use crate::model_switch::ModelSwitch;
 use crate::release::PublicKey;
 use crate::update::Updater;
 use crate::frame_queue::FrameQueue;
@@ -70,6 +71,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let publisher_stats = Arc::new(PublisherStats::default());
     let (sink, outgoing) = mpsc::channel(config.mqtt.queue_capacity);
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
     let publisher = Publisher {
         options: mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id)).map_err(AgentError::Mqtt)?,
         device_id: config.device_id.clone(),
@@ -78,14 +80,26 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         stats: publisher_stats.clone(),
         outbox: config.outbox.clone(),
         commands: commands_tx,
+        announcements: config.registry.as_ref().map(|_| wake_tx),
     };
     let publisher = tokio::spawn(publisher.run(outgoing, FLUSH_DEADLINE));
+    // New models for the inference thread, from the updater and operator commands.
+    let (swap_tx, swap_rx) = std::sync::mpsc::sync_channel(1);
     let commands = CommandTask {
         device_id: config.device_id.clone(),
         topics: topics.clone(),
         model: model.clone(),
         started: std::time::Instant::now(),
         sink: sink.clone(),
+        models: config.registry.as_ref().map(|registry| {
+            Arc::new(ModelSwitch {
+                store: ModelStore::new(&registry.models_dir),
+                keys: keys.clone(),
+                configured: config.model.clone(),
+                swap: swap_tx.clone(),
+                active: active_model.clone(),
+            })
+        }),
     };
     let commands = tokio::spawn(commands.run(commands_rx));
 
@@ -94,7 +108,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
 
     let (inference_done, mut inference_result) = oneshot::channel();
-    let (swap_tx, swap_rx) = std::sync::mpsc::sync_channel(1);
     let worker = InferenceWorker {
         device_id: config.device_id.clone(),
         classifier,
@@ -142,6 +155,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             intra_threads: config.model.intra_threads,
             events: EventSink::new(&config.device_id, topics.events(), &sink),
             swap: swap_tx,
+            wake: wake_rx,
             shutdown: shutdown.clone(),
         };
         // Not joined: a download or validation in progress is safe to abandon.

@@ -15,7 +15,7 @@ use crate::publish::{Outgoing, Topics};
 
 /// Larger command payloads are refused (commands are small JSON objects).
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
-const KNOWN: &[&str] = &["ping"];
+const KNOWN: &[&str] = &["ping", "rollback", "pin", "unpin"];
 
 #[derive(Debug, Serialize)]
 pub struct Reply<'a> {
@@ -37,6 +37,8 @@ pub struct CommandTask {
     pub model: ModelIdentity,
     pub started: Instant,
     pub sink: mpsc::Sender<Outgoing>,
+    /// Rollback and pin; None without a `[registry]`.
+    pub models: Option<std::sync::Arc<crate::model_switch::ModelSwitch>>,
 }
 
 impl CommandTask {
@@ -84,6 +86,17 @@ impl CommandTask {
                 "model": self.model,
                 "uptime_s": self.started.elapsed().as_secs(),
             })),
+            "rollback" | "pin" | "unpin" => match &self.models {
+                None => Err("model commands need a [registry] section in the config".into()),
+                Some(models) => tokio::task::block_in_place(|| match name {
+                    "rollback" => models.rollback(),
+                    "unpin" => models.unpin(),
+                    _ => match request.get("version").and_then(Value::as_u64) {
+                        Some(version) => models.pin(version),
+                        None => Err("pin needs a \"version\" (a number), e.g. {\"id\": \"1\", \"version\": 2}".into()),
+                    },
+                }),
+            },
             other => Err(format!("unknown command \"{other}\"; known: {}", KNOWN.join(", "))),
         };
         (id, result)

@@ -30,6 +30,7 @@ pub mod frame_queue;
 pub mod health;
 pub mod infer;
 pub mod model_store;
+pub mod model_switch;
 pub mod notify;
 pub mod ort_runtime;
 pub mod outbox;

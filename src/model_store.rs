@@ -10,6 +10,10 @@ use crate::registry::write_atomically;
 use crate::release::{self, PublicKey, ReleaseRecord};
 
 const ACTIVE: &str = "active";
+/// Versions an operator rolled back from: never installed again.
+const REFUSED: &str = "refused";
+/// A version an operator pinned: no automatic updates while it exists.
+const PINNED: &str = "pinned";
 const RECORD: &str = "release.json";
 const SIGNATURE: &str = "release.sig";
 
@@ -53,7 +57,12 @@ impl ModelStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", self.dir.join(ACTIVE).display())),
         };
-        let dir = self.dir.join(&name);
+        self.check(&self.dir.join(&name), keys).map(Some)
+    }
+
+    /// Signature and files of the release installed in `dir`.
+    fn check(&self, dir: &Path, keys: &[PublicKey]) -> Result<InstalledModel, String> {
+        let dir = dir.to_path_buf();
         let read = |file: &str| std::fs::read(dir.join(file)).map_err(|e| format!("cannot read {}: {e}", dir.join(file).display()));
         let record = release::verify_signature(&read(RECORD)?, &read(SIGNATURE)?, keys)?;
         for file in &record.files {
@@ -62,7 +71,62 @@ impl ModelStore {
                 return Err(format!("{} does not match its release record: the installed model was altered", dir.join(&file.name).display()));
             }
         }
-        Ok(Some(InstalledModel { dir, record }))
+        Ok(InstalledModel { dir, record })
+    }
+
+    /// Every installed release that still checks out, by version.
+    pub fn installed(&self, keys: &[PublicKey]) -> Vec<InstalledModel> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut found: Vec<InstalledModel> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().ends_with(".partial") && e.file_name() != "staging")
+            .filter_map(|e| self.check(&e.path(), keys).map_err(|error| tracing::warn!(%error, "installed model skipped")).ok())
+            .collect();
+        found.sort_by_key(|m| m.record.version);
+        found
+    }
+
+    /// Serve `model` from the next start on (None: the configured model).
+    pub fn set_active(&self, model: Option<&InstalledModel>) -> Result<(), String> {
+        match model {
+            Some(model) => {
+                let name = model.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                write_atomically(&self.dir.join(ACTIVE), name.as_bytes())
+            }
+            None => match std::fs::remove_file(self.dir.join(ACTIVE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", self.dir.join(ACTIVE).display())),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    pub fn refused(&self) -> Vec<u64> {
+        std::fs::read_to_string(self.dir.join(REFUSED)).unwrap_or_default().split_whitespace().filter_map(|v| v.parse().ok()).collect()
+    }
+
+    pub fn refuse(&self, version: u64) -> Result<(), String> {
+        let mut refused = self.refused();
+        refused.push(version);
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let text: Vec<String> = refused.iter().map(u64::to_string).collect();
+        write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes())
+    }
+
+    pub fn pinned(&self) -> Option<u64> {
+        std::fs::read_to_string(self.dir.join(PINNED)).ok()?.trim().parse().ok()
+    }
+
+    pub fn set_pinned(&self, version: Option<u64>) -> Result<(), String> {
+        match version {
+            Some(v) => {
+                std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+                write_atomically(&self.dir.join(PINNED), v.to_string().as_bytes())
+            }
+            None => {
+                let _ = std::fs::remove_file(self.dir.join(PINNED));
+                Ok(())
+            }
+        }
     }
 
     /// Moves a verified, validated release from `staging` into its folder and

@@ -36,6 +36,8 @@ pub struct Updater {
     pub intra_threads: usize,
     pub events: EventSink,
     pub swap: SyncSender<Classifier>,
+    /// An announcement arrived: check now rather than at the next poll.
+    pub wake: std::sync::mpsc::Receiver<()>,
     pub shutdown: Shutdown,
 }
 
@@ -45,6 +47,8 @@ enum Outcome {
     Unchanged,
     /// The registry could not be reached or answered oddly: try again next poll.
     Retry(String),
+    /// An operator pinned a version: look again after `unpin`.
+    Paused,
     /// This release will never do: remember its digest and wait for another.
     Rejected { version: Option<u64>, reason: String },
     Activated,
@@ -57,17 +61,35 @@ impl Updater {
             Err(error) => return tracing::error!(%error, "model updates are off: fix registry.url"),
         };
         let mut seen: Option<String> = None;
+        let poll = Duration::from_secs(self.config.poll_seconds);
         loop {
             match self.check(&registry, &mut seen) {
-                Outcome::Unchanged | Outcome::Activated => {}
+                Outcome::Unchanged | Outcome::Activated | Outcome::Paused => {}
                 Outcome::Retry(error) => tracing::warn!(%error, url = %self.config.url, "cannot check the model registry; will retry"),
                 Outcome::Rejected { version, reason } => {
                     tracing::warn!(version, %reason, "model release rejected; the current model keeps serving");
                     self.events.send_blocking(Event::ModelRejected { version, reason });
                 }
             }
-            if self.shutdown.sleep(Duration::from_secs(self.config.poll_seconds)) {
-                return;
+            // Until the next poll, an announcement, or shutdown (checked twice a second).
+            let next_poll = Instant::now() + poll;
+            loop {
+                if self.shutdown.is_triggered() {
+                    return;
+                }
+                let left = next_poll.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match self.wake.recv_timeout(left.min(Duration::from_millis(500))) {
+                    Ok(()) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        if self.shutdown.sleep(left.min(Duration::from_millis(500))) {
+                            return;
+                        }
+                    }
+                }
             }
         }
     }
@@ -89,7 +111,7 @@ impl Updater {
         if let Outcome::Rejected { .. } = outcome {
             let _ = std::fs::remove_dir_all(self.store.staging(&digest));
         }
-        if !matches!(outcome, Outcome::Retry(_)) {
+        if !matches!(outcome, Outcome::Retry(_) | Outcome::Paused) {
             *seen = Some(digest);
         }
         outcome
@@ -123,6 +145,13 @@ impl Updater {
             }
         };
         let version = Some(record.version);
+        if self.store.refused().contains(&record.version) {
+            return rejected(version, format!("version {} was rolled back by an operator; publish a newer version", record.version));
+        }
+        if let Some(pinned) = self.store.pinned() {
+            tracing::info!(pinned, release = record.version, "pinned by an operator: not installing (send cmd/unpin to allow updates)");
+            return Outcome::Paused;
+        }
         tracing::info!(name = %record.name, version = record.version, "downloading a new model release");
         self.events.send_blocking(Event::ModelDownloading { name: record.name.clone(), version: record.version });
 

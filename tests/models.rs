@@ -45,8 +45,9 @@ impl Trainer {
 }
 
 fn config(broker: &Mosquitto, registry: &OciRegistry, trainer: &Trainer, cameras: &str, registry_extra: &str) -> String {
+    let poll = if registry_extra.contains("poll_seconds") { "" } else { "poll_seconds = 1\n" };
     format!(
-        "{}\n[registry]\nurl = \"{}\"\npoll_seconds = 1\npublic_keys = [\"{}\"]\nvalidation_runs = 5\n{registry_extra}\n",
+        "{}\n[registry]\nurl = \"{}\"\n{poll}public_keys = [\"{}\"]\nvalidation_runs = 5\n{registry_extra}\n",
         agent_config(broker, cameras),
         registry.url(),
         trainer.public_key().display()
@@ -215,5 +216,63 @@ fn a_release_too_slow_for_this_device_is_rejected() {
     let before = predictions(&sub).len();
     sub.wait_until(Duration::from_secs(30), "more predictions", |_| predictions(&sub).len() > before + 5);
     assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"));
+    assert!(agent.terminate().success());
+}
+
+fn replies(sub: &Subscriber, command: &str) -> Vec<Value> {
+    sub.on(&format!("/cmd/{command}/reply")).into_iter().map(|m| m.payload).collect()
+}
+
+fn newest_version(sub: &Subscriber, after: usize) -> Option<String> {
+    predictions(sub).get(after..).and_then(|p| p.last()).map(|p| p["model"]["version"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    // Polling once an hour: only the announcement can make this quick.
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "poll_seconds = 3600");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+
+    let announced = std::time::Instant::now();
+    trainer.publish(&registry.url(), "champion", 2, &["--mqtt", &broker.url()]);
+    sub.wait_until(Duration::from_secs(30), "a prediction by version 2", |_| predictions(&sub).iter().any(|p| p["model"]["version"] == "2"));
+    println!("announcement to first prediction by the new model: {:.2} s", announced.elapsed().as_secs_f64());
+
+    let before = predictions(&sub).len();
+    publish(broker.port, "cctv/test-pole/cmd/rollback", br#"{"id": "r1"}"#);
+    sub.wait_until(Duration::from_secs(30), "the rollback", |_| !replies(&sub, "rollback").is_empty() && newest_version(&sub, before).as_deref() == Some("1"));
+    let reply = &replies(&sub, "rollback")[0];
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!((reply["result"]["version"].as_u64(), reply["result"]["rolled_back_from"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(events(&sub, "model_activated").last().unwrap()["previous_version"], "2");
+
+    // Rolled back stays rolled back: after a restart version 1 serves and the
+    // release still at the tag is refused.
+    assert!(agent.terminate().success());
+    let before = predictions(&sub).len();
+    let mut agent = Agent::start_in(agent.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(60), "predictions after the restart", |_| predictions(&sub).len() > before + 3);
+    assert_eq!(predictions(&sub)[before]["model"]["version"], "1");
+    wait_for_rejection(&sub, 1, "rolled back by an operator");
+
+    // Pinning chooses among verified models only.
+    publish(broker.port, "cctv/test-pole/cmd/pin", br#"{"id": "p7", "version": 7}"#);
+    publish(broker.port, "cctv/test-pole/cmd/pin", br#"{"id": "p2", "version": 2}"#);
+    let before = predictions(&sub).len();
+    sub.wait_until(Duration::from_secs(30), "the pin", |_| replies(&sub, "pin").len() == 2 && newest_version(&sub, before).as_deref() == Some("2"));
+    let pins = replies(&sub, "pin");
+    assert_eq!(pins[0]["ok"], false);
+    assert!(pins[0]["error"].as_str().unwrap().contains("available: 1, 2"), "{}", pins[0]);
+    assert_eq!(pins[1]["ok"], true, "{}", pins[1]);
+    publish(broker.port, "cctv/test-pole/cmd/unpin", br#"{"id": "u"}"#);
+    sub.wait_until(Duration::from_secs(10), "the unpin reply", |_| !replies(&sub, "unpin").is_empty());
+    for reply in replies(&sub, "pin").iter().chain(&replies(&sub, "unpin")) {
+        assert_matches_schema(reply, "reply.json");
+    }
     assert!(agent.terminate().success());
 }

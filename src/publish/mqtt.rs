@@ -112,6 +112,9 @@ pub struct Publisher {
     pub stats: Arc<PublisherStats>,
     pub outbox: OutboxConfig,
     pub commands: mpsc::Sender<IncomingCommand>,
+    /// Wakes the model updater when a release is announced on
+    /// `<root>/fleet/models/+` (None: no registry configured).
+    pub announcements: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 /// Client options from the config: address, TLS, session, keep-alive, packet size.
@@ -202,7 +205,8 @@ impl Publisher {
         let (host, port) = self.options.broker_address();
         let (client, eventloop) = AsyncClient::new(self.options.clone(), WINDOW + DIRECT_ROOM);
         let (notice_tx, mut notices) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(eventloop, format!("{host}:{port}"), self.stats.clone(), notice_tx, self.commands.clone()));
+        let routes = Routes { commands: self.commands.clone(), announcements: self.announcements.clone(), fleet_models: self.topics.fleet_models_prefix() };
+        let driver = tokio::spawn(drive(eventloop, format!("{host}:{port}"), self.stats.clone(), notice_tx, routes));
 
         let config = self.outbox.clone();
         let mut outbox = tokio::task::block_in_place(|| Outbox::open(&config.path, config.max_bytes, config.memory_bytes));
@@ -359,6 +363,12 @@ impl Publisher {
                 if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
                     tracing::error!(%error, "cannot subscribe to commands");
                 }
+                if self.announcements.is_some() {
+                    let filter = format!("{}+", self.topics.fleet_models_prefix());
+                    if let Err(error) = client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::error!(%error, "cannot subscribe to model announcements");
+                    }
+                }
             }
             Notice::Published(0) => {} // QoS 0
             Notice::Published(pkid) => {
@@ -447,6 +457,13 @@ impl Publisher {
     }
 }
 
+/// Where messages from the broker go.
+struct Routes {
+    commands: mpsc::Sender<IncomingCommand>,
+    announcements: Option<std::sync::mpsc::SyncSender<()>>,
+    fleet_models: String,
+}
+
 /// Drives rumqttc's event loop: connects, reconnects with jittered
 /// exponential backoff, and reports what it sees in order.
 ///
@@ -459,7 +476,7 @@ async fn drive(
     broker: String,
     stats: Arc<PublisherStats>,
     notices: mpsc::UnboundedSender<Notice>,
-    commands: mpsc::Sender<IncomingCommand>,
+    routes: Routes,
 ) {
     let mut backoff = RECONNECT_FIRST;
     let mut kept: VecDeque<Request> = VecDeque::new();
@@ -481,8 +498,15 @@ async fn drive(
                 let _ = notices.send(Notice::Acknowledged(ack.pkid));
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if publish.topic.starts_with(&routes.fleet_models) {
+                    tracing::info!(topic = %publish.topic, "model release announced");
+                    if let Some(wake) = &routes.announcements {
+                        let _ = wake.try_send(());
+                    }
+                    continue;
+                }
                 let command = IncomingCommand { topic: publish.topic, payload: publish.payload.to_vec() };
-                if commands.try_send(command).is_err() {
+                if routes.commands.try_send(command).is_err() {
                     tracing::warn!("commands are arriving faster than they are handled; one was ignored");
                 }
             }

@@ -2,12 +2,18 @@
 
 #[derive(Debug, Clone)]
 pub struct Topics {
+    root: String,
     base: String,
 }
 
 impl Topics {
     pub fn new(topic_root: &str, device_id: &str) -> Topics {
-        Topics { base: format!("{topic_root}/{device_id}") }
+        Topics { root: topic_root.to_string(), base: format!("{topic_root}/{device_id}") }
+    }
+
+    /// `<root>/fleet/models/`: the trainer announces releases under it (retained).
+    pub fn fleet_models_prefix(&self) -> String {
+        format!("{}/fleet/models/", self.root)
     }
 
     /// Retained `online` / `offline`; the Last Will sets `offline`.
