@@ -31,6 +31,7 @@ build: deps ort
 bench: build
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench outbox
+	$(CARGO) test --release --test models bench_swap -- --ignored --nocapture
 
 deps:
 	scripts/install-deps.sh

@@ -131,6 +131,7 @@ impl Registry {
         if have < descriptor.size {
             let mut request = self.http.get(&self.url(&format!("blobs/{}", descriptor.digest)));
             if have > 0 {
+                tracing::info!(digest = %descriptor.digest, have, size = descriptor.size, "resuming an interrupted download");
                 request = request.set("Range", &format!("bytes={have}-"));
             }
             let response = request.call().map_err(describe)?;

@@ -276,3 +276,76 @@ fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin()
     }
     assert!(agent.terminate().success());
 }
+
+/// `make bench` (third part): a swap's cost to the frame path. While a clip
+/// plays as fast as inference allows, five releases are announced one after
+/// another; for each, the longest gap between two consecutive predictions
+/// around the swap is divided by the median interval of the same run, and
+/// the time from announcement to the first prediction by the new model is
+/// taken. Medians of the five are printed.
+#[test]
+#[ignore = "a benchmark: run it with `make bench`"]
+fn bench_swap() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nreplay = \"asap\"\nregions = \"full\""), "poll_seconds = 3600");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 50);
+    let (mut ratios, mut latencies) = (Vec::new(), Vec::new());
+    for version in 2..=6u64 {
+        let announced = std::time::Instant::now();
+        trainer.publish(&registry.url(), "champion", version, &["--mqtt", &broker.url()]);
+        let v = version.to_string();
+        sub.wait_until(Duration::from_secs(60), "the new model", |_| predictions(&sub).iter().any(|p| p["model"]["version"] == v.as_str()));
+        let all = sub.on("/predictions/road");
+        let first_new = all.iter().position(|m| m.payload["model"]["version"] == v.as_str()).unwrap();
+        latencies.push(all[first_new].at.duration_since(announced).as_secs_f64());
+        std::thread::sleep(Duration::from_secs(2));
+        let all = sub.on("/predictions/road");
+        let gaps: Vec<f64> = all.windows(2).map(|w| w[1].at.duration_since(w[0].at).as_secs_f64()).collect();
+        let mut sorted = gaps.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let around = gaps[first_new.saturating_sub(3)..(first_new + 2).min(gaps.len())].iter().cloned().fold(0.0, f64::max);
+        ratios.push(around / median);
+        println!("version {version}: swap gap {:.1} ms / median interval {:.1} ms = {:.2}; announcement to first prediction {:.2} s", around * 1e3, median * 1e3, around / median, latencies.last().unwrap());
+    }
+    ratios.sort_by(f64::total_cmp);
+    latencies.sort_by(f64::total_cmp);
+    println!("median of 5 swaps: longest gap / normal interval = {:.2}; announcement to first prediction = {:.2} s", ratios[2], latencies[2]);
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn leftovers_of_a_crash_mid_download_or_mid_install_do_no_harm_and_the_download_resumes() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    trainer.publish(&registry.url(), "champion", 2, &[]);
+    let client = cctv_agent::registry::Registry::new(&registry.url()).unwrap();
+    let digest = client.tag_digest("champion").unwrap().unwrap();
+
+    // As a SIGKILL leaves them: half the model downloaded, a half-copied install.
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("state/models");
+    let staging = models.join("staging").join(digest.trim_start_matches("sha256:"));
+    std::fs::create_dir_all(&staging).unwrap();
+    let model = std::fs::read(repo("models/efficientnet_lite0.onnx")).unwrap();
+    std::fs::write(staging.join("efficientnet_lite0.onnx"), &model[..model.len() / 2]).unwrap();
+    std::fs::create_dir_all(models.join("efficientnet_lite0-2.partial")).unwrap();
+    std::fs::write(models.join("efficientnet_lite0-2.partial/efficientnet_lite0.onnx"), b"half a file").unwrap();
+
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "");
+    let mut agent = Agent::start_in(dir, &config);
+    sub.wait_until(Duration::from_secs(60), "version 2 serving", |_| predictions(&sub).iter().any(|p| p["model"]["version"] == "2"));
+    // It started on the configured model (the partial install was not taken for a model) ...
+    assert_eq!(predictions(&sub)[0]["model"]["version"], "1");
+    // ... and fetched only the rest of the model file.
+    assert!(agent.log().contains("resuming an interrupted download"), "{}", agent.log());
+    assert!(agent.terminate().success());
+    let installed = std::fs::read(agent.state_dir().join("models/efficientnet_lite0-2/efficientnet_lite0.onnx")).unwrap();
+    assert_eq!(installed, model);
+}

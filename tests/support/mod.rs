@@ -306,6 +306,7 @@ pub struct Received {
     pub topic: String,
     pub payload: Value,
     pub retain: bool,
+    pub at: Instant,
 }
 
 /// Subscribes before returning, then collects every message in the background.
@@ -344,7 +345,7 @@ impl Subscriber {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let payload = serde_json::from_slice(&p.payload)
                             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.payload).into()));
-                        sink.lock().unwrap().push(Received { topic: p.topic.clone(), payload, retain: p.retain });
+                        sink.lock().unwrap().push(Received { topic: p.topic.clone(), payload, retain: p.retain, at: Instant::now() });
                     }
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
