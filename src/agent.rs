@@ -119,6 +119,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         updates: swap_rx,
         active: active_model.clone(),
         events: EventSink::new(&config.device_id, topics.events(), &sink),
+        confidence: Default::default(),
+        probation: None,
     };
     std::thread::Builder::new()
         .name("inference".into())

@@ -136,6 +136,21 @@ pub struct RegistryConfig {
     pub latency_budget_ms: f32,
     #[serde(default = "default_validation_runs")]
     pub validation_runs: usize,
+    /// Frames a new release classifies while the previous model stays
+    /// loaded; 0 turns probation off.
+    #[serde(default = "default_probation_frames")]
+    pub probation_frames: u64,
+    /// Probation fails if the new model's mean top-1 score is below this
+    /// share of the previous model's on the same feed.
+    #[serde(default = "default_probation_min_score_ratio")]
+    pub probation_min_score_ratio: f32,
+}
+
+fn default_probation_frames() -> u64 {
+    200
+}
+fn default_probation_min_score_ratio() -> f32 {
+    0.5
 }
 
 fn default_tag() -> String {

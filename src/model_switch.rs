@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use std::sync::mpsc::SyncSender;
 
 use crate::config::ModelConfig;
+use crate::infer::probation::ModelUpdate;
 use crate::infer::{ActiveModel, Classifier};
 use crate::model_store::{InstalledModel, ModelStore};
 use crate::release::{numeric_version, PublicKey};
@@ -15,7 +16,7 @@ pub struct ModelSwitch {
     pub store: ModelStore,
     pub keys: Vec<PublicKey>,
     pub configured: ModelConfig,
-    pub swap: SyncSender<Classifier>,
+    pub swap: SyncSender<ModelUpdate>,
     pub active: ActiveModel,
 }
 
@@ -74,7 +75,7 @@ impl ModelSwitch {
         }
         .map_err(|e| format!("version {version} does not load: {e}"))?;
         self.store.set_active(installed.as_ref())?;
-        self.swap.send(classifier).map_err(|_| "the inference thread has stopped".to_string())?;
+        self.swap.send(ModelUpdate { classifier, probation: None }).map_err(|_| "the inference thread has stopped".to_string())?;
         Ok(version)
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::RegistryConfig;
 use crate::infer::spec::Layout;
+use crate::infer::probation::{ModelUpdate, ProbationPlan};
 use crate::infer::{ActiveModel, Classifier};
 use crate::model_store::ModelStore;
 use crate::publish::events::{Event, EventSink};
@@ -35,7 +36,7 @@ pub struct Updater {
     pub active: ActiveModel,
     pub intra_threads: usize,
     pub events: EventSink,
-    pub swap: SyncSender<Classifier>,
+    pub swap: SyncSender<ModelUpdate>,
     /// An announcement arrived: check now rather than at the next poll.
     pub wake: std::sync::mpsc::Receiver<()>,
     pub shutdown: Shutdown,
@@ -185,12 +186,29 @@ impl Updater {
             Ok(classifier) => classifier,
             Err(reason) => return rejected(version, reason),
         };
+        // What serves if this release fails probation: what is active now.
+        let fallback = match self.store.active(&self.keys) {
+            Ok(active) => active,
+            Err(error) => {
+                tracing::warn!(%error, "the active installed model does not verify; a failed probation falls back to the configured model");
+                None
+            }
+        };
         let installed = match self.store.install(&staging, &record_bytes, &signature, &record) {
             Ok(installed) => installed,
             Err(error) => return Outcome::Retry(error),
         };
         let identity = classifier.identity().clone();
-        if self.swap.send(classifier).is_err() {
+        let probation = ProbationPlan {
+            frames: self.config.probation_frames,
+            latency_budget_ms: self.config.latency_budget_ms,
+            min_score_ratio: self.config.probation_min_score_ratio,
+            version: record.version,
+            models_dir: self.config.models_dir.clone(),
+            fallback,
+        };
+        let probation = (probation.frames > 0).then_some(probation);
+        if self.swap.send(ModelUpdate { classifier, probation }).is_err() {
             return Outcome::Retry("the inference thread has stopped".into());
         }
         tracing::info!(name = %identity.name, version = %identity.version, dir = %installed.dir.display(), "new model installed and handed to inference");

@@ -103,6 +103,10 @@ fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
         assert_matches_schema(&e[0], "event.json");
     }
     assert_eq!(events(&sub, "model_activated")[0]["previous_version"], "1");
+    // The same network: as confident as before, so it passes probation.
+    sub.wait_until(Duration::from_secs(60), "probation passed", |_| !events(&sub, "model_probation_passed").is_empty());
+    assert_matches_schema(&events(&sub, "model_probation_passed")[0], "event.json");
+    assert!(events(&sub, "model_rolled_back").is_empty());
     let state = sub.on("/model").last().expect("retained model state").payload.clone();
     assert_matches_schema(&state, "model.json");
     assert_eq!(state["active"]["version"], "2");
@@ -348,4 +352,50 @@ fn leftovers_of_a_crash_mid_download_or_mid_install_do_no_harm_and_the_download_
     assert!(agent.terminate().success());
     let installed = std::fs::read(agent.state_dir().join("models/efficientnet_lite0-2/efficientnet_lite0.onnx")).unwrap();
     assert_eq!(installed, model);
+}
+
+#[test]
+fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a_gap() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "probation_frames = 30");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "a confidence baseline", |_| predictions(&sub).len() >= 40);
+
+    // The right network shipped with the wrong input scaling: it loads, has
+    // the right shapes and speed, and sees almost nothing on real frames.
+    let broken = tempfile::tempdir().unwrap();
+    for file in ["efficientnet_lite0.onnx", "imagenet_labels.txt", "road_taxonomy.toml"] {
+        std::fs::copy(repo("models").join(file), broken.path().join(file)).unwrap();
+    }
+    let spec = std::fs::read_to_string(repo("models/efficientnet_lite0.toml")).unwrap();
+    std::fs::write(broken.path().join("efficientnet_lite0.toml"), spec.replace("std = [128.0, 128.0, 128.0]", "std = [4000.0, 4000.0, 4000.0]")).unwrap();
+    let model = broken.path().join("efficientnet_lite0.onnx");
+    trainer.publish(&registry.url(), "champion", 2, &["--model", model.to_str().unwrap()]);
+
+    sub.wait_until(Duration::from_secs(90), "the rollback", |_| !events(&sub, "model_rolled_back").is_empty());
+    let rollback = events(&sub, "model_rolled_back")[0].clone();
+    println!("{rollback}");
+    assert_matches_schema(&rollback, "event.json");
+    assert_eq!((rollback["version"].as_str(), rollback["to_version"].as_str()), (Some("2"), Some("1")));
+    assert!(rollback["reason"].as_str().unwrap().contains("mean top-1 score"), "{rollback}");
+    let before = predictions(&sub).len();
+    sub.wait_until(Duration::from_secs(30), "predictions after the rollback", |_| predictions(&sub).len() > before + 5);
+    let all = predictions(&sub);
+    let versions: Vec<&str> = all.iter().map(|p| p["model"]["version"].as_str().unwrap()).collect();
+    assert_eq!(versions.windows(2).filter(|w| w[0] != w[1]).count(), 2, "1 → 2 → 1 only");
+    assert_eq!(versions.last(), Some(&"1"));
+    let seqs: BTreeSet<u64> = sub.all().iter().filter_map(|m| m.payload["seq"].as_u64()).collect();
+    assert_eq!(seqs.len() as u64, seqs.last().unwrap() - seqs.first().unwrap() + 1, "seq has gaps");
+
+    // After a restart: version 1, and the failed release is not installed again.
+    assert!(agent.terminate().success());
+    let before = predictions(&sub).len();
+    let mut agent = Agent::start_in(agent.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(60), "predictions after the restart", |_| predictions(&sub).len() > before + 3);
+    assert_eq!(predictions(&sub)[before]["model"]["version"], "1");
+    wait_for_rejection(&sub, 1, "rolled back");
+    assert!(agent.terminate().success());
 }

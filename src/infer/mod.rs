@@ -5,6 +5,7 @@
 
 pub mod classifier;
 pub mod preprocess;
+pub mod probation;
 pub mod spec;
 pub mod taxonomy;
 pub mod worker;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-use super::{ActiveModel, Classifier};
+use super::probation::{ConfidenceWindow, ModelUpdate, Probation, Verdict};
+use super::{ActiveModel, Classifier, RegionPrediction};
+use crate::model_store::ModelStore;
 use crate::publish::events::{Event, EventSink};
 use crate::frame_queue::FrameQueue;
 use crate::health::Heartbeat;
@@ -23,10 +25,18 @@ pub struct InferenceWorker {
     pub topics: Topics,
     pub sink: mpsc::Sender<Outgoing>,
     pub heartbeat: Arc<Heartbeat>,
-    /// New models from the updater, swapped in between two frames.
-    pub updates: std::sync::mpsc::Receiver<Classifier>,
+    /// New models from the updater and operators, swapped in between two frames.
+    pub updates: std::sync::mpsc::Receiver<ModelUpdate>,
     pub active: ActiveModel,
     pub events: EventSink,
+    pub confidence: ConfidenceWindow,
+    pub probation: Option<Probation>,
+}
+
+/// The mean of the regions' top-1 model scores.
+fn top1(regions: &[RegionPrediction]) -> Option<f32> {
+    let scores: Vec<f32> = regions.iter().filter_map(|r| r.top_k.first().map(|t| t.score)).collect();
+    (!scores.is_empty()).then(|| scores.iter().sum::<f32>() / scores.len() as f32)
 }
 
 impl InferenceWorker {
@@ -42,8 +52,8 @@ impl InferenceWorker {
     fn serve(&mut self) -> Result<(), String> {
         let heartbeat = self.heartbeat.clone();
         while let Some(job) = heartbeat.waiting(|| self.queue.pop()) {
-            if let Ok(classifier) = self.updates.try_recv() {
-                self.swap(classifier);
+            if let Ok(update) = self.updates.try_recv() {
+                self.swap(update);
             }
             let stats = &self.stats[job.camera];
             let started = Instant::now();
@@ -52,10 +62,17 @@ impl InferenceWorker {
                 Err(error) => {
                     CameraStats::add(&stats.inference_errors, 1);
                     tracing::warn!(camera = %stats.id, frame = job.frame_index, %error, "frame skipped");
+                    if let Some(Verdict::Failed(reason)) = self.probation.as_mut().map(Probation::record_error) {
+                        self.roll_back(reason);
+                    }
                     continue;
                 }
             };
             let inference_ms = started.elapsed().as_secs_f32() * 1000.0;
+            let score = top1(&regions);
+            if let Some(score) = score {
+                self.confidence.push(score);
+            }
             self.queue.give_back(job.frame);
             stats.record_latency(inference_ms);
             let camera = &stats.id;
@@ -74,24 +91,61 @@ impl InferenceWorker {
                 return Err(format!("publisher stopped; the prediction for frame {} of {camera} was not sent", job.frame_index));
             }
             CameraStats::add(&stats.frames_processed, 1);
+            match self.probation.as_mut().map(|p| p.record(inference_ms, score)) {
+                Some(Verdict::Failed(reason)) => self.roll_back(reason),
+                Some(Verdict::Passed(summary)) => {
+                    let version = self.classifier.identity().version.clone();
+                    tracing::info!(%version, %summary, "new model passed probation");
+                    self.events.send_blocking(Event::ModelProbationPassed { version, summary });
+                    self.probation = None;
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
 
-    /// Every prediction before this names the old model, every one after the new.
-    fn swap(&mut self, classifier: Classifier) {
-        let old = std::mem::replace(&mut self.classifier, classifier);
+    /// Every prediction before this names the old model, every one after the
+    /// new. A release on probation keeps the old model loaded until it passes.
+    fn swap(&mut self, update: ModelUpdate) {
+        let old = std::mem::replace(&mut self.classifier, update.classifier);
+        let previous_version = old.identity().version.clone();
+        self.probation = update.probation.map(|plan| Probation::new(plan, old, self.confidence.mean()));
+        self.confidence.clear();
         let new = self.classifier.identity().clone();
-        tracing::info!(name = %new.name, version = %new.version, previous = %old.identity().version, "model swapped");
-        if let Ok(mut active) = self.active.write() {
-            *active = new.clone();
-        }
+        tracing::info!(name = %new.name, version = %new.version, previous = %previous_version, "model swapped");
         self.events.send_blocking(Event::ModelActivated {
             name: new.name.clone(),
             version: new.version.clone(),
             sha256: new.sha256.clone(),
-            previous_version: old.identity().version.clone(),
+            previous_version,
         });
+        self.publish_active();
+    }
+
+    /// The release on probation failed: the previous model serves again, from
+    /// the next frame and after restarts, and this version is refused.
+    fn roll_back(&mut self, reason: String) {
+        let Some(probation) = self.probation.take() else { return };
+        let failed = std::mem::replace(&mut self.classifier, probation.previous);
+        let version = failed.identity().version.clone();
+        let to_version = self.classifier.identity().version.clone();
+        tracing::error!(%version, %to_version, %reason, "new model failed probation: rolled back");
+        let store = ModelStore::new(&probation.plan.models_dir);
+        if let Err(error) = store.refuse(probation.plan.version).and_then(|()| store.set_active(probation.plan.fallback.as_ref())) {
+            tracing::error!(%error, "cannot record the rollback on disk; the failed model may serve again after a restart");
+        }
+        self.confidence.clear();
+        self.events.send_blocking(Event::ModelRolledBack { version, to_version, reason });
+        self.publish_active();
+    }
+
+    /// ActiveModel and the retained `…/model` state.
+    fn publish_active(&mut self) {
+        let new = self.classifier.identity().clone();
+        if let Ok(mut active) = self.active.write() {
+            *active = new.clone();
+        }
         let payload = crate::publish::messages::model_state_payload(&self.device_id, &new);
         let _ = self.sink.blocking_send(Outgoing { topic: self.topics.model(), payload, kind: crate::publish::mqtt::Kind::Retained });
     }

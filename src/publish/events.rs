@@ -32,6 +32,10 @@ pub enum Event {
     ModelRejected { version: Option<u64>, reason: String },
     /// The inference thread swapped models between two frames.
     ModelActivated { name: String, version: String, sha256: String, previous_version: String },
+    /// A new release classified its first `registry.probation_frames` frames well.
+    ModelProbationPassed { version: String, summary: String },
+    /// A new release failed probation; `to_version` serves again.
+    ModelRolledBack { version: String, to_version: String, reason: String },
 }
 
 /// The payload of an event, without `seq` (the outbox adds it).
