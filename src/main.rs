@@ -77,6 +77,10 @@ enum ReleaseCommand {
         model: PathBuf,
         #[arg(long)]
         spec: Option<PathBuf>,
+        /// A golden set every device must classify well enough first (JSON:
+        /// {"min_accuracy": 0.8, "samples": [{"image": "car.jpg", "class": "car"}, ...]}).
+        #[arg(long)]
+        golden: Option<PathBuf>,
         /// Must be above the version every device runs.
         #[arg(long)]
         version: u64,
@@ -130,13 +134,14 @@ fn release(command: ReleaseCommand) -> Result<ExitCode> {
             println!("secret key: {} (keep it on the trainer only)", secret.display());
             println!("public key: {} (add it to registry.public_keys on every device)", public.display());
         }
-        ReleaseCommand::Publish { registry, tag, key, model, spec, version, expires_in, expires_at, min_agent_version, mqtt, topic_root } => {
+        ReleaseCommand::Publish { registry, tag, key, model, spec, golden, version, expires_in, expires_at, min_agent_version, mqtt, topic_root } => {
             let publication = trainer::Publication {
                 registry_url: registry,
                 tag,
                 key,
                 model,
                 spec,
+                golden,
                 version,
                 expires_in,
                 expires_at,

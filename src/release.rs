@@ -35,6 +35,9 @@ pub struct ReleaseRecord {
     pub input_shape: Vec<i64>,
     /// Number of classes the model outputs (= lines in the labels file).
     pub output_classes: usize,
+    /// One of `files`: a golden set (`GoldenSet` JSON) the model must pass on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden_file: Option<String>,
     pub key_id: String,
 }
 
@@ -50,6 +53,24 @@ impl ReleaseRecord {
     pub fn file(&self, name: &str) -> Option<&FileRecord> {
         self.files.iter().find(|f| f.name == name)
     }
+}
+
+/// Labelled images a release must classify well enough before it serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenSet {
+    /// Share of samples that must get their road class, 0–1.
+    pub min_accuracy: f32,
+    pub samples: Vec<GoldenSample>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenSample {
+    /// An image file, relative to the golden set file (a plain name inside a release).
+    pub image: String,
+    /// The road class it must get.
+    pub class: String,
 }
 
 pub struct SecretKey {
@@ -148,7 +169,7 @@ pub fn verify_signature(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey
     key.key
         .verify(record_bytes, &Signature::from_bytes(&signature))
         .map_err(|_| format!("the signature does not match the record (key \"{}\"): the record or signature was altered", record.key_id))?;
-    for name in [&record.model_file, &record.spec_file] {
+    for name in [&record.model_file, &record.spec_file].into_iter().chain(&record.golden_file) {
         if record.file(name).is_none() {
             return Err(format!("the record names {name} but does not list it in files"));
         }
@@ -188,6 +209,7 @@ mod tests {
             spec_file: "m.toml".into(),
             input_shape: vec![1, 3, 224, 224],
             output_classes: 1000,
+            golden_file: None,
             key_id: key_id.into(),
         })
         .unwrap()

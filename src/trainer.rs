@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::infer::spec::{Layout, SpecFile};
 use crate::publish::messages::rfc3339;
 use crate::registry::{self, Descriptor, Manifest, Registry};
-use crate::release::{FileRecord, ReleaseRecord, SecretKey, RECORD_SCHEMA};
+use crate::release::{FileRecord, GoldenSet, ReleaseRecord, SecretKey, RECORD_SCHEMA};
 
 /// Writes `<dir>/<key_id>.key` (secret, mode 0600) and `<dir>/<key_id>.pub`.
 pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
@@ -38,6 +38,8 @@ pub struct Publication {
     pub key: PathBuf,
     pub model: PathBuf,
     pub spec: Option<PathBuf>,
+    /// A golden set (JSON: min_accuracy and samples of image + class); its images go with it.
+    pub golden: Option<PathBuf>,
     pub version: u64,
     pub expires_in: Duration,
     pub expires_at: Option<SystemTime>,
@@ -56,13 +58,34 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let file_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().to_string()).ok_or(format!("{} has no file name", path.display()));
     let mut paths = vec![p.model.clone(), spec_path.clone(), base.join(&spec.labels), base.join(&spec.taxonomy)];
+    let mut golden_bytes = None;
+    if let Some(golden) = &p.golden {
+        let text = std::fs::read_to_string(golden).map_err(|e| format!("cannot read the golden set {}: {e}", golden.display()))?;
+        let mut set: GoldenSet = serde_json::from_str(&text).map_err(|e| format!("golden set {}: {e}", golden.display()))?;
+        let golden_base = golden.parent().unwrap_or(Path::new("."));
+        for sample in &mut set.samples {
+            let image = golden_base.join(&sample.image);
+            sample.image = file_name(&image)?;
+            paths.push(image);
+        }
+        // Inside the release every file sits side by side: the set names them so.
+        golden_bytes = Some((file_name(golden)?, serde_json::to_vec_pretty(&set).map_err(|e| e.to_string())?));
+    }
     paths.dedup();
     let mut files = Vec::new();
     let mut contents = Vec::new();
-    for path in &paths {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let golden_entry = golden_bytes.clone().map(|(name, bytes)| (PathBuf::from(name), Some(bytes)));
+    for (path, given) in paths.iter().map(|p| (p.clone(), None)).chain(golden_entry) {
+        let bytes = match given {
+            Some(bytes) => bytes,
+            None => std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        };
+        let name = file_name(&path)?;
+        if files.iter().any(|f: &FileRecord| f.name == name) {
+            return Err(format!("two files of the release are named {name}; rename one"));
+        }
         let sha256 = registry::sha256_digest(&bytes).trim_start_matches("sha256:").to_string();
-        files.push(FileRecord { name: file_name(path)?, sha256, size: bytes.len() as u64 });
+        files.push(FileRecord { name, sha256, size: bytes.len() as u64 });
         contents.push(bytes);
     }
     let labels = String::from_utf8_lossy(&contents[2]).lines().filter(|l| !l.trim().is_empty()).count();
@@ -81,6 +104,7 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
         files,
         input_shape,
         output_classes: labels,
+        golden_file: golden_bytes.map(|(name, _)| name),
         key_id: key.key_id.clone(),
     };
     let record_bytes = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;

@@ -10,6 +10,7 @@
 //! shapes, or is too slow on this device.
 
 use opencv::core::{Mat, Rect, Scalar, CV_8UC3};
+use opencv::prelude::*;
 use std::path::Path;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
@@ -21,8 +22,28 @@ use crate::infer::{ActiveModel, Classifier};
 use crate::model_store::ModelStore;
 use crate::publish::events::{Event, EventSink};
 use crate::registry::{Registry, RECORD_TYPE, SIGNATURE_TYPE};
-use crate::release::{self, PublicKey, ReleaseRecord};
+use crate::release::{self, GoldenSet, PublicKey, ReleaseRecord};
 use crate::shutdown::Shutdown;
+
+/// Classifies every golden image (whole image) and counts the right road classes.
+fn golden_accuracy(classifier: &mut Classifier, staging: &Path, golden: &str) -> Result<(usize, usize, f32), String> {
+    let text = std::fs::read(staging.join(golden)).map_err(|e| format!("cannot read the golden set: {e}"))?;
+    let set: GoldenSet = serde_json::from_slice(&text).map_err(|e| format!("the golden set is not valid: {e}"))?;
+    let mut correct = 0;
+    for sample in &set.samples {
+        let path = staging.join(&sample.image);
+        let image = opencv::imgcodecs::imread(&path, opencv::imgcodecs::IMREAD_COLOR).map_err(|e| e.to_string())?;
+        if image.empty() {
+            return Err(format!("golden image {} cannot be decoded", sample.image));
+        }
+        let rect = [Rect::new(0, 0, image.cols(), image.rows())];
+        let regions = classifier.classify(&image, &rect).map_err(|e| format!("the model fails on golden image {}: {e}", sample.image))?;
+        if regions.first().is_some_and(|r| r.class == sample.class) {
+            correct += 1;
+        }
+    }
+    Ok((correct, set.samples.len(), set.min_accuracy))
+}
 
 /// Largest release record or signature accepted.
 const MAX_SMALL_BLOB: u64 = 1 << 20;
@@ -243,6 +264,14 @@ impl Updater {
         let p95 = times[((times.len() as f32 * 0.95).ceil() as usize).clamp(1, times.len()) - 1];
         if p95 > self.config.latency_budget_ms {
             return Err(format!("too slow on this device: p95 {p95:.1} ms over registry.latency_budget_ms ({} ms)", self.config.latency_budget_ms));
+        }
+        if let Some(golden) = &record.golden_file {
+            let (correct, total, required) = golden_accuracy(&mut classifier, staging, golden)?;
+            let accuracy = correct as f32 / total.max(1) as f32;
+            if accuracy < required {
+                return Err(format!("golden-set accuracy {correct}/{total} = {accuracy:.2}, below the required {required:.2}"));
+            }
+            tracing::info!(correct, total, "golden set passed");
         }
         tracing::info!(p95_ms = p95, "new model validated");
         Ok(classifier)

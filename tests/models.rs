@@ -77,8 +77,10 @@ fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
     let mut agent = Agent::start(&config);
     sub.wait_until(Duration::from_secs(60), "predictions by the bundled model", |_| predictions(&sub).len() >= 20);
 
-    trainer.publish(&registry.url(), "champion", 2, &[]);
+    let golden = repo("models/golden.json");
+    trainer.publish(&registry.url(), "champion", 2, &["--golden", golden.to_str().unwrap()]);
     sub.wait_until(Duration::from_secs(60), "the swap", |_| !events(&sub, "model_activated").is_empty());
+    assert!(agent.log().contains("golden set passed"), "{}", agent.log());
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
     let frames = truth["frames"].as_u64().unwrap();
     sub.wait_until(Duration::from_secs(120), "every frame", |_| predictions(&sub).len() as u64 >= frames);
@@ -193,6 +195,19 @@ fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
     trainer.publish(&registry.url(), "champion", 5, &["--model", model.to_str().unwrap()]);
     wait_for_rejection(&sub, 5, "does not load");
 
+    // Labels mapped to the wrong road classes (car and truck swapped): it
+    // loads and runs fast, but misses the golden set.
+    let swapped = tempfile::tempdir().unwrap();
+    for file in ["efficientnet_lite0.onnx", "efficientnet_lite0.toml", "imagenet_labels.txt"] {
+        std::fs::copy(repo("models").join(file), swapped.path().join(file)).unwrap();
+    }
+    let taxonomy = std::fs::read_to_string(repo("models/road_taxonomy.toml")).unwrap();
+    std::fs::write(swapped.path().join("road_taxonomy.toml"), taxonomy.replace("\ncar = ", "\nTMP = ").replace("\ntruck = ", "\ncar = ").replace("\nTMP = ", "\ntruck = ")).unwrap();
+    let model = swapped.path().join("efficientnet_lite0.onnx");
+    let golden = repo("models/golden.json");
+    trainer.publish(&registry.url(), "champion", 6, &["--model", model.to_str().unwrap(), "--golden", golden.to_str().unwrap()]);
+    wait_for_rejection(&sub, 6, "golden-set accuracy 3/5");
+
     // Through all of it: the bundled model kept serving, without a gap.
     let before = predictions(&sub).len();
     sub.wait_until(Duration::from_secs(30), "more predictions", |_| predictions(&sub).len() > before + 10);
@@ -201,7 +216,7 @@ fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
     assert_eq!(seqs.len() as u64, seqs.last().unwrap() - seqs.first().unwrap() + 1, "seq has gaps");
     assert!(events(&sub, "model_activated").is_empty());
     let versions: Vec<Option<u64>> = events(&sub, "model_rejected").iter().map(|e| e["version"].as_u64()).collect();
-    assert_eq!(versions, [Some(2), Some(3), Some(1), Some(4), Some(5)]);
+    assert_eq!(versions, [Some(2), Some(3), Some(1), Some(4), Some(5), Some(6)]);
     assert!(agent.terminate().success());
 }
 
