@@ -640,6 +640,26 @@ loop = true
     }
 
     #[test]
+    fn registry_and_outbox_settings_default_under_state_dir_and_are_checked() {
+        let with = |extra: &str| format!("{MINIMAL}\n{extra}");
+        let c = parse(&with("[registry]\nurl = \"http://127.0.0.1:5000/roadside/vc\"\npublic_keys = [\"keys/trainer.pub\"]")).unwrap();
+        let registry = c.registry.unwrap();
+        assert_eq!(registry.models_dir, PathBuf::from("/var/lib/cctv-agent/models"));
+        assert_eq!(registry.public_keys, [PathBuf::from("/etc/cctv/keys/trainer.pub")]);
+        assert_eq!((registry.tag.as_str(), registry.poll_seconds, registry.probation_frames), ("champion", 300, 200));
+        assert_eq!(c.outbox.path, PathBuf::from("/var/lib/cctv-agent/outbox.redb"));
+        let cases = [
+            ("[registry]\nurl = \"http://127.0.0.1:5000/vc\"\npublic_keys = []", "registry.public_keys"),
+            ("[registry]\nurl = \"ftp://x/vc\"\npublic_keys = [\"k.pub\"]", "registry.url"),
+            ("[outbox]\nmax_bytes = 100", "outbox.max_bytes"),
+        ];
+        for (extra, key) in cases {
+            let err = parse(&with(extra)).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
     fn the_demo_config_is_valid() {
         Config::demo().unwrap();
     }

@@ -44,6 +44,18 @@ impl Trainer {
     }
 }
 
+/// A copy of the bundled model's files with `file` edited by `edit`; the
+/// returned folder holds `efficientnet_lite0.onnx` and its spec.
+fn bundled_model_with(file: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["efficientnet_lite0.onnx", "efficientnet_lite0.toml", "imagenet_labels.txt", "road_taxonomy.toml"] {
+        std::fs::copy(repo("models").join(name), dir.path().join(name)).unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+    std::fs::write(dir.path().join(file), edit(text)).unwrap();
+    dir
+}
+
 fn config(broker: &Mosquitto, registry: &OciRegistry, trainer: &Trainer, cameras: &str, registry_extra: &str) -> String {
     let poll = if registry_extra.contains("poll_seconds") { "" } else { "poll_seconds = 1\n" };
     format!(
@@ -185,24 +197,16 @@ fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
     std::fs::write(&stored, original).unwrap();
 
     // A spec that does not fit the network (a 160-pixel input for a 224 model).
-    let broken = tempfile::tempdir().unwrap();
-    for file in ["efficientnet_lite0.onnx", "imagenet_labels.txt", "road_taxonomy.toml"] {
-        std::fs::copy(repo("models").join(file), broken.path().join(file)).unwrap();
-    }
-    let spec = std::fs::read_to_string(repo("models/efficientnet_lite0.toml")).unwrap();
-    std::fs::write(broken.path().join("efficientnet_lite0.toml"), spec.replace("width = 224", "width = 160").replace("height = 224", "height = 160")).unwrap();
+    let broken = bundled_model_with("efficientnet_lite0.toml", |spec| spec.replace("width = 224", "width = 160").replace("height = 224", "height = 160"));
     let model = broken.path().join("efficientnet_lite0.onnx");
     trainer.publish(&registry.url(), "champion", 5, &["--model", model.to_str().unwrap()]);
     wait_for_rejection(&sub, 5, "does not load");
 
     // Labels mapped to the wrong road classes (car and truck swapped): it
     // loads and runs fast, but misses the golden set.
-    let swapped = tempfile::tempdir().unwrap();
-    for file in ["efficientnet_lite0.onnx", "efficientnet_lite0.toml", "imagenet_labels.txt"] {
-        std::fs::copy(repo("models").join(file), swapped.path().join(file)).unwrap();
-    }
-    let taxonomy = std::fs::read_to_string(repo("models/road_taxonomy.toml")).unwrap();
-    std::fs::write(swapped.path().join("road_taxonomy.toml"), taxonomy.replace("\ncar = ", "\nTMP = ").replace("\ntruck = ", "\ncar = ").replace("\nTMP = ", "\ntruck = ")).unwrap();
+    let swapped = bundled_model_with("road_taxonomy.toml", |taxonomy| {
+        taxonomy.replace("\ncar = ", "\nTMP = ").replace("\ntruck = ", "\ncar = ").replace("\nTMP = ", "\ntruck = ")
+    });
     let model = swapped.path().join("efficientnet_lite0.onnx");
     let golden = repo("models/golden.json");
     trainer.publish(&registry.url(), "champion", 6, &["--model", model.to_str().unwrap(), "--golden", golden.to_str().unwrap()]);
@@ -381,12 +385,7 @@ fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a
 
     // The right network shipped with the wrong input scaling: it loads, has
     // the right shapes and speed, and sees almost nothing on real frames.
-    let broken = tempfile::tempdir().unwrap();
-    for file in ["efficientnet_lite0.onnx", "imagenet_labels.txt", "road_taxonomy.toml"] {
-        std::fs::copy(repo("models").join(file), broken.path().join(file)).unwrap();
-    }
-    let spec = std::fs::read_to_string(repo("models/efficientnet_lite0.toml")).unwrap();
-    std::fs::write(broken.path().join("efficientnet_lite0.toml"), spec.replace("std = [128.0, 128.0, 128.0]", "std = [4000.0, 4000.0, 4000.0]")).unwrap();
+    let broken = bundled_model_with("efficientnet_lite0.toml", |spec| spec.replace("std = [128.0, 128.0, 128.0]", "std = [4000.0, 4000.0, 4000.0]"));
     let model = broken.path().join("efficientnet_lite0.onnx");
     trainer.publish(&registry.url(), "champion", 2, &["--model", model.to_str().unwrap()]);
 
