@@ -13,6 +13,7 @@ run: build
 
 ## make test: unit and integration tests against real Mosquitto, ONNX Runtime, OpenCV and RTSP.
 test: build
+	$(CARGO) build --release --benches     # benchmarks must keep compiling
 	$(CARGO) test --release -- --test-threads=2
 
 ## make soak DURATION=600: a looping clip with the broker restarted every minute;

@@ -25,7 +25,6 @@ use cctv_agent::infer::worker::InferenceWorker;
 use cctv_agent::infer::Classifier;
 use cctv_agent::publish::events::EventSink;
 use cctv_agent::publish::Topics;
-use cctv_agent::seq::SeqAllocator;
 use cctv_agent::shutdown::Shutdown;
 use cctv_agent::stats::CameraStats;
 
@@ -117,7 +116,6 @@ fn inference_fps(classifier: &mut Classifier, frames: &[Mat]) -> f64 {
 }
 
 fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
-    let state = tempfile::tempdir().unwrap();
     let health = Health::new();
     let queue = Arc::new(FrameQueue::new());
     let stats = Arc::new(CameraStats::new("bench"));
@@ -131,17 +129,23 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         max_regions: 8,
         motion: MotionConfig::default(),
     };
+    let (events, _) = tokio::sync::mpsc::channel(1); // the clip raises no events
+    let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
+    let active = Arc::new(std::sync::RwLock::new(classifier.identity().clone()));
     let worker = InferenceWorker {
         device_id: "bench".into(),
         classifier,
         queue: queue.clone(),
         stats: vec![stats.clone()],
-        seq: SeqAllocator::open(state.path()).unwrap(),
         topics: Topics::new("cctv", "bench"),
         sink,
         heartbeat: health.register("inference"),
+        updates,
+        active,
+        events: EventSink::new("bench", "cctv/bench/events".into(), &events),
+        confidence: Default::default(),
+        probation: None,
     };
-    let (events, _) = tokio::sync::mpsc::channel(1); // the clip raises no events
     let camera = CameraWorker {
         index: 0,
         config,
@@ -149,7 +153,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         stats,
         shutdown: Shutdown::new(),
         heartbeat: health.register("camera"),
-        events: EventSink::new("bench", "cctv/bench/events".into(), events),
+        events: EventSink::new("bench", "cctv/bench/events".into(), &events),
         lost_since: Default::default(),
     };
     let started = Instant::now();
