@@ -413,3 +413,38 @@ fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a
     wait_for_rejection(&sub, 1, "rolled back");
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn an_agent_killed_mid_download_serves_the_old_model_on_restart_and_resumes_the_download() {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    trainer.publish(&registry.url(), "champion", 2, &[]);
+    let digest = cctv_agent::registry::Registry::new(&registry.url()).unwrap().tag_digest("champion").unwrap().unwrap();
+    // 19 MB at 2 MB/s: about ten seconds of download to kill it in.
+    let proxy = SlowProxy::start(registry.port, 2 << 20);
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "")
+        .replace(&registry.url(), &format!("http://127.0.0.1:{}/roadside/vehicle-classifier", proxy.port));
+    let mut agent = Agent::start(&config);
+    let partial = agent.state_dir().join("models/staging").join(digest.trim_start_matches("sha256:")).join("efficientnet_lite0.onnx");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 2 << 20 {
+        assert!(std::time::Instant::now() < deadline, "the download did not start: {}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.kill();
+    let model = std::fs::read(repo("models/efficientnet_lite0.onnx")).unwrap();
+    let had = std::fs::metadata(&partial).unwrap().len();
+    assert!(had < model.len() as u64, "the download had finished");
+
+    let before = predictions(&sub).len();
+    let mut agent = Agent::start_in(agent.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(60), "predictions after the restart", |_| predictions(&sub).len() > before);
+    assert_eq!(predictions(&sub)[before]["model"]["version"], "1", "the old model serves while the download resumes");
+    sub.wait_until(Duration::from_secs(60), "version 2 serving", |_| predictions(&sub).iter().any(|p| p["model"]["version"] == "2"));
+    println!("killed with {had} of {} bytes downloaded; resumed and activated", model.len());
+    assert!(agent.log().contains("resuming an interrupted download"), "{}", agent.log());
+    assert!(agent.terminate().success());
+    assert_eq!(std::fs::read(agent.state_dir().join("models/efficientnet_lite0-2/efficientnet_lite0.onnx")).unwrap(), model);
+}

@@ -201,6 +201,39 @@ impl Drop for OciRegistry {
     }
 }
 
+/// A TCP proxy that passes replies at `bytes_per_second`: a slow uplink,
+/// so a download is still running when the test kills the agent.
+pub struct SlowProxy {
+    pub port: u16,
+}
+
+impl SlowProxy {
+    pub fn start(upstream: u16, bytes_per_second: usize) -> SlowProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let (mut client_read, mut server_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut client_read, &mut server_write));
+                let (mut server_read, mut client_write) = (server, client);
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    while let Ok(n) = server_read.read(&mut buffer) {
+                        if n == 0 || client_write.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs_f64(n as f64 / bytes_per_second as f64));
+                    }
+                    let _ = client_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy { port }
+    }
+}
+
 /// Publishes one QoS 1 message and waits for the broker's acknowledgement.
 pub fn publish(port: u16, topic: &str, payload: &[u8]) {
     let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
