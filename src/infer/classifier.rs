@@ -51,6 +51,19 @@ pub struct RegionPrediction {
     pub class: String,
     pub score: f32,
     pub top_k: Vec<TopK>,
+    /// Model score of the first label minus the second's: small = torn between two.
+    pub margin: f32,
+    /// Entropy of the model's label distribution over ln(labels): 0 = certain, 1 = uniform.
+    pub entropy: f32,
+}
+
+/// Shannon entropy of a probability distribution, divided by its maximum.
+fn normalized_entropy(probabilities: &[f32]) -> f32 {
+    if probabilities.len() < 2 {
+        return 0.0;
+    }
+    let h: f32 = probabilities.iter().filter(|p| **p > 0.0).map(|p| -p * p.ln()).sum();
+    (h / (probabilities.len() as f32).ln()).clamp(0.0, 1.0)
 }
 
 pub struct Classifier {
@@ -135,12 +148,14 @@ impl Classifier {
         order.select_nth_unstable_by(k - 1, |a, b| scores[*b].total_cmp(&scores[*a]));
         order.truncate(k);
         order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-        let top_k = order
+        let top_k: Vec<TopK> = order
             .into_iter()
             .map(|index| TopK { index, label: self.spec.labels[index].clone(), score: scores[index] })
             .collect();
+        let margin = top_k[0].score - top_k.get(1).map_or(0.0, |t| t.score);
+        let entropy = normalized_entropy(scores);
         let (class, score) = self.spec.taxonomy.classify(scores);
-        RegionPrediction { bbox: [rect.x, rect.y, rect.width, rect.height], class: class.to_string(), score, top_k }
+        RegionPrediction { bbox: [rect.x, rect.y, rect.width, rect.height], class: class.to_string(), score, top_k, margin, entropy }
     }
 }
 
@@ -204,4 +219,17 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
         hasher.update(&buffer[..n]);
     }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalized_entropy;
+
+    #[test]
+    fn entropy_is_zero_when_certain_and_one_when_uniform() {
+        assert_eq!(normalized_entropy(&[1.0, 0.0, 0.0, 0.0]), 0.0);
+        assert!((normalized_entropy(&[0.25; 4]) - 1.0).abs() < 1e-6);
+        let torn = normalized_entropy(&[0.5, 0.5, 0.0, 0.0]);
+        assert!((torn - 0.5).abs() < 1e-6, "{torn}");
+    }
 }
