@@ -88,7 +88,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let commands = CommandTask {
         device_id: config.device_id.clone(),
         topics: topics.clone(),
-        model: model.clone(),
+        model: active_model.clone(),
         started: std::time::Instant::now(),
         sink: sink.clone(),
         models: config.registry.as_ref().map(|registry| {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
-use crate::infer::ModelIdentity;
+use crate::infer::ActiveModel;
 use crate::publish::messages::rfc3339;
 use crate::publish::mqtt::{reply, IncomingCommand};
 use crate::publish::{Outgoing, Topics};
@@ -34,7 +34,8 @@ pub struct Reply<'a> {
 pub struct CommandTask {
     pub device_id: String,
     pub topics: Topics,
-    pub model: ModelIdentity,
+    /// The model serving now (changes with swaps).
+    pub model: ActiveModel,
     pub started: Instant,
     pub sink: mpsc::Sender<Outgoing>,
     /// Rollback and pin; None without a `[registry]`.
@@ -48,7 +49,7 @@ impl CommandTask {
                 tracing::debug!(topic = %command.topic, "message on an unexpected topic ignored");
                 continue;
             };
-            let (id, outcome) = self.handle(name, &command.payload);
+            let (id, outcome) = self.handle(name, &command.payload).await;
             match &outcome {
                 Ok(_) => tracing::info!(command = name, "command done"),
                 Err(error) => tracing::warn!(command = name, %error, "command refused"),
@@ -66,7 +67,7 @@ impl CommandTask {
     }
 
     /// The request's id and the command's result or the reason it was refused.
-    fn handle(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, String>) {
+    async fn handle(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, String>) {
         if payload.len() > MAX_COMMAND_BYTES {
             return (None, Err(format!("payload of {} bytes is over the {MAX_COMMAND_BYTES}-byte limit", payload.len())));
         }
@@ -83,19 +84,24 @@ impl CommandTask {
         let result = match name {
             "ping" => Ok(serde_json::json!({
                 "agent_version": crate::AGENT_VERSION,
-                "model": self.model,
+                "model": *self.model.read().unwrap_or_else(|e| e.into_inner()),
                 "uptime_s": self.started.elapsed().as_secs(),
             })),
-            "rollback" | "pin" | "unpin" => match &self.models {
+            "rollback" | "pin" | "unpin" => match self.models.clone() {
                 None => Err("model commands need a [registry] section in the config".into()),
-                Some(models) => tokio::task::block_in_place(|| match name {
-                    "rollback" => models.rollback(),
-                    "unpin" => models.unpin(),
-                    _ => match request.get("version").and_then(Value::as_u64) {
-                        Some(version) => models.pin(version),
-                        None => Err("pin needs a \"version\" (a number), e.g. {\"id\": \"1\", \"version\": 2}".into()),
-                    },
-                }),
+                Some(models) => {
+                    let version = request.get("version").and_then(Value::as_u64);
+                    let name = name.to_string();
+                    // Loading a model takes a while: off the async workers.
+                    tokio::task::spawn_blocking(move || match (name.as_str(), version) {
+                        ("rollback", _) => models.rollback(),
+                        ("unpin", _) => models.unpin(),
+                        (_, Some(version)) => models.pin(version),
+                        (_, None) => Err("pin needs a \"version\" (a number), e.g. {\"id\": \"1\", \"version\": 2}".into()),
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the command failed: {e}")))
+                }
             },
             other => Err(format!("unknown command \"{other}\"; known: {}", KNOWN.join(", "))),
         };

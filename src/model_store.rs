@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::infer::classifier::sha256_file;
 use crate::registry::write_atomically;
 use crate::release::{self, PublicKey, ReleaseRecord};
 
@@ -66,9 +67,13 @@ impl ModelStore {
         let read = |file: &str| std::fs::read(dir.join(file)).map_err(|e| format!("cannot read {}: {e}", dir.join(file).display()));
         let record = release::verify_signature(&read(RECORD)?, &read(SIGNATURE)?, keys)?;
         for file in &record.files {
-            let bytes = read(&file.name)?;
-            if bytes.len() as u64 != file.size || crate::registry::sha256_digest(&bytes) != format!("sha256:{}", file.sha256) {
-                return Err(format!("{} does not match its release record: the installed model was altered", dir.join(&file.name).display()));
+            let path = dir.join(&file.name);
+            let size = std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+            if size != file.size || sha256_file(&path).map_err(|e| e.to_string())? != file.sha256 {
+                return Err(format!(
+                    "{} does not match its release record: the installed model was altered; the configured model serves until a new release installs",
+                    path.display()
+                ));
             }
         }
         Ok(InstalledModel { dir, record })

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::infer::classifier::sha256_file;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -65,7 +67,7 @@ fn describe(error: ureq::Error) -> String {
             let body = response.into_string().unwrap_or_default();
             format!("{url} answered {code}: {}", body.chars().take(200).collect::<String>().trim())
         }
-        ureq::Error::Transport(transport) => format!("cannot reach the registry: {transport}"),
+        ureq::Error::Transport(transport) => format!("cannot reach the registry ({transport}): check registry.url and the device's network"),
     }
 }
 
@@ -147,10 +149,9 @@ impl Registry {
             std::io::copy(&mut response.into_reader().take(remaining), &mut file).map_err(|e| format!("downloading {}: {e}", descriptor.digest))?;
             file.sync_all().map_err(|e| format!("cannot sync {}: {e}", path.display()))?;
         }
-        let mut hasher = Sha256::new();
-        let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let size = std::io::copy(&mut file, &mut hasher).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if size != descriptor.size || format!("sha256:{}", hex(&hasher.finalize())) != descriptor.digest {
+        let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+        let sha256 = sha256_file(path).map_err(|e| e.to_string())?;
+        if size != descriptor.size || format!("sha256:{sha256}") != descriptor.digest {
             let _ = std::fs::remove_file(path);
             return Err(format!("blob {} does not match its digest and size: altered in the registry or in transit", descriptor.digest));
         }

@@ -88,7 +88,7 @@ fn motion_regions_on_the_road_clip_get_the_true_road_class() {
     let predictions = wait_for_file_to_finish(&sub, "road", Duration::from_secs(120));
     assert!(agent.terminate().success(), "{}", agent.log());
 
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
+    let truth = road_truth();
     let by_frame: BTreeMap<u64, &Value> = predictions.iter().map(|p| (p["frame_index"].as_u64().unwrap(), p)).collect();
     let mut report = Vec::new();
     for object in truth["objects"].as_array().unwrap() {
@@ -134,7 +134,7 @@ fn predictions_carry_the_contract_fields_with_no_gaps_and_status_follows_the_age
 
     // Every frame of the clip, once, in order, with consecutive seq.
     let frames: Vec<u64> = predictions.iter().map(|p| p["frame_index"].as_u64().unwrap()).collect();
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
+    let truth = road_truth();
     assert_eq!(frames, (0..truth["frames"].as_u64().unwrap()).collect::<Vec<_>>());
     let seqs: Vec<u64> = predictions.iter().map(|p| p["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq has gaps or repeats");
@@ -494,7 +494,7 @@ fn telemetry_reports_the_device_sensors_found_in_sysfs() {
 }
 
 fn events(sub: &Subscriber, kind: &str, camera: &str) -> Vec<Value> {
-    sub.on("/events").into_iter().map(|m| m.payload).filter(|e| e["kind"] == kind && e["camera"] == camera).collect()
+    sub.events(kind).into_iter().filter(|e| e["camera"] == camera).collect()
 }
 
 fn predictions_from(sub: &Subscriber, camera: &str) -> usize {

@@ -20,11 +20,6 @@ fn camera(extra: &str) -> String {
 /// Four fixed lanes: slower inference per frame, so faults land mid-clip.
 const FOUR_LANES: &str = "regions = [[0, 0, 320, 200], [320, 0, 320, 200], [0, 200, 320, 200], [320, 200, 320, 200]]";
 
-fn clip_frames() -> u64 {
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
-    truth["frames"].as_u64().unwrap()
-}
-
 /// Every numbered message received (predictions and events), in arrival order.
 fn numbered(sub: &Subscriber) -> Vec<Received> {
     sub.all().into_iter().filter(|m| m.payload.get("seq").is_some() && !m.topic.ends_with("/reply")).collect()
@@ -76,7 +71,7 @@ fn the_broker_restarting_three_times_loses_no_prediction() {
     let sub = Subscriber::start_persistent(broker.port, "cctv/test-pole/#", "trainer-restarts");
     let config = agent_config(&broker, &camera(FOUR_LANES));
     let mut agent = Agent::start(&config);
-    let frames = clip_frames();
+    let frames = road_clip_frames();
 
     for round in 1..=3 {
         let before = numbered(&sub).len();
@@ -121,7 +116,7 @@ fn an_agent_killed_mid_stream_resends_only_what_was_not_acknowledged_and_numberi
     let mut agent = Agent::start_in(agent.into_dir(), &config);
     // The restarted agent replays the clip from its first frame.
     sub.wait_until(Duration::from_secs(120), "the replayed clip's last frame", |_| {
-        numbered(&sub)[before_restart..].iter().any(|m| m.payload["frame_index"].as_u64() == Some(clip_frames() - 1))
+        numbered(&sub)[before_restart..].iter().any(|m| m.payload["frame_index"].as_u64() == Some(road_clip_frames() - 1))
     });
     std::thread::sleep(Duration::from_secs(1));
     assert!(agent.terminate().success());
@@ -167,7 +162,7 @@ fn sigterm_without_a_broker_exits_promptly_and_leaves_the_rest_in_the_outbox_for
 
     broker.restart();
     let agent = Agent::start_in(agent.into_dir(), &config);
-    let frames = clip_frames();
+    let frames = road_clip_frames();
     sub.wait_until(Duration::from_secs(60), "both runs' predictions", |_| {
         sub.on("/predictions/road").iter().map(seq).collect::<BTreeSet<_>>().len() as u64 >= 2 * frames
     });
@@ -195,7 +190,7 @@ fn a_long_outage_with_a_small_outbox_drops_the_oldest_and_reports_exactly_how_ma
     let store_bytes = std::fs::metadata(agent.state_dir().join("outbox.redb")).unwrap().len();
 
     broker.restart();
-    let frames = clip_frames();
+    let frames = road_clip_frames();
     sub.wait_until(Duration::from_secs(60), "the clip's last frame and a drop report", |_| {
         frames_received(&sub).contains(&(frames - 1)) && !sub.on("/events").is_empty()
     });
@@ -261,10 +256,6 @@ fn an_unwritable_outbox_folder_is_reported_and_the_agent_keeps_serving_from_memo
     assert!(agent.terminate().success());
 }
 
-fn replies(sub: &Subscriber, command: &str) -> Vec<Value> {
-    sub.on(&format!("/cmd/{command}/reply")).into_iter().map(|m| m.payload).collect()
-}
-
 #[test]
 fn commands_get_replies_and_bad_ones_are_refused_without_effect() {
     let broker = Mosquitto::start();
@@ -278,9 +269,9 @@ fn commands_get_replies_and_bad_ones_are_refused_without_effect() {
     publish(broker.port, "cctv/test-pole/cmd/ping", &vec![b' '; 100 * 1024]);
     publish(broker.port, "cctv/test-pole/cmd/ping", br#"{"id": {"nested": 1}}"#);
     publish(broker.port, "cctv/test-pole/cmd/reboot", br#"{"id": 7}"#);
-    sub.wait_until(Duration::from_secs(10), "five replies", |_| replies(&sub, "ping").len() == 4 && replies(&sub, "reboot").len() == 1);
+    sub.wait_until(Duration::from_secs(10), "five replies", |_| sub.replies("ping").len() == 4 && sub.replies("reboot").len() == 1);
 
-    let ping = replies(&sub, "ping");
+    let ping = sub.replies("ping");
     assert_eq!(ping[0]["ok"], true, "{}", ping[0]);
     assert_eq!(ping[0]["id"], "p-1");
     assert_eq!(ping[0]["result"]["model"]["name"], "efficientnet_lite0");
@@ -289,7 +280,7 @@ fn commands_get_replies_and_bad_ones_are_refused_without_effect() {
     assert!(ping[1]["error"].as_str().unwrap().contains("not a JSON object"), "{}", ping[1]);
     assert!(ping[2]["error"].as_str().unwrap().contains("over the 65536-byte limit"), "{}", ping[2]);
     assert!(ping[3]["error"].as_str().unwrap().contains("`id`"), "{}", ping[3]);
-    let reboot = &replies(&sub, "reboot")[0];
+    let reboot = &sub.replies("reboot")[0];
     assert_eq!((reboot["ok"].as_bool(), reboot["id"].as_u64()), (Some(false), Some(7)));
     assert!(reboot["error"].as_str().unwrap().contains("unknown command"), "{reboot}");
     for reply in ping.iter().chain([reboot]) {

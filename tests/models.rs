@@ -5,7 +5,6 @@
 mod support;
 
 use serde_json::Value;
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -56,6 +55,15 @@ fn bundled_model_with(file: &str, edit: impl Fn(String) -> String) -> tempfile::
     dir
 }
 
+/// A broker, a registry, a trainer with its keys, and a subscriber to the test device.
+fn start() -> (Mosquitto, OciRegistry, Trainer, Subscriber) {
+    let broker = Mosquitto::start();
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    (broker, registry, trainer, sub)
+}
+
 fn config(broker: &Mosquitto, registry: &OciRegistry, trainer: &Trainer, cameras: &str, registry_extra: &str) -> String {
     let poll = if registry_extra.contains("poll_seconds") { "" } else { "poll_seconds = 1\n" };
     format!(
@@ -70,20 +78,13 @@ fn clip_camera(extra: &str) -> String {
     format!("[[cameras]]\nid = \"road\"\nurl = \"{}\"\n{extra}\n", road_clip().display())
 }
 
-fn events(sub: &Subscriber, kind: &str) -> Vec<Value> {
-    sub.on("/events").into_iter().map(|m| m.payload).filter(|e| e["kind"] == kind).collect()
-}
-
 fn predictions(sub: &Subscriber) -> Vec<Value> {
     sub.on("/predictions/road").into_iter().map(|m| m.payload).collect()
 }
 
 #[test]
 fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     let lanes = "replay = \"asap\"\nregions = [[0, 0, 320, 200], [320, 0, 320, 200], [0, 200, 320, 200], [320, 200, 320, 200]]";
     let config = config(&broker, &registry, &trainer, &clip_camera(lanes), "");
     let mut agent = Agent::start(&config);
@@ -91,19 +92,16 @@ fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
 
     let golden = repo("models/golden.json");
     trainer.publish(&registry.url(), "champion", 2, &["--golden", golden.to_str().unwrap()]);
-    sub.wait_until(Duration::from_secs(60), "the swap", |_| !events(&sub, "model_activated").is_empty());
+    sub.wait_until(Duration::from_secs(60), "the swap", |_| !sub.events("model_activated").is_empty());
     assert!(agent.log().contains("golden set passed"), "{}", agent.log());
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap();
-    let frames = truth["frames"].as_u64().unwrap();
+    let frames = road_clip_frames();
     sub.wait_until(Duration::from_secs(120), "every frame", |_| predictions(&sub).len() as u64 >= frames);
 
     let all = predictions(&sub);
     // No frame dropped, none twice, seq without a gap.
     let indexes: Vec<u64> = all.iter().map(|p| p["frame_index"].as_u64().unwrap()).collect();
     assert_eq!(indexes, (0..frames).collect::<Vec<_>>());
-    let seqs: BTreeSet<u64> = sub.all().iter().filter_map(|m| m.payload["seq"].as_u64()).collect();
-    let (first, last) = (*seqs.first().unwrap(), *seqs.last().unwrap());
-    assert_eq!(seqs.len() as u64, last - first + 1, "seq has gaps");
+    sub.assert_seq_gapless();
     // The model changes exactly once, from the bundled 1 to 2.
     let versions: Vec<&str> = all.iter().map(|p| p["model"]["version"].as_str().unwrap()).collect();
     let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
@@ -112,15 +110,15 @@ fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
     assert_eq!(changes, 1, "{versions:?}");
     assert!(versions[..swapped_at].iter().all(|v| *v == "1"));
     for kind in ["model_downloading", "model_verified", "model_activated"] {
-        let e = events(&sub, kind);
+        let e = sub.events(kind);
         assert_eq!(e.len(), 1, "{kind}: {e:?}");
         assert_matches_schema(&e[0], "event.json");
     }
-    assert_eq!(events(&sub, "model_activated")[0]["previous_version"], "1");
+    assert_eq!(sub.events("model_activated")[0]["previous_version"], "1");
     // The same network: as confident as before, so it passes probation.
-    sub.wait_until(Duration::from_secs(60), "probation passed", |_| !events(&sub, "model_probation_passed").is_empty());
-    assert_matches_schema(&events(&sub, "model_probation_passed")[0], "event.json");
-    assert!(events(&sub, "model_rolled_back").is_empty());
+    sub.wait_until(Duration::from_secs(60), "probation passed", |_| !sub.events("model_probation_passed").is_empty());
+    assert_matches_schema(&sub.events("model_probation_passed")[0], "event.json");
+    assert!(sub.events("model_rolled_back").is_empty());
     let state = sub.on("/model").last().expect("retained model state").payload.clone();
     assert_matches_schema(&state, "model.json");
     assert_eq!(state["active"]["version"], "2");
@@ -132,7 +130,7 @@ fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
     sub.wait_until(Duration::from_secs(60), "predictions after the restart", |_| predictions(&sub).len() > before + 5);
     assert_eq!(predictions(&sub)[before]["model"]["version"], "2");
     assert!(agent.terminate().success());
-    assert_eq!(events(&sub, "model_downloading").len(), 1);
+    assert_eq!(sub.events("model_downloading").len(), 1);
 
     // An installed model altered on disk is not served: back to the configured one.
     let dir = agent.into_dir();
@@ -158,8 +156,8 @@ fn promote(registry: &OciRegistry, tag: &str) {
 }
 
 fn wait_for_rejection(sub: &Subscriber, count: usize, expect: &str) -> Value {
-    sub.wait_until(Duration::from_secs(60), &format!("rejection {count} ({expect})"), |_| events(sub, "model_rejected").len() >= count);
-    let rejection = events(sub, "model_rejected")[count - 1].clone();
+    sub.wait_until(Duration::from_secs(60), &format!("rejection {count} ({expect})"), |_| sub.events("model_rejected").len() >= count);
+    let rejection = sub.events("model_rejected")[count - 1].clone();
     assert_matches_schema(&rejection, "event.json");
     assert!(rejection["reason"].as_str().unwrap().contains(expect), "expected {expect:?}: {rejection}");
     rejection
@@ -167,10 +165,7 @@ fn wait_for_rejection(sub: &Subscriber, count: usize, expect: &str) -> Value {
 
 #[test]
 fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "");
     let mut agent = Agent::start(&config);
     sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
@@ -216,20 +211,16 @@ fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
     let before = predictions(&sub).len();
     sub.wait_until(Duration::from_secs(30), "more predictions", |_| predictions(&sub).len() > before + 10);
     assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"));
-    let seqs: BTreeSet<u64> = sub.all().iter().filter_map(|m| m.payload["seq"].as_u64()).collect();
-    assert_eq!(seqs.len() as u64, seqs.last().unwrap() - seqs.first().unwrap() + 1, "seq has gaps");
-    assert!(events(&sub, "model_activated").is_empty());
-    let versions: Vec<Option<u64>> = events(&sub, "model_rejected").iter().map(|e| e["version"].as_u64()).collect();
+    sub.assert_seq_gapless();
+    assert!(sub.events("model_activated").is_empty());
+    let versions: Vec<Option<u64>> = sub.events("model_rejected").iter().map(|e| e["version"].as_u64()).collect();
     assert_eq!(versions, [Some(2), Some(3), Some(1), Some(4), Some(5), Some(6)]);
     assert!(agent.terminate().success());
 }
 
 #[test]
 fn a_release_too_slow_for_this_device_is_rejected() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "latency_budget_ms = 0.5");
     let mut agent = Agent::start(&config);
     sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
@@ -242,20 +233,13 @@ fn a_release_too_slow_for_this_device_is_rejected() {
     assert!(agent.terminate().success());
 }
 
-fn replies(sub: &Subscriber, command: &str) -> Vec<Value> {
-    sub.on(&format!("/cmd/{command}/reply")).into_iter().map(|m| m.payload).collect()
-}
-
 fn newest_version(sub: &Subscriber, after: usize) -> Option<String> {
     predictions(sub).get(after..).and_then(|p| p.last()).map(|p| p["model"]["version"].as_str().unwrap().to_string())
 }
 
 #[test]
 fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     // Polling once an hour: only the announcement can make this quick.
     let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "poll_seconds = 3600");
     let mut agent = Agent::start(&config);
@@ -268,11 +252,11 @@ fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin()
 
     let before = predictions(&sub).len();
     publish(broker.port, "cctv/test-pole/cmd/rollback", br#"{"id": "r1"}"#);
-    sub.wait_until(Duration::from_secs(30), "the rollback", |_| !replies(&sub, "rollback").is_empty() && newest_version(&sub, before).as_deref() == Some("1"));
-    let reply = &replies(&sub, "rollback")[0];
+    sub.wait_until(Duration::from_secs(30), "the rollback", |_| !sub.replies("rollback").is_empty() && newest_version(&sub, before).as_deref() == Some("1"));
+    let reply = &sub.replies("rollback")[0];
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!((reply["result"]["version"].as_u64(), reply["result"]["rolled_back_from"].as_u64()), (Some(1), Some(2)));
-    assert_eq!(events(&sub, "model_activated").last().unwrap()["previous_version"], "2");
+    assert_eq!(sub.events("model_activated").last().unwrap()["previous_version"], "2");
 
     // Rolled back stays rolled back: after a restart version 1 serves and the
     // release still at the tag is refused.
@@ -287,14 +271,18 @@ fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin()
     publish(broker.port, "cctv/test-pole/cmd/pin", br#"{"id": "p7", "version": 7}"#);
     publish(broker.port, "cctv/test-pole/cmd/pin", br#"{"id": "p2", "version": 2}"#);
     let before = predictions(&sub).len();
-    sub.wait_until(Duration::from_secs(30), "the pin", |_| replies(&sub, "pin").len() == 2 && newest_version(&sub, before).as_deref() == Some("2"));
-    let pins = replies(&sub, "pin");
+    sub.wait_until(Duration::from_secs(30), "the pin", |_| sub.replies("pin").len() == 2 && newest_version(&sub, before).as_deref() == Some("2"));
+    let pins = sub.replies("pin");
     assert_eq!(pins[0]["ok"], false);
     assert!(pins[0]["error"].as_str().unwrap().contains("available: 1, 2"), "{}", pins[0]);
     assert_eq!(pins[1]["ok"], true, "{}", pins[1]);
     publish(broker.port, "cctv/test-pole/cmd/unpin", br#"{"id": "u"}"#);
-    sub.wait_until(Duration::from_secs(10), "the unpin reply", |_| !replies(&sub, "unpin").is_empty());
-    for reply in replies(&sub, "pin").iter().chain(&replies(&sub, "unpin")) {
+    sub.wait_until(Duration::from_secs(10), "the unpin reply", |_| !sub.replies("unpin").is_empty());
+    // ping names the model serving now, not the one loaded at start.
+    publish(broker.port, "cctv/test-pole/cmd/ping", br#"{"id": "after-pin"}"#);
+    sub.wait_until(Duration::from_secs(10), "the ping reply", |_| !sub.replies("ping").is_empty());
+    assert_eq!(sub.replies("ping")[0]["result"]["model"]["version"], "2");
+    for reply in sub.replies("pin").iter().chain(&sub.replies("unpin")) {
         assert_matches_schema(reply, "reply.json");
     }
     assert!(agent.terminate().success());
@@ -309,10 +297,7 @@ fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin()
 #[test]
 #[ignore = "a benchmark: run it with `make bench`"]
 fn bench_swap() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nreplay = \"asap\"\nregions = \"full\""), "poll_seconds = 3600");
     let mut agent = Agent::start(&config);
     sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 50);
@@ -343,10 +328,7 @@ fn bench_swap() {
 
 #[test]
 fn leftovers_of_a_crash_mid_download_or_mid_install_do_no_harm_and_the_download_resumes() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     trainer.publish(&registry.url(), "champion", 2, &[]);
     let client = cctv_agent::registry::Registry::new(&registry.url()).unwrap();
     let digest = client.tag_digest("champion").unwrap().unwrap();
@@ -375,10 +357,7 @@ fn leftovers_of_a_crash_mid_download_or_mid_install_do_no_harm_and_the_download_
 
 #[test]
 fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a_gap() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "probation_frames = 30");
     let mut agent = Agent::start(&config);
     sub.wait_until(Duration::from_secs(60), "a confidence baseline", |_| predictions(&sub).len() >= 40);
@@ -389,8 +368,8 @@ fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a
     let model = broken.path().join("efficientnet_lite0.onnx");
     trainer.publish(&registry.url(), "champion", 2, &["--model", model.to_str().unwrap()]);
 
-    sub.wait_until(Duration::from_secs(90), "the rollback", |_| !events(&sub, "model_rolled_back").is_empty());
-    let rollback = events(&sub, "model_rolled_back")[0].clone();
+    sub.wait_until(Duration::from_secs(90), "the rollback", |_| !sub.events("model_rolled_back").is_empty());
+    let rollback = sub.events("model_rolled_back")[0].clone();
     println!("{rollback}");
     assert_matches_schema(&rollback, "event.json");
     assert_eq!((rollback["version"].as_str(), rollback["to_version"].as_str()), (Some("2"), Some("1")));
@@ -401,8 +380,7 @@ fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a
     let versions: Vec<&str> = all.iter().map(|p| p["model"]["version"].as_str().unwrap()).collect();
     assert_eq!(versions.windows(2).filter(|w| w[0] != w[1]).count(), 2, "1 → 2 → 1 only");
     assert_eq!(versions.last(), Some(&"1"));
-    let seqs: BTreeSet<u64> = sub.all().iter().filter_map(|m| m.payload["seq"].as_u64()).collect();
-    assert_eq!(seqs.len() as u64, seqs.last().unwrap() - seqs.first().unwrap() + 1, "seq has gaps");
+    sub.assert_seq_gapless();
 
     // After a restart: version 1, and the failed release is not installed again.
     assert!(agent.terminate().success());
@@ -416,10 +394,7 @@ fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a
 
 #[test]
 fn an_agent_killed_mid_download_serves_the_old_model_on_restart_and_resumes_the_download() {
-    let broker = Mosquitto::start();
-    let registry = OciRegistry::start();
-    let trainer = Trainer::new();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let (broker, registry, trainer, sub) = start();
     trainer.publish(&registry.url(), "champion", 2, &[]);
     let digest = cctv_agent::registry::Registry::new(&registry.url()).unwrap().tag_digest("champion").unwrap().unwrap();
     // 19 MB at 2 MB/s: about ten seconds of download to kill it in.

@@ -400,7 +400,8 @@ impl Publisher {
         if !self.stats.connected.load(Ordering::SeqCst) {
             return;
         }
-        while flight.handed.len() < WINDOW {
+        // Every PUBACK comes through here: skip the read when nothing new was stored.
+        while flight.handed.len() < WINDOW && flight.handed_below < outbox.next_seq() {
             let entries = tokio::task::block_in_place(|| outbox.read(flight.handed_below, WINDOW - flight.handed.len()));
             if entries.is_empty() {
                 return;

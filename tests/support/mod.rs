@@ -397,6 +397,24 @@ impl Subscriber {
         self.all().into_iter().filter(|m| m.topic.ends_with(suffix)).collect()
     }
 
+    /// Payloads of `…/events` of one kind.
+    pub fn events(&self, kind: &str) -> Vec<Value> {
+        self.on("/events").into_iter().map(|m| m.payload).filter(|e| e["kind"] == kind).collect()
+    }
+
+    /// Payloads of `…/cmd/<command>/reply`.
+    pub fn replies(&self, command: &str) -> Vec<Value> {
+        self.on(&format!("/cmd/{command}/reply")).into_iter().map(|m| m.payload).collect()
+    }
+
+    /// Every `seq` received (predictions and events share it) runs from the
+    /// first to the last without a gap.
+    pub fn assert_seq_gapless(&self) {
+        let seqs: std::collections::BTreeSet<u64> = self.all().iter().filter_map(|m| m.payload["seq"].as_u64()).collect();
+        let (first, last) = (*seqs.first().expect("numbered messages"), *seqs.last().unwrap());
+        assert_eq!(seqs.len() as u64, last - first + 1, "seq has gaps between {first} and {last}");
+    }
+
     /// Waits until `done` holds for what was received; panics after `timeout`.
     pub fn wait_until(&self, timeout: Duration, what: &str, done: impl Fn(&[Received]) -> bool) {
         let deadline = Instant::now() + timeout;
@@ -553,6 +571,15 @@ interval_seconds = 1
 
 pub fn road_clip() -> PathBuf {
     repo("media/road.mp4")
+}
+
+/// `media/road.truth.json`: what is where in every frame of the bundled clip.
+pub fn road_truth() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo("media/road.truth.json")).unwrap()).unwrap()
+}
+
+pub fn road_clip_frames() -> u64 {
+    road_truth()["frames"].as_u64().unwrap()
 }
 
 /// Intersection over union of two `[x, y, w, h]` boxes.
