@@ -145,6 +145,8 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         events: EventSink::new("bench", "cctv/bench/events".into(), &events),
         confidence: Default::default(),
         probation: None,
+        monitor: false,
+        samples: None,
     };
     let camera = CameraWorker {
         index: 0,
@@ -155,6 +157,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         heartbeat: health.register("camera"),
         events: EventSink::new("bench", "cctv/bench/events".into(), &events),
         lost_since: Default::default(),
+        monitor: None,
     };
     let started = Instant::now();
     let inference = std::thread::spawn(move || worker.run());

@@ -17,6 +17,8 @@ use crate::commands::CommandTask;
 use crate::config::Config;
 use crate::model_store::ModelStore;
 use crate::model_switch::ModelSwitch;
+use crate::monitor::samples::Sampler;
+use crate::monitor::{MonitorFigures, MonitorSender, MonitorTask};
 use crate::release::PublicKey;
 use crate::update::Updater;
 use crate::frame_queue::FrameQueue;
@@ -72,6 +74,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let (sink, outgoing) = mpsc::channel(config.mqtt.queue_capacity);
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
+    let (monitor_tx, monitor_rx) = mpsc::channel(crate::monitor::QUEUE);
+    let monitor_sender = config.monitor.enabled.then(|| MonitorSender { tx: monitor_tx, dropped: Default::default() });
     let publisher = Publisher {
         options: mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id)).map_err(AgentError::Mqtt)?,
         device_id: config.device_id.clone(),
@@ -81,6 +85,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         outbox: config.outbox.clone(),
         commands: commands_tx,
         announcements: config.registry.as_ref().map(|_| wake_tx),
+        monitor: monitor_sender.clone(),
     };
     let publisher = tokio::spawn(publisher.run(outgoing, FLUSH_DEADLINE));
     // New models for the inference thread, from the updater and operator commands.
@@ -107,6 +112,33 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let queue = Arc::new(FrameQueue::new());
     let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
 
+    // Samples: the sampler thread encodes and saves crops the inference thread offers.
+    let (sample_tap, samples) = if config.samples.enabled {
+        let (sampler, tap, tx, rx) = Sampler::new(config.samples.clone(), config.device_id.clone(), topics.samples_prefix(), sink.downgrade());
+        let stats = sampler.stats.clone();
+        // Not joined: it ends when the inference thread and the monitor let go of it.
+        std::thread::Builder::new().name("sampler".into()).spawn(move || sampler.run(rx)).map_err(AgentError::Thread)?;
+        (Some(tap), Some((tx, stats)))
+    } else {
+        (None, None)
+    };
+    let monitor_figures = Arc::new(std::sync::Mutex::new(MonitorFigures::default()));
+    let monitor = monitor_sender.as_ref().map(|sender| {
+        let task = MonitorTask {
+            device_id: config.device_id.clone(),
+            topics: topics.clone(),
+            config: config.monitor.clone(),
+            dir: config.state_dir.join("monitor"),
+            active: active_model.clone(),
+            classes: road_classes(&classifier),
+            publisher: sink.downgrade(),
+            samples,
+            figures: monitor_figures.clone(),
+            dropped: sender.dropped.clone(),
+        };
+        tokio::spawn(task.run(monitor_rx, shutdown.clone()))
+    });
+
     let (inference_done, mut inference_result) = oneshot::channel();
     let worker = InferenceWorker {
         device_id: config.device_id.clone(),
@@ -121,6 +153,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         events: EventSink::new(&config.device_id, topics.events(), &sink),
         confidence: Default::default(),
         probation: None,
+        monitor: monitor.is_some(),
+        samples: sample_tap,
     };
     std::thread::Builder::new()
         .name("inference".into())
@@ -140,6 +174,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             heartbeat: health.register(format!("camera {}", camera.id)),
             events: EventSink::new(&config.device_id, topics.events(), &sink),
             lost_since: Default::default(),
+            monitor: monitor_sender.clone().map(|sender| (sender, config.monitor.drift.input_every_frames)),
         };
         let handle = std::thread::Builder::new()
             .name(format!("camera-{}", camera.id))
@@ -175,6 +210,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         publisher: publisher_stats.clone(),
         queue: queue.clone(),
         sink,
+        monitor: monitor.is_some().then(|| monitor_figures.clone()),
     };
     let telemetry = tokio::spawn(telemetry.run(shutdown.clone()));
     // Ready once every camera has opened or failed its first attempt (stream
@@ -213,6 +249,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             None => inference_result.await,
         };
         let _ = telemetry.await;
+        if let Some(monitor) = monitor {
+            let _ = monitor.await;
+        }
         // The command task holds a sender; the publisher ends only without it.
         commands.abort();
         let _ = publisher.await;
@@ -293,6 +332,12 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the systemd STATUS line is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The classes feedback may name: the model's road classes and `none`.
+fn road_classes(classifier: &Classifier) -> Vec<String> {
+    let taxonomy = &classifier.spec().taxonomy;
+    taxonomy.class_names().map(str::to_string).chain([crate::infer::taxonomy::NO_VEHICLE.to_string()]).collect()
+}
 
 /// The model to serve at start: the active installed release if there is
 /// one and it still checks out, else the configured model.

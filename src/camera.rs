@@ -15,6 +15,7 @@ use crate::config::{CameraConfig, Replay, SourceKind};
 use crate::frame_queue::{FrameJob, FrameQueue};
 use crate::health::Heartbeat;
 use crate::publish::events::{Event, EventSink};
+use crate::monitor::{input_stats, MonitorInput, MonitorSender};
 use crate::regions::RegionFinder;
 use crate::shutdown::Shutdown;
 use crate::stats::{CameraState, CameraStats};
@@ -53,6 +54,8 @@ pub struct CameraWorker {
     pub events: EventSink,
     /// When the current outage began (set on failure, cleared on the next frame).
     pub lost_since: std::cell::Cell<Option<Instant>>,
+    /// Input statistics for the monitor, measured every this many frames.
+    pub monitor: Option<(MonitorSender, u64)>,
 }
 
 impl CameraWorker {
@@ -172,6 +175,12 @@ impl CameraWorker {
             }
             let captured_at = SystemTime::now();
             CameraStats::add(&self.stats.frames_in, 1);
+            if let Some((monitor, _)) = self.monitor.as_ref().filter(|(_, every)| frame_index % every == 0) {
+                match input_stats::measure(&frame) {
+                    Ok(stats) => monitor.offer(MonitorInput::Input { camera: self.config.id.clone(), stats }),
+                    Err(error) => tracing::debug!(%error, frame = frame_index, "cannot measure the frame for drift"),
+                }
+            }
             let regions = finder
                 .find(&frame, self.config.max_regions)
                 .map_err(|e| CameraError(format!("finding regions in frame {frame_index}: {e}")))?;

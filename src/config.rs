@@ -43,6 +43,12 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub watchdog: WatchdogConfig,
+    /// Ground-truth feedback, drift and alerts.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    /// Crops saved for retraining.
+    #[serde(default)]
+    pub samples: SamplesConfig,
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -218,6 +224,136 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig { interval_seconds: 10, sysfs_root: PathBuf::from("/sys") }
+    }
+}
+
+/// How the agent judges its model in the field: feedback with the true
+/// class (precision), and label-free drift per camera. An alert is raised
+/// when a figure crosses `*_alert_*` with enough evidence, and cleared only
+/// when it is back past `*_clear_*` (the gap between them stops flapping).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    pub enabled: bool,
+    /// Recent predictions remembered so that feedback can name them by `seq`
+    /// (at ~60 predictions/s, 20000 is about 5 minutes).
+    pub remember_predictions: usize,
+    /// The precision window: the last this many labelled regions...
+    pub feedback_window: usize,
+    /// ...that are at most this old.
+    pub feedback_window_seconds: u64,
+    /// Labelled regions of the active model needed before precision can alert or clear.
+    pub min_labelled: usize,
+    /// The model's precision (share of labelled regions it named right).
+    pub precision_alert_below: f64,
+    pub precision_clear_at: f64,
+    pub drift: DriftConfig,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            enabled: true,
+            remember_predictions: 20_000,
+            feedback_window: 500,
+            feedback_window_seconds: 24 * 3600,
+            min_labelled: 30,
+            precision_alert_below: 0.40,
+            precision_clear_at: 0.50,
+            drift: DriftConfig::default(),
+        }
+    }
+}
+
+/// Label-free drift, per camera.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Regions per camera in the class-mix and confidence window.
+    pub class_window: usize,
+    /// Regions per camera a learned baseline is made of (when the model's
+    /// spec has no `[reference]`). It is kept in `<state_dir>/monitor/`.
+    pub reference_regions: usize,
+    /// Total variation distance between the window's class mix and the
+    /// baseline's (0 = same mix, 1 = no class in common).
+    pub class_mix_alert_above: f64,
+    pub class_mix_clear_below: f64,
+    /// Mean top-1 score as a share of the baseline's.
+    pub confidence_alert_below: f64,
+    pub confidence_clear_at: f64,
+    /// Input statistics are measured on every this many frames...
+    pub input_every_frames: u64,
+    /// ...and judged over the last this many measurements.
+    pub input_window: usize,
+    /// Mean luma, 0–255 (night, a covered lens).
+    pub brightness_alert_below: f64,
+    pub brightness_clear_at: f64,
+    /// Standard deviation of luma (fog, glare).
+    pub contrast_alert_below: f64,
+    pub contrast_clear_at: f64,
+    /// Variance of the Laplacian on a 320-pixel-wide copy (blur, a dirty or misted lens).
+    pub sharpness_alert_below: f64,
+    pub sharpness_clear_at: f64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            class_window: 500,
+            reference_regions: 2000,
+            class_mix_alert_above: 0.35,
+            class_mix_clear_below: 0.25,
+            confidence_alert_below: 0.70,
+            confidence_clear_at: 0.85,
+            input_every_frames: 25,
+            input_window: 10,
+            brightness_alert_below: 40.0,
+            brightness_clear_at: 55.0,
+            contrast_alert_below: 12.0,
+            contrast_clear_at: 18.0,
+            sharpness_alert_below: 20.0,
+            sharpness_clear_at: 40.0,
+        }
+    }
+}
+
+/// Regions saved as JPEG crops with their metadata, for the trainer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplesConfig {
+    pub enabled: bool,
+    /// Where crops are kept; `<state_dir>/samples` when not set.
+    pub dir: PathBuf,
+    /// Disk budget; the oldest samples go first.
+    pub max_bytes: u64,
+    /// Regions whose top-1 model score is below this are saved...
+    pub low_confidence_below: f32,
+    /// ...and this share of the others, at random...
+    pub random_rate: f64,
+    /// ...at most this many an hour (feedback-marked mistakes are not limited).
+    pub max_per_hour: u32,
+    /// Crops of the latest regions kept in memory, so that a region marked
+    /// wrong by feedback can still be saved.
+    pub recent: usize,
+    /// Crops are scaled down to at most this many pixels on their longer side.
+    pub max_side: u32,
+    /// Publish each saved sample on `…/samples/<id>` (QoS 1, through the outbox).
+    pub publish: bool,
+}
+
+impl Default for SamplesConfig {
+    fn default() -> Self {
+        SamplesConfig {
+            enabled: true,
+            dir: PathBuf::new(),
+            max_bytes: 64 << 20,
+            low_confidence_below: 0.30,
+            random_rate: 0.002,
+            max_per_hour: 120,
+            recent: 300,
+            max_side: 256,
+            publish: true,
+        }
     }
 }
 
@@ -452,6 +588,11 @@ impl Config {
         } else {
             resolve(&self.outbox.path)
         };
+        self.samples.dir = if self.samples.dir.as_os_str().is_empty() {
+            self.state_dir.join("samples")
+        } else {
+            resolve(&self.samples.dir)
+        };
         self.model.path = resolve(&self.model.path);
         self.model.spec = self.model.spec.as_deref().map(resolve);
         self.mqtt.ca_file = self.mqtt.ca_file.as_deref().map(resolve);
@@ -464,6 +605,50 @@ impl Config {
                 camera.url = resolve(&p).display().to_string();
             }
         }
+    }
+
+    fn validate_monitor(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let (m, d, s) = (&self.monitor, &self.monitor.drift, &self.samples);
+        for (key, value) in [
+            ("monitor.remember_predictions", m.remember_predictions),
+            ("monitor.feedback_window", m.feedback_window),
+            ("monitor.min_labelled", m.min_labelled),
+            ("monitor.drift.class_window", d.class_window),
+            ("monitor.drift.reference_regions", d.reference_regions),
+            ("monitor.drift.input_window", d.input_window),
+            ("monitor.drift.input_every_frames", d.input_every_frames as usize),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if m.min_labelled > m.feedback_window {
+            return Err(invalid("monitor.min_labelled", format!("is {} but the window holds only monitor.feedback_window = {}: lower it or widen the window", m.min_labelled, m.feedback_window)));
+        }
+        // Each pair: (alert key, alert value, clear key, clear value, true when the alert is for low values).
+        for (alert, a, clear, c, low) in [
+            ("monitor.precision_alert_below", m.precision_alert_below, "monitor.precision_clear_at", m.precision_clear_at, true),
+            ("monitor.drift.class_mix_alert_above", d.class_mix_alert_above, "monitor.drift.class_mix_clear_below", d.class_mix_clear_below, false),
+            ("monitor.drift.confidence_alert_below", d.confidence_alert_below, "monitor.drift.confidence_clear_at", d.confidence_clear_at, true),
+            ("monitor.drift.brightness_alert_below", d.brightness_alert_below, "monitor.drift.brightness_clear_at", d.brightness_clear_at, true),
+            ("monitor.drift.contrast_alert_below", d.contrast_alert_below, "monitor.drift.contrast_clear_at", d.contrast_clear_at, true),
+            ("monitor.drift.sharpness_alert_below", d.sharpness_alert_below, "monitor.drift.sharpness_clear_at", d.sharpness_clear_at, true),
+        ] {
+            if !a.is_finite() || !c.is_finite() || a < 0.0 || c < 0.0 {
+                return Err(invalid(alert, "and its clear value must be numbers ≥ 0".into()));
+            }
+            if (low && c < a) || (!low && c > a) {
+                let side = if low { "at or above" } else { "at or below" };
+                return Err(invalid(clear, format!("is {c}: it must be {side} {alert} ({a}), or the alert could never clear")));
+            }
+        }
+        if !(0.0..=1.0).contains(&s.random_rate) {
+            return Err(invalid("samples.random_rate", format!("is {}: write a share between 0 and 1", s.random_rate)));
+        }
+        if s.enabled && (s.max_side < 16 || s.max_bytes < 1 << 20) {
+            return Err(invalid("samples.max_side", "must be at least 16 and samples.max_bytes at least 1 MiB".into()));
+        }
+        Ok(())
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -504,6 +689,7 @@ impl Config {
         if self.telemetry.interval_seconds == 0 {
             return Err(invalid("telemetry.interval_seconds", "must be at least 1 (seconds)".into()));
         }
+        self.validate_monitor(&invalid)?;
         if self.watchdog.stall_seconds == 0 {
             return Err(invalid("watchdog.stall_seconds", "must be at least 1 (seconds)".into()));
         }

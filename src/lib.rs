@@ -15,6 +15,8 @@
 //!
 //! - [`outbox`]: numbers and stores predictions and events on disk until the
 //!   broker acknowledges them; [`commands`] answers operators on `…/cmd/+`.
+//! - [`monitor`]: ground-truth feedback, drift, alerts, retrain requests and
+//!   samples for retraining.
 //!
 //! Small shared pieces: [`stats`] (per-camera counters), [`shutdown`],
 //! [`health`] (is every thread making progress?), [`notify`] (systemd's
@@ -31,6 +33,7 @@ pub mod health;
 pub mod infer;
 pub mod model_store;
 pub mod model_switch;
+pub mod monitor;
 pub mod notify;
 pub mod ort_runtime;
 pub mod outbox;

@@ -278,21 +278,29 @@ impl Outbox {
     /// above `handed_below` while over capacity. Returns the new numbers of
     /// the messages kept. A store error switches to memory (see `disk_error`).
     pub fn append(&mut self, messages: Vec<NewMessage>, handed_below: u64) -> Vec<u64> {
-        self.append_with(messages, Some(handed_below))
+        self.append_with(messages, Some(handed_below)).1
+    }
+
+    /// Like [`Outbox::append`], and returns the first message's `seq`: the
+    /// batch is numbered consecutively from it (whether or not all of it was kept).
+    pub fn append_numbered(&mut self, messages: Vec<NewMessage>, handed_below: u64) -> u64 {
+        self.append_with(messages, Some(handed_below)).0
     }
 
     /// Stores the report of what [`Outbox::take_dropped`] returned, in the
     /// same transaction that records it as reported, without evicting.
     pub fn append_report(&mut self, report: NewMessage) -> u64 {
-        self.append_with(vec![report], None)[0]
+        self.append_with(vec![report], None).1[0]
     }
 
-    fn append_with(&mut self, messages: Vec<NewMessage>, evict_from: Option<u64>) -> Vec<u64> {
+    /// Returns the first `seq` given and the numbers kept.
+    fn append_with(&mut self, messages: Vec<NewMessage>, evict_from: Option<u64>) -> (u64, Vec<u64>) {
         if self.writable {
             if let Err(error) = self.check_space() {
                 self.stop_writing(error);
             }
         }
+        let first_seq = self.next_seq;
         let new: Vec<Entry> = messages
             .into_iter()
             .map(|message| {
@@ -306,7 +314,7 @@ impl Outbox {
             self.bytes += stored_size(entry);
         }
         if !self.writable {
-            return self.keep_in_memory(new, evict_from);
+            return (first_seq, self.keep_in_memory(new, evict_from));
         }
         let evicted = evict_from.map(|from| self.evict(from)).unwrap_or_default();
         let new: Vec<Entry> = new.into_iter().filter(|e| self.index.contains_key(&e.seq)).collect();
@@ -315,9 +323,9 @@ impl Outbox {
             // The file may still hold what was evicted: delete it later.
             self.acknowledged.extend(&evicted);
             self.stop_writing(error);
-            return self.keep_in_memory(new, evict_from);
+            return (first_seq, self.keep_in_memory(new, evict_from));
         }
-        kept
+        (first_seq, kept)
     }
 
     /// Returns the numbers of `new` that were kept.

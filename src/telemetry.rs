@@ -31,6 +31,8 @@ pub struct TelemetryTask {
     pub publisher: Arc<PublisherStats>,
     pub queue: Arc<FrameQueue>,
     pub sink: mpsc::Sender<Outgoing>,
+    /// The monitor's figures (None: monitoring off).
+    pub monitor: Option<Arc<std::sync::Mutex<crate::monitor::MonitorFigures>>>,
 }
 
 impl TelemetryTask {
@@ -87,6 +89,7 @@ impl TelemetryTask {
                     telemetry_dropped: dropped + self.publisher.best_effort_dropped.load(Ordering::SeqCst),
                     outbox: self.publisher.outbox.lock().map(|o| o.clone()).unwrap_or_default(),
                 },
+                monitor: self.monitor.as_ref().and_then(|m| m.lock().ok().map(|m| m.clone())),
             };
             let payload = match serde_json::to_vec(&message) {
                 Ok(payload) => payload,
@@ -95,7 +98,7 @@ impl TelemetryTask {
                     continue;
                 }
             };
-            let outgoing = Outgoing { topic: self.topics.telemetry(), payload, kind: Kind::BestEffort };
+            let outgoing = Outgoing::new(self.topics.telemetry(), payload, Kind::BestEffort);
             if let Err(mpsc::error::TrySendError::Full(_)) = self.sink.try_send(outgoing) {
                 dropped += 1;
                 tracing::debug!(dropped, "telemetry dropped: publisher queue full");

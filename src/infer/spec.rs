@@ -17,6 +17,20 @@ pub struct SpecFile {
     pub taxonomy: PathBuf,
     pub input: InputSpec,
     pub output: OutputSpec,
+    /// What the trainer saw: the baseline for label-free drift checks.
+    /// Without it the agent learns a baseline on each camera.
+    #[serde(default)]
+    pub reference: Option<Reference>,
+}
+
+/// The class mix and confidence the model showed on the trainer's data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    /// Road class → share of regions (normalised when loaded; `none` included).
+    pub classes: std::collections::BTreeMap<String, f64>,
+    /// Mean top-1 model score.
+    pub mean_confidence: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +96,7 @@ pub struct ModelSpec {
     pub output: OutputSpec,
     pub labels: Vec<String>,
     pub taxonomy: RoadTaxonomy,
+    pub reference: Option<std::sync::Arc<Reference>>,
 }
 
 impl ModelSpec {
@@ -108,6 +123,36 @@ impl ModelSpec {
         if file.output.top_k == 0 {
             return Err(format!("model spec {}: output.top_k must be at least 1", path.display()));
         }
-        Ok(ModelSpec { name: file.name, version: file.version, input, output: file.output, labels, taxonomy })
+        let reference = match file.reference {
+            Some(reference) => Some(std::sync::Arc::new(
+                check_reference(reference, &taxonomy).map_err(|e| format!("model spec {}: reference: {e}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(ModelSpec { name: file.name, version: file.version, input, output: file.output, labels, taxonomy, reference })
     }
+}
+
+/// Known classes, non-negative shares, normalised to sum to 1.
+fn check_reference(mut reference: Reference, taxonomy: &RoadTaxonomy) -> Result<Reference, String> {
+    for (class, share) in &reference.classes {
+        if class != super::taxonomy::NO_VEHICLE && !taxonomy.class_names().any(|c| c == class) {
+            let known: Vec<&str> = taxonomy.class_names().collect();
+            return Err(format!("class `{class}` is not in the taxonomy ({} or {})", known.join(", "), super::taxonomy::NO_VEHICLE));
+        }
+        if !share.is_finite() || *share < 0.0 {
+            return Err(format!("class `{class}` has share {share}: shares are fractions ≥ 0"));
+        }
+    }
+    let total: f64 = reference.classes.values().sum();
+    if total <= 0.0 {
+        return Err("classes must hold at least one share above 0".into());
+    }
+    reference.classes.values_mut().for_each(|share| *share /= total);
+    if let Some(confidence) = reference.mean_confidence {
+        if !(0.0..=1.0).contains(&confidence) {
+            return Err(format!("mean_confidence {confidence} is not within 0..1"));
+        }
+    }
+    Ok(reference)
 }

@@ -15,6 +15,8 @@ use crate::frame_queue::FrameQueue;
 use crate::health::Heartbeat;
 use crate::publish::messages::{rfc3339, PredictionMessage};
 use crate::publish::{Outgoing, Topics};
+use crate::monitor::samples::SampleTap;
+use crate::monitor::PredictionDigest;
 use crate::stats::CameraStats;
 
 pub struct InferenceWorker {
@@ -31,6 +33,10 @@ pub struct InferenceWorker {
     pub events: EventSink,
     pub confidence: ConfidenceWindow,
     pub probation: Option<Probation>,
+    /// Attach a digest to each prediction for the monitor.
+    pub monitor: bool,
+    /// Offers region crops to the sampler (None: samples off).
+    pub samples: Option<SampleTap>,
 }
 
 /// The mean of the regions' top-1 model scores.
@@ -51,10 +57,17 @@ impl InferenceWorker {
 
     fn serve(&mut self) -> Result<(), String> {
         let heartbeat = self.heartbeat.clone();
+        // Numbers predictions within this run, so that crops and digests can refer to one.
+        let mut prediction_id = 0u64;
+        let mut model = Arc::new(self.classifier.identity().clone());
         while let Some(job) = heartbeat.waiting(|| self.queue.pop()) {
             if let Ok(update) = self.updates.try_recv() {
                 self.swap(update);
             }
+            if *model != *self.classifier.identity() {
+                model = Arc::new(self.classifier.identity().clone());
+            }
+            prediction_id += 1;
             let stats = &self.stats[job.camera];
             let started = Instant::now();
             let regions = match self.classifier.classify(&job.frame, &job.regions) {
@@ -73,9 +86,14 @@ impl InferenceWorker {
             if let Some(score) = score {
                 self.confidence.push(score);
             }
+            let camera = &stats.id;
+            if let Some(samples) = &self.samples {
+                for (index, region) in regions.iter().enumerate() {
+                    samples.offer(&job.frame, prediction_id, camera, job.captured_at, job.frame_index, index, &model, region);
+                }
+            }
             self.queue.give_back(job.frame);
             stats.record_latency(inference_ms);
-            let camera = &stats.id;
             let message = PredictionMessage {
                 device: &self.device_id,
                 camera,
@@ -86,7 +104,16 @@ impl InferenceWorker {
                 regions: &regions,
             };
             let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
-            let outgoing = Outgoing::stored(self.topics.predictions(camera), payload);
+            let digest = self.monitor.then(|| {
+                Box::new(PredictionDigest {
+                    prediction_id,
+                    camera: camera.clone(),
+                    model: model.clone(),
+                    reference: self.classifier.spec().reference.clone(),
+                    regions: regions.iter().map(|r| (r.class.clone(), r.top_k.first().map_or(0.0, |t| t.score))).collect(),
+                })
+            });
+            let outgoing = Outgoing::prediction(self.topics.predictions(camera), payload, digest);
             if heartbeat.waiting(|| self.sink.blocking_send(outgoing)).is_err() {
                 return Err(format!("publisher stopped; the prediction for frame {} of {camera} was not sent", job.frame_index));
             }
@@ -147,6 +174,6 @@ impl InferenceWorker {
             *active = new.clone();
         }
         let payload = crate::publish::messages::model_state_payload(&self.device_id, &new);
-        let _ = self.sink.blocking_send(Outgoing { topic: self.topics.model(), payload, kind: crate::publish::mqtt::Kind::Retained });
+        let _ = self.sink.blocking_send(Outgoing::new(self.topics.model(), payload, crate::publish::mqtt::Kind::Retained));
     }
 }

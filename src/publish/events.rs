@@ -36,6 +36,37 @@ pub enum Event {
     ModelProbationPassed { version: String, summary: String },
     /// A new release failed probation; `to_version` serves again.
     ModelRolledBack { version: String, to_version: String, reason: String },
+    /// A monitored figure crossed its threshold (`raised`), or is back past
+    /// its clear value (`cleared`). One of each per crossing.
+    Alert {
+        /// `precision`, or per camera: `class_mix`, `confidence`, `brightness`, `contrast`, `sharpness`.
+        alert: String,
+        state: AlertState,
+        camera: Option<String>,
+        value: f64,
+        /// Which side of `threshold` is bad.
+        bad: crate::monitor::alerts::Bad,
+        threshold: f64,
+        clear_at: f64,
+        /// Labelled regions, regions or measurements the value is made of.
+        evidence: u64,
+        /// Age of the oldest label counted (precision only; 0 otherwise).
+        window_seconds: f64,
+        model: crate::infer::ModelIdentity,
+        /// What it means and what to do.
+        advice: String,
+    },
+    /// Feedback that names no remembered prediction or region, or no road
+    /// class, or is malformed; it is ignored. At most one a second:
+    /// `also_rejected` counts those not reported since the last one.
+    FeedbackRejected { seq: Option<u64>, region: Option<usize>, reason: String, also_rejected: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Raised,
+    Cleared,
 }
 
 /// The payload of an event, without `seq` (the outbox adds it).

@@ -76,6 +76,9 @@ pub struct TelemetryMessage<'a> {
     pub agent: AgentFigures,
     pub cameras: Vec<CameraSnapshot>,
     pub mqtt: MqttFigures,
+    /// Feedback figures, drift per camera, alerts raised, samples (absent when monitoring is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::monitor::MonitorFigures>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -30,6 +30,7 @@ use super::Topics;
 use super::messages::{model_state_payload, status_payload, DeviceState};
 use crate::config::{MqttConfig, OutboxConfig, SYSTEM_CA_BUNDLE};
 use crate::infer::ActiveModel;
+use crate::monitor::{MonitorInput, MonitorSender, PredictionDigest};
 use crate::outbox::{Mode, NewMessage, Outbox};
 
 /// Largest message the agent sends; a frame with many regions is a few KiB.
@@ -54,6 +55,8 @@ pub struct Outgoing {
     pub topic: String,
     pub payload: Vec<u8>,
     pub kind: Kind,
+    /// A prediction's summary for the monitor, handed over with its `seq` once stored.
+    pub digest: Option<Box<PredictionDigest>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +72,17 @@ pub enum Kind {
 }
 
 impl Outgoing {
+    pub fn new(topic: String, payload: Vec<u8>, kind: Kind) -> Outgoing {
+        Outgoing { topic, payload, kind, digest: None }
+    }
+
     pub fn stored(topic: String, body: Vec<u8>) -> Outgoing {
-        Outgoing { topic, payload: body, kind: Kind::Stored }
+        Outgoing::new(topic, body, Kind::Stored)
+    }
+
+    /// A prediction: stored, and its digest goes to the monitor with its `seq`.
+    pub fn prediction(topic: String, body: Vec<u8>, digest: Option<Box<PredictionDigest>>) -> Outgoing {
+        Outgoing { digest, ..Outgoing::stored(topic, body) }
     }
 }
 
@@ -115,6 +127,8 @@ pub struct Publisher {
     /// Wakes the model updater when a release is announced on
     /// `<root>/fleet/models/+` (None: no registry configured).
     pub announcements: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Stored predictions (with their `seq`) and feedback go to the monitor (None: monitoring off).
+    pub monitor: Option<MonitorSender>,
 }
 
 /// Client options from the config: address, TLS, session, keep-alive, packet size.
@@ -205,7 +219,12 @@ impl Publisher {
         let (host, port) = self.options.broker_address();
         let (client, eventloop) = AsyncClient::new(self.options.clone(), WINDOW + DIRECT_ROOM);
         let (notice_tx, mut notices) = mpsc::unbounded_channel();
-        let routes = Routes { commands: self.commands.clone(), announcements: self.announcements.clone(), fleet_models: self.topics.fleet_models_prefix() };
+        let routes = Routes {
+            commands: self.commands.clone(),
+            announcements: self.announcements.clone(),
+            fleet_models: self.topics.fleet_models_prefix(),
+            feedback: self.monitor.as_ref().map(|monitor| (self.topics.feedback(), monitor.clone())),
+        };
         let driver = tokio::spawn(drive(eventloop, format!("{host}:{port}"), self.stats.clone(), notice_tx, routes));
 
         let config = self.outbox.clone();
@@ -241,7 +260,7 @@ impl Publisher {
             self.update_figures(&outbox);
         }
 
-        let offline = Outgoing { topic: status_topic, payload: self.status(DeviceState::Offline), kind: Kind::Retained };
+        let offline = Outgoing::new(status_topic, self.status(DeviceState::Offline), Kind::Retained);
         self.send_direct(&client, offline, &mut flight);
         let deadline = tokio::time::Instant::now() + flush_deadline;
         while !(outbox.is_empty() && flight.awaiting_pkid.is_empty() && flight.by_pkid.is_empty()) {
@@ -273,9 +292,15 @@ impl Publisher {
     /// Stores what must survive, sends the rest.
     fn accept(&self, batch: Vec<Outgoing>, client: &AsyncClient, outbox: &mut Outbox, flight: &mut InFlight) {
         let mut stored = Vec::new();
+        let mut digests = Vec::new();
         for message in batch {
             match message.kind {
-                Kind::Stored => stored.push(NewMessage { topic: message.topic, body: message.payload }),
+                Kind::Stored => {
+                    if let Some(digest) = message.digest {
+                        digests.push((stored.len() as u64, digest));
+                    }
+                    stored.push(NewMessage { topic: message.topic, body: message.payload });
+                }
                 Kind::Retained | Kind::Direct => self.send_direct(client, message, flight),
                 Kind::BestEffort => {
                     // Not queued while the broker is away: stale telemetry would only delay the rest.
@@ -290,7 +315,12 @@ impl Publisher {
             return;
         }
         let was_on_disk = outbox.mode() == Mode::Disk;
-        tokio::task::block_in_place(|| outbox.append(stored, flight.handed_below));
+        let first_seq = tokio::task::block_in_place(|| outbox.append_numbered(stored, flight.handed_below));
+        if let Some(monitor) = &self.monitor {
+            for (position, digest) in digests {
+                monitor.offer(MonitorInput::Prediction { seq: first_seq + position, digest });
+            }
+        }
         if was_on_disk && outbox.mode() == Mode::Memory {
             let error = outbox.disk_error().unwrap_or_default().to_string();
             self.report_disk_failure(outbox, error, flight.handed_below);
@@ -354,14 +384,19 @@ impl Publisher {
         match notice {
             Notice::Connected => {
                 // Every (re)connect: the Last Will may have said offline meanwhile.
-                let online = Outgoing { topic: self.topics.status(), payload: self.status(DeviceState::Online), kind: Kind::Retained };
+                let online = Outgoing::new(self.topics.status(), self.status(DeviceState::Online), Kind::Retained);
                 self.send_direct(client, online, flight);
                 if let Ok(model) = self.active_model.read() {
                     let payload = model_state_payload(&self.device_id, &model);
-                    self.send_direct(client, Outgoing { topic: self.topics.model(), payload, kind: Kind::Retained }, flight);
+                    self.send_direct(client, Outgoing::new(self.topics.model(), payload, Kind::Retained), flight);
                 }
                 if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
                     tracing::error!(%error, "cannot subscribe to commands");
+                }
+                if self.monitor.is_some() {
+                    if let Err(error) = client.try_subscribe(self.topics.feedback(), QoS::AtLeastOnce) {
+                        tracing::error!(%error, "cannot subscribe to feedback");
+                    }
                 }
                 if self.announcements.is_some() {
                     let filter = format!("{}+", self.topics.fleet_models_prefix());
@@ -463,6 +498,7 @@ struct Routes {
     commands: mpsc::Sender<IncomingCommand>,
     announcements: Option<std::sync::mpsc::SyncSender<()>>,
     fleet_models: String,
+    feedback: Option<(String, MonitorSender)>,
 }
 
 /// Drives rumqttc's event loop: connects, reconnects with jittered
@@ -506,6 +542,11 @@ async fn drive(
                     }
                     continue;
                 }
+                if let Some((topic, monitor)) = routes.feedback.as_ref().filter(|(topic, _)| publish.topic == *topic) {
+                    tracing::debug!(%topic, bytes = publish.payload.len(), "feedback");
+                    monitor.offer(MonitorInput::Feedback(publish.payload.to_vec()));
+                    continue;
+                }
                 let command = IncomingCommand { topic: publish.topic, payload: publish.payload.to_vec() };
                 if routes.commands.try_send(command).is_err() {
                     tracing::warn!("commands are arriving faster than they are handled; one was ignored");
@@ -535,5 +576,5 @@ async fn drive(
 
 /// Sends a command reply (QoS 1, not stored) through the publisher's channel.
 pub fn reply(topic: String, payload: Vec<u8>) -> Outgoing {
-    Outgoing { topic, payload, kind: Kind::Direct }
+    Outgoing::new(topic, payload, Kind::Direct)
 }

@@ -25,7 +25,7 @@ impl Topics {
         format!("{}/predictions/{camera_id}", self.base)
     }
 
-    /// QoS 1: camera lost / back (and, later, model and alert events).
+    /// QoS 1: camera, outbox, model and alert events.
     pub fn events(&self) -> String {
         format!("{}/events", self.base)
     }
@@ -48,6 +48,21 @@ impl Topics {
     /// Retained: the model serving now.
     pub fn model(&self) -> String {
         format!("{}/model", self.base)
+    }
+
+    /// Ground truth for earlier predictions (the agent subscribes).
+    pub fn feedback(&self) -> String {
+        format!("{}/feedback", self.base)
+    }
+
+    /// `…/samples/`: each saved sample is published under it by id, in chunks.
+    pub fn samples_prefix(&self) -> String {
+        format!("{}/samples/", self.base)
+    }
+
+    /// `<root>/fleet/retrain/<model>`: the device asks the trainer for a better model.
+    pub fn retrain(&self, model_name: &str) -> String {
+        format!("{}/fleet/retrain/{model_name}", self.root)
     }
 
     pub fn telemetry(&self) -> String {

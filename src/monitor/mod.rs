@@ -1,0 +1,431 @@
+//! Monitoring: how well the model does on this road, told by the device.
+//!
+//! - [`feedback`]: true classes for earlier predictions → precision, recall.
+//! - [`drift`]: label-free signs per camera: class mix, confidence, input.
+//! - [`input_stats`]: brightness, contrast, sharpness of a frame.
+//! - [`alerts`]: hysteresis, so each crossing gives one alert and one clear.
+//! - [`samples`]: JPEG crops for retraining, on disk and on MQTT.
+//!
+//! [`MonitorTask`] owns the books and the alerts. It hears of every stored
+//! prediction from the publisher (with the `seq` it got), of feedback from
+//! the publisher's subscription, and of input statistics from the cameras.
+//! It publishes alerts on `…/events` and retrain requests on
+//! `<root>/fleet/retrain/<model>`, both stored and numbered like predictions.
+
+pub mod alerts;
+pub mod drift;
+pub mod feedback;
+pub mod input_stats;
+pub mod samples;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+
+use crate::config::MonitorConfig;
+use crate::infer::spec::Reference;
+use crate::infer::{ActiveModel, ModelIdentity};
+use crate::publish::events::{event_body, AlertState, Event};
+use crate::publish::messages::rfc3339;
+use crate::publish::{Outgoing, Topics};
+use crate::shutdown::Shutdown;
+use alerts::{AlertBook, Rule, Transition};
+use drift::{Baseline, BaselineSource, CameraDrift, DriftFigures, InputStats};
+use feedback::{LabelBook, Metrics, Remembered};
+use samples::{SampleFigures, SampleStats, SamplerInput};
+
+/// Inputs waiting for the monitor; more are dropped (counted in telemetry).
+pub const QUEUE: usize = 1024;
+/// How often alerts are judged and figures refreshed.
+const TICK: Duration = Duration::from_secs(1);
+/// At most one `feedback_rejected` event per this interval; the rest are counted in it.
+const REJECTION_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// Mistakes listed in a retrain request (the counts cover all of them).
+const MISTAKES_IN_REQUEST: usize = 100;
+
+/// What the monitor needs of one stored prediction.
+#[derive(Debug)]
+pub struct PredictionDigest {
+    pub prediction_id: u64,
+    pub camera: String,
+    pub model: Arc<ModelIdentity>,
+    pub reference: Option<Arc<Reference>>,
+    /// Per region: road class and top-1 model score.
+    pub regions: Vec<(String, f32)>,
+}
+
+#[derive(Debug)]
+pub enum MonitorInput {
+    Prediction { seq: u64, digest: Box<PredictionDigest> },
+    Feedback(Vec<u8>),
+    Input { camera: String, stats: InputStats },
+}
+
+/// The monitor's part of telemetry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MonitorFigures {
+    /// The active model's figures over the feedback window.
+    pub feedback: Metrics,
+    /// Labels refused (unknown seq or region, bad class, malformed message).
+    pub feedback_rejected: u64,
+    pub cameras: BTreeMap<String, DriftFigures>,
+    /// Alerts raised now → latest value.
+    pub alerts: BTreeMap<String, f64>,
+    pub samples: Option<SampleFigures>,
+    /// Inputs the monitor could not take in time.
+    pub dropped: u64,
+}
+
+pub struct MonitorTask {
+    pub device_id: String,
+    pub topics: Topics,
+    pub config: MonitorConfig,
+    /// `<state_dir>/monitor`: learned baselines.
+    pub dir: PathBuf,
+    pub active: ActiveModel,
+    /// Valid true classes for feedback: the road classes and `none`.
+    pub classes: Vec<String>,
+    pub publisher: mpsc::WeakSender<Outgoing>,
+    pub samples: Option<(std::sync::mpsc::SyncSender<SamplerInput>, Arc<SampleStats>)>,
+    pub figures: Arc<Mutex<MonitorFigures>>,
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The monitor's working state.
+struct Books {
+    labels: LabelBook,
+    cameras: BTreeMap<String, CameraDrift>,
+    alerts: AlertBook,
+    rejected: u64,
+    rejected_unreported: u64,
+    last_rejection_event: Option<Instant>,
+    /// Interned model identities (a prediction keeps an `Arc`, not a copy).
+    models: Vec<Arc<ModelIdentity>>,
+}
+
+impl MonitorTask {
+    pub async fn run(self, mut inputs: mpsc::Receiver<MonitorInput>, shutdown: Shutdown) {
+        let mut books = Books {
+            labels: LabelBook::new(
+                self.config.remember_predictions,
+                self.config.feedback_window,
+                Duration::from_secs(self.config.feedback_window_seconds),
+            ),
+            cameras: BTreeMap::new(),
+            alerts: AlertBook::default(),
+            rejected: 0,
+            rejected_unreported: 0,
+            last_rejection_event: None,
+            models: Vec::new(),
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(MonitorInput::Prediction { seq, digest }) => self.on_prediction(&mut books, seq, *digest).await,
+                    Some(MonitorInput::Feedback(payload)) => {
+                        self.on_feedback(&mut books, &payload).await;
+                        self.judge_precision(&mut books).await;
+                    }
+                    Some(MonitorInput::Input { camera, stats }) => self.camera(&mut books, &camera).record_input(stats),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    books.labels.expire(Instant::now());
+                    self.judge_precision(&mut books).await;
+                    self.judge_drift(&mut books).await;
+                    self.update_figures(&books);
+                }
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    fn camera<'a>(&self, books: &'a mut Books, camera: &str) -> &'a mut CameraDrift {
+        let drift = &self.config.drift;
+        books
+            .cameras
+            .entry(camera.to_string())
+            .or_insert_with(|| CameraDrift::new(drift.class_window, drift.reference_regions, drift.input_window))
+    }
+
+    async fn on_prediction(&self, books: &mut Books, seq: u64, digest: PredictionDigest) {
+        let model = match books.models.iter().find(|m| **m == digest.model) {
+            Some(known) => known.clone(),
+            None => {
+                books.models.push(digest.model.clone());
+                if books.models.len() > 4 {
+                    books.models.remove(0);
+                }
+                digest.model.clone()
+            }
+        };
+        if self.camera(books, &digest.camera).model_sha256() != model.sha256 {
+            let baseline = self.baseline_for(&digest.camera, &model, digest.reference.as_deref()).await;
+            self.camera(books, &digest.camera).start_model(&model.sha256, baseline);
+        }
+        let drift = self.camera(books, &digest.camera);
+        let mut learned = None;
+        for (class, top1) in &digest.regions {
+            if let Some(baseline) = drift.record_region(class, *top1) {
+                learned = Some(baseline.clone());
+            }
+        }
+        if let Some(baseline) = learned {
+            tracing::info!(camera = %digest.camera, regions = baseline.regions, classes = ?baseline.classes, "learned this camera's class mix baseline");
+            let path = self.baseline_path(&digest.camera);
+            tokio::task::spawn_blocking(move || {
+                let json = serde_json::to_vec_pretty(&baseline).unwrap_or_default();
+                let write = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(path.parent().expect("has a folder"))?;
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, json)?;
+                    std::fs::rename(&tmp, &path)
+                };
+                if let Err(error) = write() {
+                    tracing::warn!(path = %path.display(), %error, "cannot keep the learned baseline; it is learned again after a restart");
+                }
+            });
+        }
+        let classes = digest.regions.into_iter().map(|(class, _)| class).collect();
+        books.labels.remember(seq, Remembered { prediction_id: digest.prediction_id, camera: digest.camera, model, classes });
+    }
+
+    fn baseline_path(&self, camera: &str) -> PathBuf {
+        let safe: String = camera.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        self.dir.join(format!("baseline-{safe}.json"))
+    }
+
+    /// The spec's reference, else a baseline learned earlier for this model on this camera.
+    async fn baseline_for(&self, camera: &str, model: &ModelIdentity, reference: Option<&Reference>) -> Option<Baseline> {
+        if let Some(reference) = reference {
+            return Some(Baseline {
+                source: BaselineSource::Spec,
+                model_sha256: model.sha256.clone(),
+                classes: reference.classes.clone(),
+                mean_confidence: reference.mean_confidence,
+                regions: 0,
+            });
+        }
+        let path = self.baseline_path(camera);
+        let sha = model.sha256.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).ok()?;
+            serde_json::from_slice::<Baseline>(&bytes).ok().filter(|b| b.model_sha256 == sha)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn on_feedback(&self, books: &mut Books, payload: &[u8]) {
+        let labels = match feedback::parse(payload) {
+            Ok(labels) => labels,
+            Err(reason) => return self.reject(books, None, None, reason).await,
+        };
+        for label in labels {
+            let (seq, region) = (label.seq, label.region);
+            match books.labels.add(label, &self.classes) {
+                Ok(labelled) => {
+                    if !labelled.is_correct() {
+                        tracing::debug!(seq, region, predicted = %labelled.predicted, truth = %labelled.truth, "feedback: prediction was wrong");
+                        if let Some((samples, _)) = &self.samples {
+                            let _ = samples.try_send(SamplerInput::MarkedWrong {
+                                prediction_id: labelled.prediction_id,
+                                region,
+                                seq,
+                                truth: labelled.truth.clone(),
+                            });
+                        }
+                    }
+                }
+                Err(reason) => self.reject(books, Some(seq), Some(region), reason).await,
+            }
+        }
+    }
+
+    async fn reject(&self, books: &mut Books, seq: Option<u64>, region: Option<usize>, reason: String) {
+        books.rejected += 1;
+        books.rejected_unreported += 1;
+        tracing::warn!(?seq, ?region, %reason, "feedback ignored");
+        if books.last_rejection_event.is_some_and(|at| at.elapsed() < REJECTION_EVENT_INTERVAL) {
+            return;
+        }
+        books.last_rejection_event = Some(Instant::now());
+        let also_rejected = books.rejected_unreported - 1;
+        books.rejected_unreported = 0;
+        self.send(self.topics.events(), event_body(&self.device_id, &Event::FeedbackRejected { seq, region, reason, also_rejected })).await;
+    }
+
+    async fn judge_precision(&self, books: &mut Books) {
+        let model = self.active_model();
+        let metrics = books.labels.metrics(&model);
+        let rule = Rule::below(self.config.precision_alert_below, self.config.precision_clear_at);
+        let value = metrics.precision.filter(|_| metrics.labelled >= self.config.min_labelled as u64);
+        let Some(transition) = books.alerts.judge("precision", rule, value) else { return };
+        let value = value.expect("judged");
+        let advice = match transition {
+            Transition::Raised => format!(
+                "{} of {} labelled regions named right; a retrain request with the evidence went to {}",
+                metrics.correct,
+                metrics.labelled,
+                self.topics.retrain(&model.name)
+            ),
+            Transition::Cleared => format!("{} of {} labelled regions named right again", metrics.correct, metrics.labelled),
+        };
+        self.alert(transition, "precision", None, rule, value, metrics.labelled, metrics.window_seconds, &model, advice).await;
+        if transition == Transition::Raised {
+            let mistakes: Vec<serde_json::Value> = books
+                .labels
+                .labels_of(&model)
+                .filter(|l| !l.is_correct())
+                .take(MISTAKES_IN_REQUEST)
+                .map(|l| serde_json::to_value(l).unwrap_or_default())
+                .collect();
+            let evidence = serde_json::json!({
+                "labelled": metrics.labelled,
+                "correct": metrics.correct,
+                "window_seconds": metrics.window_seconds,
+                "per_class": metrics.per_class,
+                "confusion": metrics.confusion,
+                "mistakes": mistakes,
+            });
+            self.request_retrain(&model, "precision", value, rule, evidence).await;
+        }
+    }
+
+    async fn judge_drift(&self, books: &mut Books) {
+        let model = self.active_model();
+        let d = &self.config.drift;
+        let cameras: Vec<(String, DriftFigures)> = books.cameras.iter().map(|(id, drift)| (id.clone(), drift.figures())).collect();
+        for (camera, figures) in cameras {
+            let window = figures.window_regions as u64;
+            let checks = [
+                ("class_mix", Rule::above(d.class_mix_alert_above, d.class_mix_clear_below), figures.class_mix_distance, window),
+                ("confidence", Rule::below(d.confidence_alert_below, d.confidence_clear_at), figures.confidence_ratio, window),
+                ("brightness", Rule::below(d.brightness_alert_below, d.brightness_clear_at), figures.brightness, d.input_window as u64),
+                ("contrast", Rule::below(d.contrast_alert_below, d.contrast_clear_at), figures.contrast, d.input_window as u64),
+                ("sharpness", Rule::below(d.sharpness_alert_below, d.sharpness_clear_at), figures.sharpness, d.input_window as u64),
+            ];
+            for (what, rule, value, evidence) in checks {
+                let key = format!("{what}/{camera}");
+                let Some(transition) = books.alerts.judge(&key, rule, value) else { continue };
+                let value = value.expect("judged");
+                let model_related = matches!(what, "class_mix" | "confidence");
+                let advice = match (transition, model_related) {
+                    (Transition::Raised, true) => format!(
+                        "the model sees something other than it was trained on (baseline: {}); a retrain request went to {}",
+                        figures.baseline,
+                        self.topics.retrain(&model.name)
+                    ),
+                    (Transition::Raised, false) => {
+                        format!("check camera {camera}: lens, focus, lighting, position ({what} {value:.1})")
+                    }
+                    (Transition::Cleared, _) => format!("{what} on camera {camera} is back within bounds"),
+                };
+                self.alert(transition, what, Some(&camera), rule, value, evidence, 0.0, &model, advice).await;
+                if transition == Transition::Raised && model_related {
+                    let evidence = serde_json::json!({ "camera": camera, "figures": figures });
+                    self.request_retrain(&model, what, value, rule, evidence).await;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn alert(
+        &self,
+        transition: Transition,
+        alert: &str,
+        camera: Option<&str>,
+        rule: Rule,
+        value: f64,
+        evidence: u64,
+        window_seconds: f64,
+        model: &ModelIdentity,
+        advice: String,
+    ) {
+        let state = match transition {
+            Transition::Raised => AlertState::Raised,
+            Transition::Cleared => AlertState::Cleared,
+        };
+        match transition {
+            Transition::Raised => tracing::warn!(alert, ?camera, value, threshold = rule.alert_at, %advice, "alert raised"),
+            Transition::Cleared => tracing::info!(alert, ?camera, value, clear_at = rule.clear_at, "alert cleared"),
+        }
+        let event = Event::Alert {
+            alert: alert.to_string(),
+            state,
+            camera: camera.map(str::to_string),
+            value,
+            bad: rule.bad,
+            threshold: rule.alert_at,
+            clear_at: rule.clear_at,
+            evidence,
+            window_seconds,
+            model: model.clone(),
+            advice,
+        };
+        self.send(self.topics.events(), event_body(&self.device_id, &event)).await;
+    }
+
+    async fn request_retrain(&self, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: serde_json::Value) {
+        let request = serde_json::json!({
+            "device": self.device_id,
+            "at": rfc3339(SystemTime::now()),
+            "model": model,
+            "reason": reason,
+            "value": value,
+            "threshold": rule.alert_at,
+            "evidence": evidence,
+            "samples": format!("{}+", self.topics.samples_prefix()),
+        });
+        tracing::warn!(topic = %self.topics.retrain(&model.name), reason, "retrain requested");
+        self.send(self.topics.retrain(&model.name), serde_json::to_vec(&request).unwrap_or_default()).await;
+    }
+
+    /// Stored and numbered, like predictions.
+    async fn send(&self, topic: String, body: Vec<u8>) {
+        let Some(publisher) = self.publisher.upgrade() else { return };
+        if publisher.send(Outgoing::stored(topic, body)).await.is_err() {
+            tracing::debug!("publisher gone; monitor message not sent");
+        }
+    }
+
+    fn active_model(&self) -> ModelIdentity {
+        self.active.read().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn update_figures(&self, books: &Books) {
+        let figures = MonitorFigures {
+            feedback: books.labels.metrics(&self.active_model()),
+            feedback_rejected: books.rejected,
+            cameras: books.cameras.iter().map(|(id, drift)| (id.clone(), drift.figures())).collect(),
+            alerts: books.alerts.raised().clone(),
+            samples: self.samples.as_ref().map(|(_, stats)| stats.figures()),
+            dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        if let Ok(mut slot) = self.figures.lock() {
+            *slot = figures;
+        }
+    }
+}
+
+/// The producers' side: never waits; a full queue drops the input, counted.
+#[derive(Clone)]
+pub struct MonitorSender {
+    pub tx: mpsc::Sender<MonitorInput>,
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl MonitorSender {
+    pub fn offer(&self, input: MonitorInput) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(input) {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
