@@ -247,6 +247,9 @@ pub struct MonitorConfig {
     /// The model's precision (share of labelled regions it named right).
     pub precision_alert_below: f64,
     pub precision_clear_at: f64,
+    /// At most one retrain request per model and reason in this many seconds
+    /// (alerts are still raised and cleared as they happen).
+    pub retrain_interval_seconds: u64,
     pub drift: DriftConfig,
 }
 
@@ -260,6 +263,7 @@ impl Default for MonitorConfig {
             min_labelled: 30,
             precision_alert_below: 0.40,
             precision_clear_at: 0.50,
+            retrain_interval_seconds: 1800,
             drift: DriftConfig::default(),
         }
     }
@@ -291,7 +295,10 @@ pub struct DriftConfig {
     /// Standard deviation of luma (fog, glare).
     pub contrast_alert_below: f64,
     pub contrast_clear_at: f64,
-    /// Variance of the Laplacian on a 320-pixel-wide copy (blur, a dirty or misted lens).
+    /// Variance of the Laplacian on a 320-pixel-wide copy (blur, a dirty or
+    /// misted lens). It depends on the scene: the bundled clip reads ~750
+    /// sharp and ~26 through a 4-pixel blur; read a site's own figure in
+    /// telemetry (`monitor.cameras.<id>.sharpness`) and set this below it.
     pub sharpness_alert_below: f64,
     pub sharpness_clear_at: f64,
 }
@@ -311,8 +318,8 @@ impl Default for DriftConfig {
             brightness_clear_at: 55.0,
             contrast_alert_below: 12.0,
             contrast_clear_at: 18.0,
-            sharpness_alert_below: 20.0,
-            sharpness_clear_at: 40.0,
+            sharpness_alert_below: 50.0,
+            sharpness_clear_at: 100.0,
         }
     }
 }
@@ -326,7 +333,7 @@ pub struct SamplesConfig {
     pub dir: PathBuf,
     /// Disk budget; the oldest samples go first.
     pub max_bytes: u64,
-    /// Regions whose top-1 model score is below this are saved...
+    /// Regions whose road-class score is below this are saved...
     pub low_confidence_below: f32,
     /// ...and this share of the others, at random...
     pub random_rate: f64,
@@ -347,7 +354,7 @@ impl Default for SamplesConfig {
             enabled: true,
             dir: PathBuf::new(),
             max_bytes: 64 << 20,
-            low_confidence_below: 0.30,
+            low_confidence_below: 0.50,
             random_rate: 0.002,
             max_per_hour: 120,
             recent: 300,

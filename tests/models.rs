@@ -43,18 +43,6 @@ impl Trainer {
     }
 }
 
-/// A copy of the bundled model's files with `file` edited by `edit`; the
-/// returned folder holds `efficientnet_lite0.onnx` and its spec.
-fn bundled_model_with(file: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["efficientnet_lite0.onnx", "efficientnet_lite0.toml", "imagenet_labels.txt", "road_taxonomy.toml"] {
-        std::fs::copy(repo("models").join(name), dir.path().join(name)).unwrap();
-    }
-    let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
-    std::fs::write(dir.path().join(file), edit(text)).unwrap();
-    dir
-}
-
 /// A broker, a registry, a trainer with its keys, and a subscriber to the test device.
 fn start() -> (Mosquitto, OciRegistry, Trainer, Subscriber) {
     let broker = Mosquitto::start();

@@ -104,6 +104,8 @@ struct Books {
     last_rejection_event: Option<Instant>,
     /// Interned model identities (a prediction keeps an `Arc`, not a copy).
     models: Vec<Arc<ModelIdentity>>,
+    /// When a retrain request last went out, by model sha256 and reason.
+    retrain_requested: BTreeMap<(String, String), Instant>,
 }
 
 impl MonitorTask {
@@ -120,6 +122,7 @@ impl MonitorTask {
             rejected_unreported: 0,
             last_rejection_event: None,
             models: Vec::new(),
+            retrain_requested: BTreeMap::new(),
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,7 +261,7 @@ impl MonitorTask {
         books.last_rejection_event = Some(Instant::now());
         let also_rejected = books.rejected_unreported - 1;
         books.rejected_unreported = 0;
-        self.send(self.topics.events(), event_body(&self.device_id, &Event::FeedbackRejected { seq, region, reason, also_rejected })).await;
+        self.send(self.topics.events(), event_body(&self.device_id, &Event::FeedbackRejected { prediction_seq: seq, region, reason, also_rejected })).await;
     }
 
     async fn judge_precision(&self, books: &mut Books) {
@@ -294,7 +297,7 @@ impl MonitorTask {
                 "confusion": metrics.confusion,
                 "mistakes": mistakes,
             });
-            self.request_retrain(&model, "precision", value, rule, evidence).await;
+            self.request_retrain(books, &model, "precision", value, rule, evidence).await;
         }
     }
 
@@ -318,8 +321,8 @@ impl MonitorTask {
                 let model_related = matches!(what, "class_mix" | "confidence");
                 let advice = match (transition, model_related) {
                     (Transition::Raised, true) => format!(
-                        "the model sees something other than it was trained on (baseline: {}); a retrain request went to {}",
-                        figures.baseline,
+                        "camera {camera}'s {what} differs from its baseline ({}): the road or the camera changed, or the model does not fit it; a retrain request went to {}",
+                        if figures.baseline == "spec" { "the model's spec" } else { "learned on this camera" },
                         self.topics.retrain(&model.name)
                     ),
                     (Transition::Raised, false) => {
@@ -330,7 +333,7 @@ impl MonitorTask {
                 self.alert(transition, what, Some(&camera), rule, value, evidence, 0.0, &model, advice).await;
                 if transition == Transition::Raised && model_related {
                     let evidence = serde_json::json!({ "camera": camera, "figures": figures });
-                    self.request_retrain(&model, what, value, rule, evidence).await;
+                    self.request_retrain(books, &model, what, value, rule, evidence).await;
                 }
             }
         }
@@ -373,7 +376,14 @@ impl MonitorTask {
         self.send(self.topics.events(), event_body(&self.device_id, &event)).await;
     }
 
-    async fn request_retrain(&self, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: serde_json::Value) {
+    async fn request_retrain(&self, books: &mut Books, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: serde_json::Value) {
+        let key = (model.sha256.clone(), reason.to_string());
+        let interval = Duration::from_secs(self.config.retrain_interval_seconds);
+        if books.retrain_requested.get(&key).is_some_and(|at| at.elapsed() < interval) {
+            tracing::info!(reason, "retrain already requested for this model within monitor.retrain_interval_seconds; not asking again");
+            return;
+        }
+        books.retrain_requested.insert(key, Instant::now());
         let request = serde_json::json!({
             "device": self.device_id,
             "at": rfc3339(SystemTime::now()),

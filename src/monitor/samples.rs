@@ -134,8 +134,7 @@ impl SampleTap {
         model: &Arc<ModelIdentity>,
         prediction: &RegionPrediction,
     ) {
-        let top1 = prediction.top_k.first().map_or(0.0, |t| t.score);
-        let reason = if top1 < self.low_confidence_below {
+        let reason = if prediction.score < self.low_confidence_below {
             Some(Reason::LowConfidence)
         } else if self.random_rate > 0.0 && fastrand::f64() < self.random_rate {
             Some(Reason::Random)

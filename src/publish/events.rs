@@ -59,7 +59,7 @@ pub enum Event {
     /// Feedback that names no remembered prediction or region, or no road
     /// class, or is malformed; it is ignored. At most one a second:
     /// `also_rejected` counts those not reported since the last one.
-    FeedbackRejected { seq: Option<u64>, region: Option<usize>, reason: String, also_rejected: u64 },
+    FeedbackRejected { prediction_seq: Option<u64>, region: Option<usize>, reason: String, also_rejected: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -569,6 +569,18 @@ interval_seconds = 1
     )
 }
 
+/// A copy of the bundled model's files with `file` edited by `edit`; the
+/// returned folder holds `efficientnet_lite0.onnx` and its spec.
+pub fn bundled_model_with(file: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["efficientnet_lite0.onnx", "efficientnet_lite0.toml", "imagenet_labels.txt", "road_taxonomy.toml"] {
+        std::fs::copy(repo("models").join(name), dir.path().join(name)).unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+    std::fs::write(dir.path().join(file), edit(text)).unwrap();
+    dir
+}
+
 pub fn road_clip() -> PathBuf {
     repo("media/road.mp4")
 }

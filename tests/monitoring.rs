@@ -1,0 +1,272 @@
+//! Monitoring end to end with a real broker, real ONNX Runtime and the real
+//! model: feedback → precision → one alert, one retrain request, one clear;
+//! samples on disk and on MQTT; label-free drift per camera.
+
+mod support;
+
+use base64::Engine;
+use opencv::core::{Mat, Size};
+use opencv::prelude::*;
+use opencv::{imgproc, videoio};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+const FEEDBACK: &str = "cctv/test-pole/feedback";
+
+fn camera(id: &str, url: &Path, extra: &str) -> String {
+    format!("[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\nregions = \"full\"\nreplay = \"asap\"\n{extra}\n", url.display())
+}
+
+fn latest_monitor(sub: &Subscriber) -> Value {
+    sub.on("/telemetry").last().map(|m| m.payload["monitor"].clone()).unwrap_or(Value::Null)
+}
+
+fn alerts(sub: &Subscriber, state: &str) -> Vec<Value> {
+    sub.events("alert").into_iter().filter(|e| e["state"] == state).collect()
+}
+
+fn retrain_requests(sub: &Subscriber) -> Vec<Value> {
+    sub.all().into_iter().filter(|m| m.topic.starts_with("cctv/fleet/retrain/")).map(|m| m.payload).collect()
+}
+
+/// Samples received on `…/samples/<id>`, reassembled: id → (meta, JPEG bytes).
+/// A sample published twice (saved, then marked wrong) keeps its latest metadata.
+fn samples(sub: &Subscriber) -> BTreeMap<String, (Value, Vec<u8>)> {
+    let mut parts: BTreeMap<String, BTreeMap<u64, Value>> = BTreeMap::new();
+    for message in sub.all().into_iter().filter(|m| m.topic.starts_with("cctv/test-pole/samples/")) {
+        assert_matches_schema(&message.payload, "sample.json");
+        let id = message.payload["sample"].as_str().unwrap().to_string();
+        assert!(message.topic.ends_with(&id));
+        parts.entry(id).or_default().insert(message.payload["part"].as_u64().unwrap(), message.payload);
+    }
+    let mut whole = BTreeMap::new();
+    for (id, chunks) in parts {
+        let count = chunks.values().next().unwrap()["parts"].as_u64().unwrap();
+        if chunks.len() as u64 != count {
+            continue;
+        }
+        let jpeg: Vec<u8> = chunks
+            .values()
+            .flat_map(|c| base64::engine::general_purpose::STANDARD.decode(c["jpeg_base64"].as_str().unwrap()).unwrap())
+            .collect();
+        whole.insert(id, (chunks[&0]["meta"].clone(), jpeg));
+    }
+    whole
+}
+
+/// Frame `index` of the bundled clip, scaled to `width`×`height`, as RGB.
+fn clip_frame_rgb(index: u64, width: i32, height: i32) -> Vec<u8> {
+    let mut capture = videoio::VideoCapture::from_file(road_clip().to_str().unwrap(), videoio::CAP_ANY).unwrap();
+    let mut frame = Mat::default();
+    for _ in 0..=index {
+        assert!(capture.read(&mut frame).unwrap(), "clip has frame {index}");
+    }
+    let mut scaled = Mat::default();
+    imgproc::resize(&frame, &mut scaled, Size::new(width, height), 0.0, 0.0, imgproc::INTER_AREA).unwrap();
+    let mut rgb = Mat::default();
+    imgproc::cvt_color_def(&scaled, &mut rgb, imgproc::COLOR_BGR2RGB).unwrap();
+    rgb.data_bytes().unwrap().to_vec()
+}
+
+fn send_feedback(port: u16, labels: &[(u64, &str)]) {
+    let labels: Vec<Value> = labels.iter().map(|(seq, class)| json!({"seq": seq, "region": 0, "class": class, "source": "test-sensor"})).collect();
+    publish(port, FEEDBACK, &serde_json::to_vec(&labels).unwrap());
+}
+
+fn other_class(class: &str) -> &'static str {
+    if class == "car" { "truck" } else { "car" }
+}
+
+#[test]
+fn feedback_drives_one_precision_alert_one_retrain_request_one_clear_and_saves_the_mistakes() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    let config = format!(
+        "{}\n[monitor]\nfeedback_window = 40\nmin_labelled = 20\n[samples]\nmax_bytes = 1048576\nrandom_rate = 1.0\nmax_per_hour = 100000\nrecent = 400\n",
+        agent_config(&broker, &camera("road", &road_clip(), ""))
+    );
+    let mut agent = Agent::start(&config);
+    let frames = road_clip_frames() as usize;
+    sub.wait_until(Duration::from_secs(120), "every frame's prediction", |_| sub.on("/predictions/road").len() >= frames);
+    let mut predictions: Vec<(u64, String, u64)> = sub
+        .on("/predictions/road")
+        .iter()
+        .map(|m| (m.payload["seq"].as_u64().unwrap(), m.payload["regions"][0]["class"].as_str().unwrap().to_string(), m.payload["frame_index"].as_u64().unwrap()))
+        .collect();
+    predictions.sort();
+    let agree = |range: std::ops::Range<usize>| -> Vec<(u64, &str)> { predictions[range].iter().map(|(seq, class, _)| (*seq, class.as_str())).collect() };
+    let disagree = |range: std::ops::Range<usize>| -> Vec<(u64, &str)> { predictions[range].iter().map(|(seq, class, _)| (*seq, other_class(class))).collect() };
+
+    // Feedback that agrees: precision 1, nothing raised.
+    send_feedback(broker.port, &agree(0..30));
+    sub.wait_until(Duration::from_secs(10), "30 labels in telemetry", |_| latest_monitor(&sub)["feedback"]["labelled"] == 30);
+    assert_eq!(latest_monitor(&sub)["feedback"]["precision"], 1.0);
+    assert!(sub.events("alert").is_empty(), "{:?}", sub.events("alert"));
+
+    // Bad feedback: each refused with what to send, nothing counted.
+    publish(broker.port, FEEDBACK, br#"{"seq": 999999999, "region": 0, "class": "car"}"#);
+    std::thread::sleep(Duration::from_millis(1100));
+    publish(broker.port, FEEDBACK, json!({"seq": predictions[0].0, "region": 0, "class": "spaceship"}).to_string().as_bytes());
+    std::thread::sleep(Duration::from_millis(1100));
+    publish(broker.port, FEEDBACK, b"car, I think");
+    sub.wait_until(Duration::from_secs(10), "3 rejections", |_| sub.events("feedback_rejected").len() == 3 && latest_monitor(&sub)["feedback_rejected"] == 3);
+    let reasons: Vec<String> = sub.events("feedback_rejected").iter().map(|e| e["reason"].as_str().unwrap().to_string()).collect();
+    assert!(reasons[0].contains("seq 999999999"), "{reasons:?}");
+    assert!(reasons[1].contains("spaceship") && reasons[1].contains("bus, car, motorcycle"), "{reasons:?}");
+    assert!(reasons[2].contains("\"seq\""), "{reasons:?}");
+    for event in sub.events("feedback_rejected") {
+        assert_matches_schema(&event, "event.json");
+    }
+    assert_eq!(latest_monitor(&sub)["feedback"]["labelled"], 30);
+
+    // Feedback that marks predictions wrong drives precision below 0.40.
+    let wrong = disagree(30..70);
+    for batch in wrong.chunks(10) {
+        send_feedback(broker.port, batch);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sub.wait_until(Duration::from_secs(10), "the precision alert", |_| !alerts(&sub, "raised").is_empty());
+    std::thread::sleep(Duration::from_millis(2500)); // more judgements: still one alert
+    let raised = alerts(&sub, "raised");
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_matches_schema(&raised[0], "event.json");
+    assert_eq!((raised[0]["alert"].as_str(), raised[0]["threshold"].as_f64()), (Some("precision"), Some(0.40)));
+    assert!(raised[0]["value"].as_f64().unwrap() < 0.40 && raised[0]["evidence"] == 40, "{}", raised[0]);
+    assert_eq!(raised[0]["model"]["version"], "1");
+    let requests = retrain_requests(&sub);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_matches_schema(&requests[0], "retrain.json");
+    let request = &requests[0];
+    assert_eq!(request["model"]["name"], "efficientnet_lite0");
+    assert_eq!(request["evidence"]["labelled"], 40);
+    let wrong_seqs: BTreeSet<u64> = wrong.iter().map(|(seq, _)| *seq).collect();
+    let mistakes = request["evidence"]["mistakes"].as_array().unwrap();
+    assert!(mistakes.len() >= 30, "{request}");
+    assert!(mistakes.iter().all(|m| wrong_seqs.contains(&m["seq"].as_u64().unwrap()) && m["source"] == "test-sensor"), "{request}");
+    assert!(!request["evidence"]["confusion"].as_object().unwrap().is_empty());
+    assert_eq!(latest_monitor(&sub)["feedback"]["precision"], 0.0);
+    assert_eq!(latest_monitor(&sub)["alerts"]["precision"], 0.0);
+
+    // Recovery: one clear, still one alert and one request.
+    for batch in agree(70..110).chunks(10) {
+        send_feedback(broker.port, batch);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sub.wait_until(Duration::from_secs(10), "the clear", |_| !alerts(&sub, "cleared").is_empty());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!((alerts(&sub, "raised").len(), alerts(&sub, "cleared").len(), retrain_requests(&sub).len()), (1, 1, 1));
+    let cleared = &alerts(&sub, "cleared")[0];
+    assert_matches_schema(cleared, "event.json");
+    assert!(cleared["value"].as_f64().unwrap() >= 0.5);
+    assert!(cleared["seq"].as_u64() > raised[0]["seq"].as_u64());
+    let monitor = latest_monitor(&sub);
+    assert_eq!((monitor["feedback"]["labelled"].as_u64(), monitor["feedback"]["precision"].as_f64()), (Some(40), Some(1.0)));
+    assert!(monitor["alerts"].as_object().unwrap().is_empty());
+
+    // The regions marked wrong reach the trainer as samples with their true class.
+    sub.wait_until(Duration::from_secs(20), "a sample for every region marked wrong", |_| {
+        let missed = latest_monitor(&sub)["samples"]["missed"].as_u64().unwrap_or(0);
+        samples(&sub).values().filter(|(meta, _)| meta["reason"] == "feedback_wrong").count() as u64 + missed == 40
+    });
+    let marked: Vec<(Value, Vec<u8>)> = samples(&sub).into_values().filter(|(meta, _)| meta["reason"] == "feedback_wrong").collect();
+    assert!(marked.len() >= 30, "only {} of 40 regions marked wrong were saved", marked.len());
+    let truth_of: BTreeMap<u64, &str> = wrong.iter().copied().collect();
+    for (meta, jpeg) in &marked {
+        let seq = meta["seq"].as_u64().unwrap();
+        assert_eq!(meta["truth"].as_str(), truth_of.get(&seq).copied(), "{meta}");
+        let (_, predicted, frame_index) = predictions.iter().find(|p| p.0 == seq).unwrap();
+        assert_eq!((meta["class"].as_str(), meta["frame_index"].as_u64()), (Some(predicted.as_str()), Some(*frame_index)));
+        let image = image::load_from_memory(jpeg).expect("a valid JPEG").to_rgb8();
+        // The whole 640×400 frame (regions = "full"), scaled to samples.max_side = 256.
+        assert_eq!((image.width(), image.height(), meta["bbox"].clone()), (256, 160, json!([0, 0, 640, 400])));
+        let expected = clip_frame_rgb(*frame_index, 256, 160);
+        let difference: f64 = image.as_raw().iter().zip(&expected).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / expected.len() as f64;
+        assert!(difference < 8.0, "sample of frame {frame_index} differs from the frame by {difference:.1} per channel");
+    }
+
+    // The disk budget holds: the oldest samples went.
+    let figures = latest_monitor(&sub)["samples"].clone();
+    let on_disk: u64 = std::fs::read_dir(agent.state_dir().join("samples")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    println!("samples: {figures}; {on_disk} bytes on disk; {} received on MQTT", samples(&sub).len());
+    assert!(on_disk <= 1 << 20, "{on_disk} bytes on disk");
+    assert!(figures["evicted"].as_u64().unwrap() > 0 && figures["saved"].as_u64().unwrap() as usize >= frames, "{figures}");
+    assert!(agent.terminate().success(), "{}", agent.log());
+}
+
+/// The bundled clip through an ffmpeg filter.
+fn filtered_clip(dir: &Path, name: &str, filter: &str) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(road_clip())
+        .args(["-vf", filter, "-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg (apt-get install ffmpeg)");
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn a_dark_and_a_blurred_camera_alert_for_themselves_only_and_a_foreign_class_mix_alerts_and_asks_for_retraining() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    let clips = tempfile::tempdir().unwrap();
+    let dark = filtered_clip(clips.path(), "dark.mp4", "lutyuv=y=val*0.15");
+    let blurred = filtered_clip(clips.path(), "blurred.mp4", "gblur=sigma=4");
+    // The trainer says this model saw buses only: the road clip's mix is far from it.
+    let model = bundled_model_with("efficientnet_lite0.toml", |spec| spec + "\n[reference]\nclasses = { bus = 1.0 }\n");
+    let cameras = [camera("road", &road_clip(), ""), camera("dark", &dark, ""), camera("blurred", &blurred, "")].concat();
+    let config = format!(
+        "{}\n[monitor.drift]\nclass_window = 100\ninput_every_frames = 10\ninput_window = 10\n[samples]\nenabled = false\n",
+        agent_config(&broker, &cameras)
+    )
+    .replace(&repo("models/efficientnet_lite0.onnx").display().to_string(), &model.path().join("efficientnet_lite0.onnx").display().to_string());
+    let mut agent = Agent::start(&config);
+    let frames = road_clip_frames() as usize;
+    sub.wait_until(Duration::from_secs(180), "every camera's frames", |_| {
+        ["road", "dark", "blurred"].iter().all(|c| sub.on(&format!("/predictions/{c}")).len() >= frames)
+    });
+    std::thread::sleep(Duration::from_millis(2500)); // the last judgements and telemetry
+
+    let raised: BTreeSet<(String, String)> = alerts(&sub, "raised")
+        .iter()
+        .map(|e| (e["alert"].as_str().unwrap().to_string(), e["camera"].as_str().unwrap().to_string()))
+        .collect();
+    let has = |alert: &str, camera: &str| raised.contains(&(alert.to_string(), camera.to_string()));
+    println!("raised: {raised:?}");
+    assert!(has("brightness", "dark"), "{raised:?}");
+    assert!(has("sharpness", "blurred"), "{raised:?}");
+    for input in ["brightness", "contrast", "sharpness"] {
+        assert!(!has(input, "road"), "the untouched camera raised {input}: {raised:?}");
+    }
+    assert!(!has("brightness", "blurred") && !has("contrast", "blurred"), "{raised:?}");
+    for camera in ["road", "dark", "blurred"] {
+        assert!(has("class_mix", camera), "{raised:?}");
+    }
+    for event in sub.events("alert") {
+        assert_matches_schema(&event, "event.json");
+    }
+    assert_eq!(alerts(&sub, "raised").len(), raised.len(), "one alert per crossing");
+
+    let cameras = latest_monitor(&sub)["cameras"].clone();
+    println!("{cameras:#}");
+    let figure = |camera: &str, what: &str| cameras[camera][what].as_f64().unwrap();
+    assert!(figure("road", "brightness") > 80.0 && figure("dark", "brightness") < 20.0);
+    assert!(figure("road", "sharpness") > 10.0 * figure("blurred", "sharpness"));
+    assert_eq!(cameras["road"]["baseline"], "spec");
+    assert!(figure("road", "class_mix_distance") > 0.35);
+
+    // Drift in what the model sees asks the trainer once (per model and reason);
+    // a camera problem does not.
+    let requests = retrain_requests(&sub);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_matches_schema(&requests[0], "retrain.json");
+    assert_eq!(requests[0]["reason"], "class_mix");
+    assert!(["road", "dark", "blurred"].contains(&requests[0]["evidence"]["camera"].as_str().unwrap()));
+    assert!(agent.terminate().success(), "{}", agent.log());
+}
