@@ -411,3 +411,98 @@ fn an_agent_killed_mid_download_serves_the_old_model_on_restart_and_resumes_the_
     assert!(agent.terminate().success());
     assert_eq!(std::fs::read(agent.state_dir().join("models/efficientnet_lite0-2/efficientnet_lite0.onnx")).unwrap(), model);
 }
+
+/// The MLOps loop on one device, every step on MQTT: a model that fails on
+/// this road → roadside feedback → precision alert → retrain request → the
+/// trainer (this test) publishes a better release → the agent verifies and
+/// swaps it → feedback agrees → the alert clears.
+#[test]
+fn closed_loop_feedback_alert_retrain_request_release_swap_and_clear() {
+    let (broker, registry, trainer, sub) = start();
+    let fleet = Subscriber::start(broker.port, "cctv/fleet/retrain/+");
+    // Version 1 names every vehicle wrong: road classes swapped in pairs.
+    let scrambled = bundled_model_with("road_taxonomy.toml", |taxonomy| {
+        [("car", "truck"), ("van", "bus"), ("motorcycle", "bicycle")].iter().fold(taxonomy, |t, (a, b)| {
+            t.replace(&format!("\n{a} = "), "\nTMP = ").replace(&format!("\n{b} = "), &format!("\n{a} = ")).replace("\nTMP = ", &format!("\n{b} = "))
+        })
+    });
+    let cameras = clip_camera("regions = \"motion\"\nreplay = \"realtime\"\nloop = true");
+    let config = format!("{}\n[monitor]\nfeedback_window = 120\nmin_labelled = 30\n[samples]\nenabled = false\n", config(&broker, &registry, &trainer, &cameras, ""))
+        .replace(&repo("models/efficientnet_lite0.onnx").display().to_string(), &scrambled.path().join("efficientnet_lite0.onnx").display().to_string());
+    let mut agent = Agent::start(&config);
+
+    // The roadside sensor: the true class of each fully visible vehicle, by frame.
+    let truth = road_truth();
+    let mut vehicles: std::collections::BTreeMap<u64, Vec<([i64; 4], String)>> = Default::default();
+    for object in truth["objects"].as_array().unwrap().iter().filter(|o| o["class"] != "none") {
+        for frame in object["frames"].as_array().unwrap().iter().filter(|f| f["fully_visible"] == true) {
+            vehicles.entry(frame["frame"].as_u64().unwrap()).or_default().push((bbox(&frame["bbox"]), object["class"].as_str().unwrap().to_string()));
+        }
+    }
+    let mut labelled_seq = 0u64;
+    let mut sent = 0usize;
+    let mut label_new_predictions = || {
+        let mut labels = Vec::new();
+        let since = labelled_seq;
+        for p in predictions(&sub).iter().filter(|p| p["seq"].as_u64().unwrap() > since) {
+            labelled_seq = labelled_seq.max(p["seq"].as_u64().unwrap());
+            let Some(present) = vehicles.get(&p["frame_index"].as_u64().unwrap()) else { continue };
+            for (index, region) in p["regions"].as_array().unwrap().iter().enumerate() {
+                if let Some((_, class)) = present.iter().find(|(b, _)| iou(b, &bbox(&region["bbox"])) >= 0.5) {
+                    labels.push(serde_json::json!({"seq": p["seq"], "region": index, "class": class, "source": "loop-detector"}));
+                }
+            }
+        }
+        if !labels.is_empty() {
+            sent += labels.len();
+            publish(broker.port, "cctv/test-pole/feedback", &serde_json::to_vec(&labels).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let alerts = |state: &str| -> Vec<Value> { sub.events("alert").into_iter().filter(|e| e["state"] == state).collect() };
+
+    // 1. The device finds out and asks for a better model.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while fleet.all().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no retrain request after {sent} labels; alerts {:?}\n{}", sub.events("alert"), agent.log());
+        label_new_predictions();
+    }
+    let raised = alerts("raised");
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!((raised[0]["alert"].as_str(), raised[0]["model"]["version"].as_str()), (Some("precision"), Some("1")));
+    let request = fleet.all()[0].clone();
+    assert_eq!(request.topic, "cctv/fleet/retrain/efficientnet_lite0");
+    assert_eq!(request.payload["model"]["version"], "1");
+    assert!(request.payload["value"].as_f64().unwrap() < 0.4, "{}", request.payload);
+    println!("retrain requested at precision {} over {} labels", request.payload["value"], request.payload["evidence"]["labelled"]);
+
+    // 2. The trainer answers with a release through the model-lifecycle path.
+    let golden = repo("models/golden.json");
+    trainer.publish(&registry.url(), "champion", 2, &["--golden", golden.to_str().unwrap()]);
+
+    // 3. The device verifies and swaps it; feedback agrees; the alert clears.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while alerts("cleared").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no clear after {sent} labels; telemetry {}\n{}", sub.on("/telemetry").last().unwrap().payload["monitor"], agent.log());
+        label_new_predictions();
+    }
+    let cleared = &alerts("cleared")[0];
+    assert_eq!(cleared["model"]["version"], "2");
+    assert!(cleared["value"].as_f64().unwrap() >= 0.5, "{cleared}");
+    let activated = sub.events("model_activated");
+    assert_eq!(activated.len(), 1, "{activated:?}");
+    assert_eq!(activated[0]["version"], "2");
+    // In order, each visible on MQTT: alert → request → (download, verify) → swap → clear.
+    let seq = |v: &Value| v["seq"].as_u64().unwrap();
+    let (downloading, verified) = (sub.events("model_downloading"), sub.events("model_verified"));
+    assert!(seq(&raised[0]) < seq(&request.payload) && seq(&request.payload) < seq(&downloading[0]));
+    assert!(seq(&downloading[0]) < seq(&verified[0]) && seq(&verified[0]) < seq(&activated[0]) && seq(&activated[0]) < seq(cleared));
+    assert_eq!((alerts("raised").len(), fleet.all().len()), (1, 1), "one alert, one request");
+    sub.wait_until(Duration::from_secs(5), "telemetry for version 2", |_| {
+        sub.on("/telemetry").last().is_some_and(|t| t.payload["monitor"]["feedback"]["model_version"] == "2")
+    });
+    let feedback = sub.on("/telemetry").last().unwrap().payload["monitor"]["feedback"].clone();
+    println!("after the swap: {feedback}");
+    assert!(feedback["precision"].as_f64().unwrap() >= 0.5);
+    assert!(agent.terminate().success(), "{}", agent.log());
+}
