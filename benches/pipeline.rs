@@ -2,7 +2,11 @@
 //! decode only, inference only (preprocessing + ONNX Runtime, whole frame),
 //! and the whole pipeline (camera thread → frame queue → inference thread →
 //! serialised prediction, replay `asap`, regions `full`; MQTT excluded).
-//! Rounds are interleaved so background noise hits all three alike; medians
+//! A fourth measurement runs the pipeline with monitoring on as the agent
+//! runs it by default (a digest per prediction, input statistics every 25th
+//! frame, every region cropped and JPEG-encoded by the sampler thread for
+//! late feedback) and prints its ratio to the plain pipeline.
+//! Rounds are interleaved so background noise hits all four alike; medians
 //! are printed, with pipeline ÷ min(decode, inference).
 //!
 //! The bundled clip decodes ~20× faster than it classifies, which hides
@@ -23,6 +27,9 @@ use cctv_agent::frame_queue::FrameQueue;
 use cctv_agent::health::Health;
 use cctv_agent::infer::worker::InferenceWorker;
 use cctv_agent::infer::Classifier;
+use cctv_agent::config::SamplesConfig;
+use cctv_agent::monitor::samples::Sampler;
+use cctv_agent::monitor::MonitorSender;
 use cctv_agent::publish::events::EventSink;
 use cctv_agent::publish::Topics;
 use cctv_agent::shutdown::Shutdown;
@@ -50,19 +57,22 @@ fn measure(clip: &Path, load: &dyn Fn() -> Classifier) {
     let mut decode = Vec::new();
     let mut inference = Vec::new();
     let mut pipeline = Vec::new();
+    let mut monitored = Vec::new();
     let mut classifier = load();
     for round in 1..=ROUNDS {
         decode.push(decode_fps(clip));
         inference.push(inference_fps(&mut classifier, &frames));
-        pipeline.push(pipeline_fps(clip, load(), frames.len()));
+        pipeline.push(pipeline_fps(clip, load(), frames.len(), false));
+        monitored.push(pipeline_fps(clip, load(), frames.len(), true));
         println!(
-            "round {round}: decode {:.1} fps, inference {:.1} fps, pipeline {:.1} fps",
-            decode[round - 1], inference[round - 1], pipeline[round - 1]
+            "round {round}: decode {:.1} fps, inference {:.1} fps, pipeline {:.1} fps, pipeline with monitoring {:.1} fps",
+            decode[round - 1], inference[round - 1], pipeline[round - 1], monitored[round - 1]
         );
     }
     drop(frames);
-    let (d, i, p) = (median(&mut decode), median(&mut inference), median(&mut pipeline));
-    println!("median: decode {d:.1} fps | inference {i:.1} fps | pipeline {p:.1} fps");
+    let (d, i, p, m) = (median(&mut decode), median(&mut inference), median(&mut pipeline), median(&mut monitored));
+    println!("median: decode {d:.1} fps | inference {i:.1} fps | pipeline {p:.1} fps | with monitoring {m:.1} fps");
+    println!("pipeline with monitoring / pipeline = {:.3}", m / p);
     println!("pipeline / min(decode, inference) = {:.3}", p / d.min(i));
     println!("pipeline / serial (1 / (1/decode + 1/inference)) = {:.3}  (> 1: decode and inference overlap)", p * (1.0 / d + 1.0 / i));
 }
@@ -115,7 +125,7 @@ fn inference_fps(classifier: &mut Classifier, frames: &[Mat]) -> f64 {
     frames.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
+fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring: bool) -> f64 {
     let health = Health::new();
     let queue = Arc::new(FrameQueue::new());
     let stats = Arc::new(CameraStats::new("bench"));
@@ -132,6 +142,18 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
     let (events, _) = tokio::sync::mpsc::channel(1); // the clip raises no events
     let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
     let active = Arc::new(std::sync::RwLock::new(classifier.identity().clone()));
+    // Monitoring as the agent runs it by default, minus MQTT: samples are saved, not published.
+    let samples_dir = tempfile::tempdir().unwrap();
+    let (sample_tap, monitor) = if monitoring {
+        let config = SamplesConfig { dir: samples_dir.path().to_path_buf(), publish: false, ..Default::default() };
+        let (sampler, tap, _, rx) = Sampler::new(config, "bench".into(), "cctv/bench/samples/".into(), sink.downgrade());
+        std::thread::spawn(move || sampler.run(rx));
+        let (tx, mut inputs) = tokio::sync::mpsc::channel(cctv_agent::monitor::QUEUE);
+        std::thread::spawn(move || while inputs.blocking_recv().is_some() {});
+        (Some(tap), Some((MonitorSender { tx, dropped: Default::default() }, 25)))
+    } else {
+        (None, None)
+    };
     let worker = InferenceWorker {
         device_id: "bench".into(),
         classifier,
@@ -145,8 +167,8 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         events: EventSink::new("bench", "cctv/bench/events".into(), &events),
         confidence: Default::default(),
         probation: None,
-        monitor: false,
-        samples: None,
+        monitor: monitoring,
+        samples: sample_tap,
     };
     let camera = CameraWorker {
         index: 0,
@@ -157,7 +179,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize) -> f64 {
         heartbeat: health.register("camera"),
         events: EventSink::new("bench", "cctv/bench/events".into(), &events),
         lost_since: Default::default(),
-        monitor: None,
+        monitor,
     };
     let started = Instant::now();
     let inference = std::thread::spawn(move || worker.run());

@@ -853,6 +853,27 @@ loop = true
     }
 
     #[test]
+    fn monitor_and_samples_default_as_documented_and_refuse_thresholds_that_could_not_clear() {
+        let with = |extra: &str| format!("{MINIMAL}\n{extra}");
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.monitor.enabled && c.samples.enabled);
+        assert_eq!((c.monitor.precision_alert_below, c.monitor.precision_clear_at, c.monitor.min_labelled), (0.40, 0.50, 30));
+        assert_eq!(c.samples.dir, PathBuf::from("/var/lib/cctv-agent/samples"));
+        let cases = [
+            ("[monitor]\nprecision_alert_below = 0.6\nprecision_clear_at = 0.5", "monitor.precision_clear_at"),
+            ("[monitor.drift]\nclass_mix_alert_above = 0.2", "monitor.drift.class_mix_clear_below"),
+            ("[monitor]\nfeedback_window = 10", "monitor.min_labelled"),
+            ("[monitor.drift]\ninput_window = 0", "monitor.drift.input_window"),
+            ("[samples]\nrandom_rate = 2.0", "samples.random_rate"),
+            ("[monitor]\nprecision_alert = 0.4", "precision_alert"),
+        ];
+        for (extra, key) in cases {
+            let err = parse(&with(extra)).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
     fn the_demo_config_is_valid() {
         Config::demo().unwrap();
     }
