@@ -2,10 +2,11 @@
 //! decode only, inference only (preprocessing + ONNX Runtime, whole frame),
 //! and the whole pipeline (camera thread → frame queue → inference thread →
 //! serialised prediction, replay `asap`, regions `full`; MQTT excluded).
-//! A fourth measurement runs the pipeline with monitoring on as the agent
+//! Two more measurements run the pipeline with monitoring on as the agent
 //! runs it by default (a digest per prediction, input statistics every 25th
-//! frame, every region cropped and JPEG-encoded by the sampler thread for
-//! late feedback) and prints its ratio to the plain pipeline.
+//! frame, low-confidence and random samples), and the same while feedback
+//! flows (every region also cropped and JPEG-encoded for late feedback), and
+//! print their ratios to the plain pipeline.
 //! Rounds are interleaved so background noise hits all four alike; medians
 //! are printed, with pipeline ÷ min(decode, inference).
 //!
@@ -58,21 +59,24 @@ fn measure(clip: &Path, load: &dyn Fn() -> Classifier) {
     let mut inference = Vec::new();
     let mut pipeline = Vec::new();
     let mut monitored = Vec::new();
+    let mut with_feedback = Vec::new();
     let mut classifier = load();
     for round in 1..=ROUNDS {
         decode.push(decode_fps(clip));
         inference.push(inference_fps(&mut classifier, &frames));
-        pipeline.push(pipeline_fps(clip, load(), frames.len(), false));
-        monitored.push(pipeline_fps(clip, load(), frames.len(), true));
+        pipeline.push(pipeline_fps(clip, load(), frames.len(), Monitoring::Off));
+        monitored.push(pipeline_fps(clip, load(), frames.len(), Monitoring::Default));
+        with_feedback.push(pipeline_fps(clip, load(), frames.len(), Monitoring::FeedbackFlowing));
         println!(
-            "round {round}: decode {:.1} fps, inference {:.1} fps, pipeline {:.1} fps, pipeline with monitoring {:.1} fps",
-            decode[round - 1], inference[round - 1], pipeline[round - 1], monitored[round - 1]
+            "round {round}: decode {:.1} fps, inference {:.1} fps, pipeline {:.1} fps, with monitoring {:.1} fps, while feedback flows {:.1} fps",
+            decode[round - 1], inference[round - 1], pipeline[round - 1], monitored[round - 1], with_feedback[round - 1]
         );
     }
     drop(frames);
-    let (d, i, p, m) = (median(&mut decode), median(&mut inference), median(&mut pipeline), median(&mut monitored));
-    println!("median: decode {d:.1} fps | inference {i:.1} fps | pipeline {p:.1} fps | with monitoring {m:.1} fps");
-    println!("pipeline with monitoring / pipeline = {:.3}", m / p);
+    let (d, i, p) = (median(&mut decode), median(&mut inference), median(&mut pipeline));
+    let (m, f) = (median(&mut monitored), median(&mut with_feedback));
+    println!("median: decode {d:.1} fps | inference {i:.1} fps | pipeline {p:.1} fps | with monitoring {m:.1} fps | while feedback flows {f:.1} fps");
+    println!("with monitoring / pipeline = {:.3}; while feedback flows / pipeline = {:.3}", m / p, f / p);
     println!("pipeline / min(decode, inference) = {:.3}", p / d.min(i));
     println!("pipeline / serial (1 / (1/decode + 1/inference)) = {:.3}  (> 1: decode and inference overlap)", p * (1.0 / d + 1.0 / i));
 }
@@ -125,7 +129,14 @@ fn inference_fps(classifier: &mut Classifier, frames: &[Mat]) -> f64 {
     frames.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring: bool) -> f64 {
+#[derive(Clone, Copy, PartialEq)]
+enum Monitoring {
+    Off,
+    Default,
+    FeedbackFlowing,
+}
+
+fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring: Monitoring) -> f64 {
     let health = Health::new();
     let queue = Arc::new(FrameQueue::new());
     let stats = Arc::new(CameraStats::new("bench"));
@@ -144,8 +155,11 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
     let active = Arc::new(std::sync::RwLock::new(classifier.identity().clone()));
     // Monitoring as the agent runs it by default, minus MQTT: samples are saved, not published.
     let samples_dir = tempfile::tempdir().unwrap();
-    let (sample_tap, monitor) = if monitoring {
-        let config = SamplesConfig { dir: samples_dir.path().to_path_buf(), publish: false, ..Default::default() };
+    let (sample_tap, monitor) = if monitoring != Monitoring::Off {
+        let recent_before_feedback = monitoring == Monitoring::FeedbackFlowing;
+        // The hourly cap pro rata: a 12 s clip in steady state saves at most one sample
+        // (the default 120 would all be saved within the clip and overstate the cost).
+        let config = SamplesConfig { dir: samples_dir.path().to_path_buf(), publish: false, recent_before_feedback, max_per_hour: 1, ..Default::default() };
         let (sampler, tap, _, rx) = Sampler::new(config, "bench".into(), "cctv/bench/samples/".into(), sink.downgrade());
         std::thread::spawn(move || sampler.run(rx));
         let (tx, mut inputs) = tokio::sync::mpsc::channel(cctv_agent::monitor::QUEUE);
@@ -167,7 +181,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         events: EventSink::new("bench", "cctv/bench/events".into(), &events),
         confidence: Default::default(),
         probation: None,
-        monitor: monitoring,
+        monitor: monitoring != Monitoring::Off,
         samples: sample_tap,
     };
     let camera = CameraWorker {

@@ -340,8 +340,11 @@ pub struct SamplesConfig {
     /// ...at most this many an hour (feedback-marked mistakes are not limited).
     pub max_per_hour: u32,
     /// Crops of the latest regions kept in memory, so that a region marked
-    /// wrong by feedback can still be saved.
+    /// wrong by feedback can still be saved (0: off)...
     pub recent: usize,
+    /// ...from the start; otherwise only within an hour of the last feedback
+    /// message, since cropping and encoding every region costs CPU.
+    pub recent_before_feedback: bool,
     /// Crops are scaled down to at most this many pixels on their longer side.
     pub max_side: u32,
     /// Publish each saved sample on `…/samples/<id>` (QoS 1, through the outbox).
@@ -358,6 +361,7 @@ impl Default for SamplesConfig {
             random_rate: 0.002,
             max_per_hour: 120,
             recent: 300,
+            recent_before_feedback: false,
             max_side: 256,
             publish: true,
         }

@@ -86,7 +86,7 @@ fn feedback_drives_one_precision_alert_one_retrain_request_one_clear_and_saves_t
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port, "cctv/#");
     let config = format!(
-        "{}\n[monitor]\nfeedback_window = 40\nmin_labelled = 20\n[samples]\nmax_bytes = 1048576\nrandom_rate = 1.0\nmax_per_hour = 100000\nrecent = 400\n",
+        "{}\n[monitor]\nfeedback_window = 40\nmin_labelled = 20\n[samples]\nmax_bytes = 1048576\nrandom_rate = 1.0\nmax_per_hour = 100000\nrecent = 400\nrecent_before_feedback = true\n",
         agent_config(&broker, &camera("road", &road_clip(), ""))
     );
     let mut agent = Agent::start(&config);

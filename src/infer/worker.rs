@@ -87,7 +87,7 @@ impl InferenceWorker {
                 self.confidence.push(score);
             }
             let camera = &stats.id;
-            if let Some(samples) = &self.samples {
+            if let Some(samples) = &mut self.samples {
                 for (index, region) in regions.iter().enumerate() {
                     samples.offer(&job.frame, prediction_id, camera, job.captured_at, job.frame_index, index, &model, region);
                 }

@@ -17,8 +17,7 @@ pub fn measure(frame: &Mat) -> opencv::Result<InputStats> {
         return Err(opencv::Error::new(opencv::core::StsBadArg, "empty frame".to_string()));
     }
     let scaled_height = ((height as i64 * WIDTH as i64) / width as i64).max(1) as i32;
-    let mut small = Mat::default();
-    imgproc::resize(frame, &mut small, Size::new(WIDTH, scaled_height), 0.0, 0.0, imgproc::INTER_AREA)?;
+    let small = super::samples::shrink(frame, Size::new(WIDTH, scaled_height))?;
     let mut gray = Mat::default();
     if small.channels() == 1 {
         gray = small;

@@ -226,6 +226,9 @@ impl MonitorTask {
     }
 
     async fn on_feedback(&self, books: &mut Books, payload: &[u8]) {
+        if let Some((_, stats)) = &self.samples {
+            stats.feedback_arrived();
+        }
         let labels = match feedback::parse(payload) {
             Ok(labels) => labels,
             Err(reason) => return self.reject(books, None, None, reason).await,
