@@ -13,8 +13,9 @@
 //!   temperatures and IIO sensors from sysfs.
 //! - [`agent`]: the supervisor that wires everything and shuts it down.
 //!
-//! - [`outbox`]: numbers and stores predictions and events on disk until the
-//!   broker acknowledges them; [`commands`] answers operators on `…/cmd/+`.
+//! - [`outbox`]: numbers and stores predictions, events, samples and retrain
+//!   requests on disk until the broker acknowledges them; [`commands`]
+//!   answers operators on `…/cmd/+`.
 //! - [`monitor`]: ground-truth feedback, drift, alerts, retrain requests and
 //!   samples for retraining.
 //!
