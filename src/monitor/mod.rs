@@ -199,8 +199,7 @@ impl MonitorTask {
     }
 
     fn baseline_path(&self, camera: &str) -> PathBuf {
-        let safe: String = camera.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        self.dir.join(format!("baseline-{safe}.json"))
+        self.dir.join(format!("baseline-{}.json", file_safe(camera)))
     }
 
     /// The spec's reference, else a baseline learned earlier for this model on this camera.
@@ -426,6 +425,11 @@ impl MonitorTask {
             *slot = figures;
         }
     }
+}
+
+/// A camera id as part of a file name: anything but letters, digits, `-` and `_` becomes `_`.
+pub fn file_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 /// The producers' side: never waits; a full queue drops the input, counted.

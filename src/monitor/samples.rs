@@ -266,8 +266,7 @@ pub fn shrink(image: &impl opencv::core::ToInputArray, size: Size) -> opencv::Re
 /// names sorts samples by capture time.
 pub fn sample_id(captured_at: SystemTime, camera: &str, frame_index: u64, region: usize) -> String {
     let ms = captured_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let camera: String = camera.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("{ms:013}-{camera}-{frame_index}-{region}")
+    format!("{ms:013}-{}-{frame_index}-{region}", super::file_safe(camera))
 }
 
 /// The `<id>.json` beside each `<id>.jpg`, and part 0 of its MQTT message.
