@@ -1,5 +1,5 @@
-//! `cctv-agent watch`: a console subscriber that prints predictions and
-//! status changes as they arrive, one line each.
+//! `cctv-agent watch`: a console subscriber that prints predictions,
+//! status changes and events (alerts among them) as they arrive, one line each.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -20,6 +20,7 @@ pub async fn run(watch: WatchOptions) -> Result<(), String> {
     let filters = [
         format!("{}/{}/predictions/+", watch.topic_root, watch.device),
         format!("{}/{}/status", watch.topic_root, watch.device),
+        format!("{}/{}/events", watch.topic_root, watch.device),
     ];
     let mut stdout = std::io::stdout();
     let mut reported_down = false;
@@ -62,6 +63,9 @@ pub fn summarise(topic: &str, payload: &[u8]) -> String {
     if topic.ends_with("/status") {
         return format!("{} is {}", v["device"].as_str().unwrap_or("?"), v["state"].as_str().unwrap_or("?"));
     }
+    if topic.ends_with("/events") {
+        return summarise_event(&v);
+    }
     let regions: Vec<String> = v["regions"]
         .as_array()
         .map(|rs| {
@@ -88,4 +92,42 @@ pub fn summarise(topic: &str, payload: &[u8]) -> String {
         v["frame_index"],
         regions.join(" | ")
     )
+}
+
+fn summarise_event(v: &Value) -> String {
+    let device = v["device"].as_str().unwrap_or("?");
+    let kind = v["kind"].as_str().unwrap_or("?");
+    if kind == "alert" {
+        let camera = v["camera"].as_str().map(|c| format!(" on {c}")).unwrap_or_default();
+        return format!(
+            "{device} #{} ALERT {} {}{camera}: {:.3} (alert {} {}, clears at {}; model {}) — {}",
+            v["seq"],
+            v["alert"].as_str().unwrap_or("?"),
+            v["state"].as_str().unwrap_or("?"),
+            v["value"].as_f64().unwrap_or(f64::NAN),
+            v["bad"].as_str().unwrap_or("?"),
+            v["threshold"],
+            v["clear_at"],
+            v["model"]["version"].as_str().unwrap_or("?"),
+            v["advice"].as_str().unwrap_or(""),
+        );
+    }
+    let detail = ["reason", "camera", "version", "error"].iter().find_map(|k| v[*k].as_str().map(|s| format!(": {s}"))).unwrap_or_default();
+    format!("{device} #{} event {kind}{detail}", v["seq"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_reads_as_one_line_with_what_to_do() {
+        let alert = br#"{"seq":41,"device":"pole-17","kind":"alert","alert":"brightness","state":"raised","camera":"north","value":2.5,"bad":"below","threshold":40.0,"clear_at":55.0,"model":{"version":"3"},"advice":"check camera north"}"#;
+        assert_eq!(
+            summarise("cctv/pole-17/events", alert),
+            "pole-17 #41 ALERT brightness raised on north: 2.500 (alert below 40.0, clears at 55.0; model 3) — check camera north"
+        );
+        let lost = br#"{"seq":7,"device":"pole-17","kind":"camera_lost","camera":"north","reason":"no frames"}"#;
+        assert_eq!(summarise("cctv/pole-17/events", lost), "pole-17 #7 event camera_lost: no frames");
+    }
 }

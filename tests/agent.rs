@@ -249,8 +249,9 @@ fn watch_prints_one_line_per_prediction() {
     let _ = watch.kill();
     let _ = watch.wait();
     assert_eq!(lines[0], "test-pole is online");
+    // seq 1 is the first frame's; samples and events may take numbers in between.
     assert!(lines[1].starts_with("test-pole/road #1 frame 0 | "), "{}", lines[1]);
-    assert!(lines[2].starts_with("test-pole/road #2 frame 1 | "), "{}", lines[2]);
+    assert!(lines[2].starts_with("test-pole/road #") && lines[2].contains(" frame 1 | "), "{}", lines[2]);
 }
 
 #[test]

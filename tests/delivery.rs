@@ -394,7 +394,8 @@ fn soak() {
     let duration = Duration::from_secs(env("CCTV_SOAK_SECONDS", 120));
     let restart_every = Duration::from_secs(env("CCTV_SOAK_RESTART_SECONDS", 60));
     let mut broker = Mosquitto::start_persistent();
-    let sub = Subscriber::start_persistent(broker.port, "cctv/test-pole/#", "soak-trainer");
+    // All of cctv/: retrain requests (numbered like the rest) go to cctv/fleet/retrain/.
+    let sub = Subscriber::start_persistent(broker.port, "cctv/#", "soak-trainer");
     let config = agent_config(&broker, &format!("[[cameras]]\nid = \"road\"\nurl = \"{}\"\nloop = true\nregions = \"motion\"\n", road_clip().display()));
     let mut agent = Agent::start(&config);
     agent.wait_for_log("agent serving", 1, Duration::from_secs(60));
@@ -440,5 +441,10 @@ fn soak() {
         rss_start >> 20,
         rss_end >> 20
     );
+    let monitor = sub.on("/telemetry").last().map(|t| t.payload["monitor"].clone()).unwrap_or_default();
+    println!("monitoring at the end: alerts raised {}, cleared {}; alerts now {}; samples {}",
+        sub.events("alert").iter().filter(|e| e["state"] == "raised").count(),
+        sub.events("alert").iter().filter(|e| e["state"] == "cleared").count(),
+        monitor["alerts"], monitor["samples"]);
     assert_eq!(lost, 0);
 }
