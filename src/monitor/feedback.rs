@@ -52,14 +52,24 @@ pub fn parse(payload: &[u8]) -> Result<Vec<Label>, String> {
     Ok(labels)
 }
 
-/// What the book remembers of a prediction.
+/// What the book remembers of a prediction. There are `remember_predictions`
+/// (20000) of them, so each is ~80 bytes inline in one `VecDeque`, with no
+/// heap allocation of its own.
 #[derive(Debug, Clone)]
-pub struct Remembered {
-    pub prediction_id: u64,
-    pub camera: String,
-    pub model: Arc<ModelIdentity>,
-    pub classes: Vec<String>,
+struct Remembered {
+    seq: u64,
+    prediction_id: u64,
+    camera: Arc<str>,
+    model: Arc<ModelIdentity>,
+    /// Regions remembered (at most `MAX_REGIONS`).
+    regions: u8,
+    /// Per region: index into the book's classes (`UNKNOWN_CLASS` if not among them).
+    classes: [u8; MAX_REGIONS],
 }
+
+/// Regions remembered per prediction; feedback for a later region is refused.
+pub const MAX_REGIONS: usize = 32;
+const UNKNOWN_CLASS: u8 = u8::MAX;
 
 /// A labelled region in the window.
 #[derive(Debug, Clone, Serialize)]
@@ -115,46 +125,66 @@ pub struct Metrics {
 }
 
 pub struct LabelBook {
-    remembered: BTreeMap<u64, Remembered>,
+    /// Oldest first; `seq` rises (the publisher numbers in order).
+    remembered: VecDeque<Remembered>,
     remember: usize,
+    /// Valid true classes (road classes and `none`); predictions refer to them by index.
+    classes: Vec<String>,
     window: VecDeque<Labelled>,
     window_len: usize,
     window_age: Duration,
 }
 
 impl LabelBook {
-    pub fn new(remember: usize, window_len: usize, window_age: Duration) -> LabelBook {
-        LabelBook { remembered: BTreeMap::new(), remember, window: VecDeque::new(), window_len, window_age }
+    pub fn new(remember: usize, window_len: usize, window_age: Duration, classes: Vec<String>) -> LabelBook {
+        LabelBook { remembered: VecDeque::new(), remember, classes, window: VecDeque::new(), window_len, window_age }
     }
 
-    pub fn remember(&mut self, seq: u64, prediction: Remembered) {
-        self.remembered.insert(seq, prediction);
-        while self.remembered.len() > self.remember {
-            self.remembered.pop_first();
+    /// Remembers the classes predicted for the regions of prediction `seq`.
+    pub fn remember(&mut self, seq: u64, prediction_id: u64, camera: Arc<str>, model: Arc<ModelIdentity>, predicted: &[String]) {
+        let mut classes = [UNKNOWN_CLASS; MAX_REGIONS];
+        for (slot, class) in classes.iter_mut().zip(predicted) {
+            *slot = self.classes.iter().position(|c| c == class).map_or(UNKNOWN_CLASS, |i| i.min(254) as u8);
         }
+        let regions = predicted.len().min(MAX_REGIONS) as u8;
+        if self.remembered.back().is_some_and(|last| last.seq >= seq) {
+            tracing::debug!(seq, "prediction numbers went back; forgetting the older ones");
+            self.remembered.clear();
+        }
+        self.remembered.push_back(Remembered { seq, prediction_id, camera, model, regions, classes });
+        while self.remembered.len() > self.remember {
+            self.remembered.pop_front();
+        }
+    }
+
+    fn class_name(&self, index: u8) -> String {
+        self.classes.get(index as usize).cloned().unwrap_or_else(|| "unknown".to_string())
     }
 
     /// Adds a label; a second label for the same region replaces the first.
-    /// `classes` are the valid true classes.
-    pub fn add(&mut self, label: Label, classes: &[String]) -> Result<&Labelled, String> {
-        if !classes.iter().any(|c| *c == label.class) {
-            return Err(format!("class `{}` is not a road class: use one of {}", label.class, classes.join(", ")));
+    pub fn add(&mut self, label: Label) -> Result<&Labelled, String> {
+        if !self.classes.iter().any(|c| *c == label.class) {
+            return Err(format!("class `{}` is not a road class: use one of {}", label.class, self.classes.join(", ")));
         }
-        let Some(prediction) = self.remembered.get(&label.seq) else {
-            let oldest = self.remembered.keys().next().map(|s| format!(" (the oldest remembered is {s})")).unwrap_or_default();
+        let found = self.remembered.binary_search_by_key(&label.seq, |r| r.seq).ok().map(|i| &self.remembered[i]);
+        let Some(prediction) = found else {
+            let oldest = self.remembered.front().map(|r| format!(" (the oldest remembered is {})", r.seq)).unwrap_or_default();
             return Err(format!(
                 "seq {} is not a prediction this agent remembers{oldest}: feedback must name a prediction's seq within the last monitor.remember_predictions predictions",
                 label.seq
             ));
         };
-        let Some(predicted) = prediction.classes.get(label.region) else {
-            return Err(format!("prediction {} has {} regions; region {} does not exist (regions count from 0)", label.seq, prediction.classes.len(), label.region));
+        let Some(predicted) = prediction.classes[..prediction.regions as usize].get(label.region) else {
+            return Err(format!(
+                "prediction {} has {} regions; region {} does not exist (regions count from 0; at most the first {MAX_REGIONS} are remembered)",
+                label.seq, prediction.regions, label.region
+            ));
         };
         let labelled = Labelled {
             seq: label.seq,
             region: label.region,
-            camera: prediction.camera.clone(),
-            predicted: predicted.clone(),
+            camera: prediction.camera.to_string(),
+            predicted: self.class_name(*predicted),
             truth: label.class,
             source: label.source,
             prediction_id: prediction.prediction_id,
@@ -225,9 +255,9 @@ mod tests {
     }
 
     fn book_with(n: u64, model: &Arc<ModelIdentity>, class: &str) -> LabelBook {
-        let mut book = LabelBook::new(100, 10, Duration::from_secs(3600));
+        let mut book = LabelBook::new(100, 10, Duration::from_secs(3600), classes());
         for seq in 1..=n {
-            book.remember(seq, Remembered { prediction_id: seq, camera: "c".into(), model: model.clone(), classes: vec![class.into(), "truck".into()] });
+            book.remember(seq, seq, Arc::from("c"), model.clone(), &[class.to_string(), "truck".to_string()]);
         }
         book
     }
@@ -237,12 +267,12 @@ mod tests {
         let v1 = model("1");
         let mut book = book_with(20, &v1, "car");
         for seq in 1..=6 {
-            book.add(label(seq, 0, "car"), &classes()).unwrap();
+            book.add(label(seq, 0, "car")).unwrap();
         }
         for seq in 7..=8 {
-            book.add(label(seq, 0, "truck"), &classes()).unwrap();
+            book.add(label(seq, 0, "truck")).unwrap();
         }
-        book.add(label(9, 1, "bus"), &classes()).unwrap();
+        book.add(label(9, 1, "bus")).unwrap();
         let m = book.metrics(&v1);
         assert_eq!((m.labelled, m.correct), (9, 6));
         assert!((m.precision.unwrap() - 6.0 / 9.0).abs() < 1e-9);
@@ -252,7 +282,7 @@ mod tests {
         assert_eq!(m.confusion["truck"]["bus"], 1);
         // The window holds 10: the oldest labels leave first.
         for seq in 10..=20 {
-            book.add(label(seq, 0, "truck"), &classes()).unwrap();
+            book.add(label(seq, 0, "truck")).unwrap();
         }
         assert_eq!(book.metrics(&v1).correct, 0);
         // Another model's labels are not counted for the active one.
@@ -263,8 +293,8 @@ mod tests {
     fn a_second_label_for_a_region_replaces_the_first() {
         let v1 = model("1");
         let mut book = book_with(3, &v1, "car");
-        book.add(label(1, 0, "truck"), &classes()).unwrap();
-        book.add(label(1, 0, "car"), &classes()).unwrap();
+        book.add(label(1, 0, "truck")).unwrap();
+        book.add(label(1, 0, "car")).unwrap();
         let m = book.metrics(&v1);
         assert_eq!((m.labelled, m.correct), (1, 1));
     }
@@ -273,9 +303,9 @@ mod tests {
     fn unknown_seq_region_or_class_is_refused_with_what_to_send() {
         let v1 = model("1");
         let mut book = book_with(3, &v1, "car");
-        assert!(book.add(label(99, 0, "car"), &classes()).unwrap_err().contains("seq 99"));
-        assert!(book.add(label(1, 5, "car"), &classes()).unwrap_err().contains("region 5 does not exist"));
-        let error = book.add(label(1, 0, "spaceship"), &classes()).unwrap_err();
+        assert!(book.add(label(99, 0, "car")).unwrap_err().contains("seq 99"));
+        assert!(book.add(label(1, 5, "car")).unwrap_err().contains("region 5 does not exist"));
+        let error = book.add(label(1, 0, "spaceship")).unwrap_err();
         assert!(error.contains("car, truck, bus, none"), "{error}");
         assert_eq!(book.metrics(&v1).labelled, 0);
     }
@@ -284,8 +314,8 @@ mod tests {
     fn remembers_only_the_latest_predictions_and_expires_old_labels() {
         let v1 = model("1");
         let mut book = book_with(150, &v1, "car");
-        assert!(book.add(label(50, 0, "car"), &classes()).is_err());
-        book.add(label(150, 0, "car"), &classes()).unwrap();
+        assert!(book.add(label(50, 0, "car")).is_err());
+        book.add(label(150, 0, "car")).unwrap();
         book.window_age = Duration::from_millis(1);
         std::thread::sleep(Duration::from_millis(5));
         book.expire(Instant::now());

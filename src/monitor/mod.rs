@@ -34,7 +34,7 @@ use crate::publish::{Outgoing, Topics};
 use crate::shutdown::Shutdown;
 use alerts::{AlertBook, Rule, Transition};
 use drift::{Baseline, BaselineSource, CameraDrift, DriftFigures, InputStats};
-use feedback::{LabelBook, Metrics, Remembered};
+use feedback::{LabelBook, Metrics};
 use samples::{SampleFigures, SampleStats, SamplerInput};
 
 /// Inputs waiting for the monitor; more are dropped (counted in telemetry).
@@ -102,8 +102,8 @@ struct Books {
     rejected: u64,
     rejected_unreported: u64,
     last_rejection_event: Option<Instant>,
-    /// Interned model identities (a prediction keeps an `Arc`, not a copy).
-    models: Vec<Arc<ModelIdentity>>,
+    /// One shared copy of each camera id for the remembered predictions.
+    camera_ids: BTreeMap<String, Arc<str>>,
     /// When a retrain request last went out, by model sha256 and reason.
     retrain_requested: BTreeMap<(String, String), Instant>,
 }
@@ -115,13 +115,14 @@ impl MonitorTask {
                 self.config.remember_predictions,
                 self.config.feedback_window,
                 Duration::from_secs(self.config.feedback_window_seconds),
+                self.classes.clone(),
             ),
+            camera_ids: BTreeMap::new(),
             cameras: BTreeMap::new(),
             alerts: AlertBook::default(),
             rejected: 0,
             rejected_unreported: 0,
             last_rejection_event: None,
-            models: Vec::new(),
             retrain_requested: BTreeMap::new(),
         };
         let mut tick = tokio::time::interval(TICK);
@@ -157,16 +158,8 @@ impl MonitorTask {
     }
 
     async fn on_prediction(&self, books: &mut Books, seq: u64, digest: PredictionDigest) {
-        let model = match books.models.iter().find(|m| **m == digest.model) {
-            Some(known) => known.clone(),
-            None => {
-                books.models.push(digest.model.clone());
-                if books.models.len() > 4 {
-                    books.models.remove(0);
-                }
-                digest.model.clone()
-            }
-        };
+        // The inference thread shares one `Arc` per model across its digests.
+        let model = digest.model.clone();
         if self.camera(books, &digest.camera).model_sha256() != model.sha256 {
             let baseline = self.baseline_for(&digest.camera, &model, digest.reference.as_deref()).await;
             self.camera(books, &digest.camera).start_model(&model.sha256, baseline);
@@ -194,8 +187,9 @@ impl MonitorTask {
                 }
             });
         }
-        let classes = digest.regions.into_iter().map(|(class, _)| class).collect();
-        books.labels.remember(seq, Remembered { prediction_id: digest.prediction_id, camera: digest.camera, model, classes });
+        let classes: Vec<String> = digest.regions.into_iter().map(|(class, _)| class).collect();
+        let camera = books.camera_ids.entry(digest.camera.clone()).or_insert_with(|| Arc::from(digest.camera.as_str())).clone();
+        books.labels.remember(seq, digest.prediction_id, camera, model, &classes);
     }
 
     fn baseline_path(&self, camera: &str) -> PathBuf {
@@ -234,7 +228,7 @@ impl MonitorTask {
         };
         for label in labels {
             let (seq, region) = (label.seq, label.region);
-            match books.labels.add(label, &self.classes) {
+            match books.labels.add(label) {
                 Ok(labelled) => {
                     if !labelled.is_correct() {
                         tracing::debug!(seq, region, predicted = %labelled.predicted, truth = %labelled.truth, "feedback: prediction was wrong");
