@@ -176,14 +176,11 @@ impl MonitorTask {
             let path = self.baseline_path(&digest.camera);
             tokio::task::spawn_blocking(move || {
                 let json = serde_json::to_vec_pretty(&baseline).unwrap_or_default();
-                let write = || -> std::io::Result<()> {
-                    std::fs::create_dir_all(path.parent().expect("has a folder"))?;
-                    let tmp = path.with_extension("tmp");
-                    std::fs::write(&tmp, json)?;
-                    std::fs::rename(&tmp, &path)
-                };
-                if let Err(error) = write() {
-                    tracing::warn!(path = %path.display(), %error, "cannot keep the learned baseline; it is learned again after a restart");
+                let written = std::fs::create_dir_all(path.parent().expect("has a folder"))
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| crate::registry::write_atomically(&path, &json));
+                if let Err(error) = written {
+                    tracing::warn!(path = %path.display(), %error, "cannot keep the learned baseline (it is learned again after a restart): make state_dir writable");
                 }
             });
         }
@@ -269,10 +266,10 @@ impl MonitorTask {
         let value = value.expect("judged");
         let advice = match transition {
             Transition::Raised => format!(
-                "{} of {} labelled regions named right; a retrain request with the evidence went to {}",
+                "{} of {} labelled regions named right; {}",
                 metrics.correct,
                 metrics.labelled,
-                self.topics.retrain(&model.name)
+                self.retrain_note(books, &model, "precision")
             ),
             Transition::Cleared => format!("{} of {} labelled regions named right again", metrics.correct, metrics.labelled),
         };
@@ -317,9 +314,9 @@ impl MonitorTask {
                 let model_related = matches!(what, "class_mix" | "confidence");
                 let advice = match (transition, model_related) {
                     (Transition::Raised, true) => format!(
-                        "camera {camera}'s {what} differs from its baseline ({}): the road or the camera changed, or the model does not fit it; a retrain request went to {}",
+                        "camera {camera}'s {what} differs from its baseline ({}): the road or the camera changed, or the model does not fit it; {}",
                         if figures.baseline == "spec" { "the model's spec" } else { "learned on this camera" },
-                        self.topics.retrain(&model.name)
+                        self.retrain_note(books, &model, what)
                     ),
                     (Transition::Raised, false) => {
                         format!("check camera {camera}: lens, focus, lighting, position ({what} {value:.1})")
@@ -372,14 +369,28 @@ impl MonitorTask {
         self.send(self.topics.events(), event_body(&self.device_id, &event)).await;
     }
 
-    async fn request_retrain(&self, books: &mut Books, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: serde_json::Value) {
-        let key = (model.sha256.clone(), reason.to_string());
+    /// False while a request for this model and reason is younger than `retrain_interval_seconds`.
+    fn retrain_due(&self, books: &Books, model: &ModelIdentity, reason: &str) -> bool {
         let interval = Duration::from_secs(self.config.retrain_interval_seconds);
-        if books.retrain_requested.get(&key).is_some_and(|at| at.elapsed() < interval) {
+        !books.retrain_requested.get(&(model.sha256.clone(), reason.to_string())).is_some_and(|at| at.elapsed() < interval)
+    }
+
+    /// The alert's word on retraining, true to whether a request goes out.
+    fn retrain_note(&self, books: &Books, model: &ModelIdentity, reason: &str) -> String {
+        let topic = self.topics.retrain(&model.name);
+        if self.retrain_due(books, model, reason) {
+            format!("a retrain request with the evidence went to {topic}")
+        } else {
+            format!("retraining was already requested on {topic} within monitor.retrain_interval_seconds")
+        }
+    }
+
+    async fn request_retrain(&self, books: &mut Books, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: serde_json::Value) {
+        if !self.retrain_due(books, model, reason) {
             tracing::info!(reason, "retrain already requested for this model within monitor.retrain_interval_seconds; not asking again");
             return;
         }
-        books.retrain_requested.insert(key, Instant::now());
+        books.retrain_requested.insert((model.sha256.clone(), reason.to_string()), Instant::now());
         let request = serde_json::json!({
             "device": self.device_id,
             "at": rfc3339(SystemTime::now()),

@@ -478,14 +478,10 @@ fn encode_jpeg(crop: &Crop) -> Result<Vec<u8>, String> {
     Ok(jpeg)
 }
 
-/// Both files written under temporary names and renamed: a crash leaves no half sample.
-fn write_sample(dir: &Path, id: &str, jpeg: &[u8], json: &[u8]) -> std::io::Result<()> {
-    for (extension, bytes) in [("jpg", jpeg), ("json", json)] {
-        let tmp = dir.join(format!(".{id}.{extension}.tmp"));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, dir.join(format!("{id}.{extension}")))?;
-    }
-    Ok(())
+/// Each file written under a temporary name and renamed: a crash leaves no half sample.
+fn write_sample(dir: &Path, id: &str, jpeg: &[u8], json: &[u8]) -> Result<(), String> {
+    crate::registry::write_atomically(&dir.join(format!("{id}.jpg")), jpeg)?;
+    crate::registry::write_atomically(&dir.join(format!("{id}.json")), json)
 }
 
 /// Samples a previous run saved, oldest first.
@@ -495,7 +491,7 @@ fn existing_samples(dir: &Path) -> VecDeque<(String, u64)> {
     for entry in entries.flatten() {
         let path: PathBuf = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
+        if name.ends_with(".tmp") {
             let _ = std::fs::remove_file(&path); // a crash's leftover
             continue;
         }
