@@ -6,7 +6,7 @@
 //! disk: append a line to a plain file and `fdatasync` it. Rounds are
 //! interleaved; medians are printed.
 
-use cctv_agent::outbox::{NewMessage, Outbox};
+use cctv_agent::publish::outbox::{NewMessage, Outbox};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;

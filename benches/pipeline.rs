@@ -22,19 +22,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cctv_agent::camera::CameraWorker;
+use cctv_agent::pipeline::camera::CameraWorker;
 use cctv_agent::config::{CameraConfig, MotionConfig, RegionsConfig, Replay};
-use cctv_agent::frame_queue::FrameQueue;
-use cctv_agent::health::Health;
-use cctv_agent::infer::worker::InferenceWorker;
+use cctv_agent::pipeline::frame_queue::FrameQueue;
+use cctv_agent::util::health::Health;
+use cctv_agent::pipeline::inference::InferenceWorker;
 use cctv_agent::infer::Classifier;
 use cctv_agent::config::SamplesConfig;
 use cctv_agent::monitor::samples::Sampler;
 use cctv_agent::monitor::MonitorSender;
-use cctv_agent::publish::events::EventSink;
-use cctv_agent::publish::Topics;
-use cctv_agent::shutdown::Shutdown;
-use cctv_agent::stats::CameraStats;
+use cctv_agent::publish::sink::EventSink;
+use cctv_agent::wire::Topics;
+use cctv_agent::util::shutdown::Shutdown;
+use cctv_agent::pipeline::stats::CameraStats;
 
 const ROUNDS: usize = 5;
 

@@ -689,7 +689,7 @@ impl Config {
             }
         }
         if let Some(registry) = &self.registry {
-            crate::registry::Registry::new(&registry.url).map_err(|p| invalid("registry.url", p))?;
+            crate::models::registry::Registry::new(&registry.url).map_err(|p| invalid("registry.url", p))?;
             if registry.public_keys.is_empty() {
                 return Err(invalid("registry.public_keys", "is empty: pin at least one trainer key (cctv-agent release keygen)".into()));
             }

@@ -26,29 +26,15 @@
 //! subscriber for operators).
 
 pub mod agent;
-pub mod camera;
-pub mod commands;
 pub mod config;
-pub mod frame_queue;
-pub mod health;
 pub mod infer;
-pub mod model_store;
-pub mod model_switch;
+pub mod models;
 pub mod monitor;
-pub mod notify;
-pub mod ort_runtime;
-pub mod outbox;
+pub mod ops;
+pub mod pipeline;
 pub mod publish;
-pub mod registry;
-pub mod release;
-pub mod regions;
-pub mod sensors;
-pub mod shutdown;
-pub mod stats;
-pub mod telemetry;
-pub mod trainer;
-pub mod update;
-pub mod watch;
+pub mod util;
+pub mod wire;
 
-/// The agent's own version, reported in telemetry and `--version`.
-pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The agent's own version, reported in status, telemetry and `--version`.
+pub use wire::messages::AGENT_VERSION;

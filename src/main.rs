@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use cctv_agent::config::{Config, SourceKind};
 use cctv_agent::infer::Classifier;
-use cctv_agent::shutdown::Shutdown;
+use cctv_agent::util::shutdown::Shutdown;
 
 #[derive(Parser)]
 #[command(name = "cctv-agent", version, about = "Classifies vehicles in CCTV streams and publishes predictions over MQTT")]
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
 }
 
 fn release(command: ReleaseCommand) -> Result<ExitCode> {
-    use cctv_agent::trainer;
+    use cctv_agent::models::trainer;
     match command {
         ReleaseCommand::Keygen { key_id, dir } => {
             let (secret, public) = trainer::keygen(&key_id, &dir).map_err(anyhow::Error::msg)?;
@@ -275,7 +275,7 @@ fn watch(url: Option<String>, config: Option<&Path>, device: String, json: bool)
     }
     let client_id = format!("cctv-watch-{}", std::process::id());
     let options = cctv_agent::publish::mqtt::options(&mqtt, &client_id).map_err(anyhow::Error::msg)?;
-    let watch = cctv_agent::watch::WatchOptions { options, topic_root: mqtt.topic_root.clone(), device, json };
-    runtime()?.block_on(cctv_agent::watch::run(watch)).map_err(anyhow::Error::msg)?;
+    let watch = cctv_agent::ops::watch::WatchOptions { options, topic_root: mqtt.topic_root.clone(), device, json };
+    runtime()?.block_on(cctv_agent::ops::watch::run(watch)).map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }

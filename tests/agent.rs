@@ -480,7 +480,7 @@ fn the_debian_package_installs_runs_and_is_removed_cleanly() {
 #[test]
 fn telemetry_reports_the_device_sensors_found_in_sysfs() {
     let sysfs = tempfile::tempdir().unwrap();
-    cctv_agent::sensors::write_fixture(sysfs.path()).unwrap();
+    cctv_agent::ops::sensors::write_fixture(sysfs.path()).unwrap();
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port, "cctv/test-pole/telemetry");
     let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), ""))

@@ -425,7 +425,7 @@ fn soak() {
         }
         last = now;
     }
-    let outbox = cctv_agent::outbox::Outbox::open(&state.join("outbox.redb"), u64::MAX, 1 << 20);
+    let outbox = cctv_agent::publish::outbox::Outbox::open(&state.join("outbox.redb"), u64::MAX, 1 << 20);
     let published = outbox.next_seq() - 1;
     let left_in_outbox = outbox.len();
     let received = numbered(&sub);

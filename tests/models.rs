@@ -137,7 +137,7 @@ fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
 
 /// Points `champion` at what `tag` points at, as a trainer promoting a release would.
 fn promote(registry: &OciRegistry, tag: &str) {
-    let client = cctv_agent::registry::Registry::new(&registry.url()).unwrap();
+    let client = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap();
     let digest = client.tag_digest(tag).unwrap().unwrap();
     let (manifest, _) = client.manifest(&digest).unwrap();
     client.push_manifest("champion", &manifest).unwrap();
@@ -167,7 +167,7 @@ fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
 
     // A blob altered in the registry's storage after it was signed.
     trainer.publish(&registry.url(), "candidate", 4, &[]);
-    let client = cctv_agent::registry::Registry::new(&registry.url()).unwrap();
+    let client = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap();
     let (manifest, _) = client.manifest(&client.tag_digest("candidate").unwrap().unwrap()).unwrap();
     let model_layer = manifest.layers.iter().find(|l| l.title() == Some("efficientnet_lite0.onnx")).unwrap();
     let stored = registry.blob_file(&model_layer.digest);
@@ -318,7 +318,7 @@ fn bench_swap() {
 fn leftovers_of_a_crash_mid_download_or_mid_install_do_no_harm_and_the_download_resumes() {
     let (broker, registry, trainer, sub) = start();
     trainer.publish(&registry.url(), "champion", 2, &[]);
-    let client = cctv_agent::registry::Registry::new(&registry.url()).unwrap();
+    let client = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap();
     let digest = client.tag_digest("champion").unwrap().unwrap();
 
     // As a SIGKILL leaves them: half the model downloaded, a half-copied install.
@@ -384,7 +384,7 @@ fn a_release_that_passes_validation_but_fails_probation_is_rolled_back_without_a
 fn an_agent_killed_mid_download_serves_the_old_model_on_restart_and_resumes_the_download() {
     let (broker, registry, trainer, sub) = start();
     trainer.publish(&registry.url(), "champion", 2, &[]);
-    let digest = cctv_agent::registry::Registry::new(&registry.url()).unwrap().tag_digest("champion").unwrap().unwrap();
+    let digest = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap().tag_digest("champion").unwrap().unwrap();
     // 19 MB at 2 MB/s: about ten seconds of download to kill it in.
     let proxy = SlowProxy::start(registry.port, 2 << 20);
     let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "")

@@ -4,13 +4,11 @@ use opencv::core::{Mat, Rect};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::preprocess;
 use super::spec::{Activation, Layout, ModelSpec};
+pub use crate::wire::model::{ModelIdentity, RegionPrediction, TopK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -27,35 +25,6 @@ pub enum ModelError {
 #[derive(Debug, thiserror::Error)]
 #[error("inference failed: {0}")]
 pub struct InferError(String);
-
-/// Names the exact model behind every prediction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ModelIdentity {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TopK {
-    pub index: usize,
-    pub label: String,
-    pub score: f32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RegionPrediction {
-    /// `[x, y, w, h]` in frame pixels.
-    pub bbox: [i32; 4],
-    /// Road class (see `models/road_taxonomy.toml`), or `none`.
-    pub class: String,
-    pub score: f32,
-    pub top_k: Vec<TopK>,
-    /// Model score of the first label minus the second's: small = torn between two.
-    pub margin: f32,
-    /// Entropy of the model's label distribution over ln(labels): 0 = certain, 1 = uniform.
-    pub entropy: f32,
-}
 
 /// Shannon entropy of a probability distribution, divided by its maximum.
 fn normalized_entropy(probabilities: &[f32]) -> f32 {
@@ -77,8 +46,8 @@ pub struct Classifier {
 impl Classifier {
     pub fn load(model_path: &Path, spec_path: &Path, intra_threads: usize) -> Result<Classifier, ModelError> {
         let spec = ModelSpec::load(spec_path).map_err(ModelError::Spec)?;
-        let sha256 = sha256_file(model_path)?;
-        let environment = crate::ort_runtime::environment().map_err(ModelError::Runtime)?;
+        let sha256 = crate::util::fs::sha256_file(model_path).map_err(|e| ModelError::File { path: model_path.to_path_buf(), message: e.source.to_string() })?;
+        let environment = crate::infer::runtime::environment().map_err(ModelError::Runtime)?;
         let session = build_session(environment, model_path, intra_threads).map_err(|message| ModelError::File {
             path: model_path.to_path_buf(),
             message: format!("ONNX Runtime cannot load it ({message}); is it an ONNX model file?"),
@@ -206,20 +175,6 @@ fn names(outlets: &[ort::value::Outlet]) -> String {
     outlets.iter().map(|o| format!("`{}`", o.name())).collect::<Vec<_>>().join(", ")
 }
 
-pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let file_error = |e: std::io::Error| ModelError::File { path: path.to_path_buf(), message: e.to_string() };
-    let mut file = std::fs::File::open(path).map_err(file_error)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buffer).map_err(file_error)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
 
 #[cfg(test)]
 mod tests {

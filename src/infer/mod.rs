@@ -1,17 +1,14 @@
-//! Classification: what a model needs ([`spec`]), how a region becomes its
-//! input tensor ([`preprocess`]), the ONNX Runtime session ([`classifier`]),
-//! how labels become road classes ([`taxonomy`]), and the thread that owns
-//! the session ([`worker`]).
+//! Classification, and nothing else: what a model needs ([`spec`]), how a
+//! region becomes its input tensor ([`preprocess`]), the ONNX Runtime
+//! session ([`classifier`]), how labels become road classes ([`taxonomy`]),
+//! and finding the ONNX Runtime library ([`runtime`]). Imports no feature.
 
 pub mod classifier;
 pub mod preprocess;
-pub mod probation;
+pub mod runtime;
 pub mod spec;
 pub mod taxonomy;
-pub mod worker;
 
-pub use classifier::{Classifier, ModelError, ModelIdentity, RegionPrediction, TopK};
+pub use crate::wire::model::{ActiveModel, ModelIdentity, RegionPrediction, TopK};
+pub use classifier::{Classifier, ModelError};
 pub use spec::ModelSpec;
-
-/// The model serving now; the inference thread replaces it when it swaps.
-pub type ActiveModel = std::sync::Arc<std::sync::RwLock<ModelIdentity>>;

@@ -5,13 +5,7 @@
 
 use std::collections::BTreeMap;
 
-/// Which side of the threshold is bad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bad {
-    Below,
-    Above,
-}
+pub use crate::wire::events::Bad;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rule {

@@ -68,24 +68,7 @@ pub struct CameraDrift {
     inputs: VecDeque<InputStats>,
 }
 
-/// The figures telemetry reports per camera, and alerts judge.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct DriftFigures {
-    /// `spec`, `learned`, or `learning` (with `baseline_regions` of `reference_regions` seen).
-    pub baseline: String,
-    pub baseline_regions: u64,
-    /// Regions in the window; the class figures are judged once it is full.
-    pub window_regions: usize,
-    pub class_mix: BTreeMap<String, f64>,
-    pub class_mix_distance: Option<f64>,
-    pub mean_confidence: Option<f64>,
-    /// Mean confidence over the baseline's.
-    pub confidence_ratio: Option<f64>,
-    /// Means over the input window (`None` until it is full).
-    pub brightness: Option<f64>,
-    pub contrast: Option<f64>,
-    pub sharpness: Option<f64>,
-}
+pub use crate::wire::telemetry::DriftFigures;
 
 impl CameraDrift {
     pub fn new(class_window: usize, reference_regions: usize, input_window: usize) -> CameraDrift {

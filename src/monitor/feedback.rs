@@ -5,7 +5,7 @@
 //! precision and per-class precision and recall.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -97,32 +97,7 @@ impl Labelled {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct ClassFigures {
-    /// Labelled regions the model named this class, and the right ones among them.
-    pub predicted: u64,
-    pub correct: u64,
-    /// Labelled regions that truly are this class.
-    pub actual: u64,
-    pub precision: Option<f64>,
-    pub recall: Option<f64>,
-}
-
-/// The active model's figures over the window.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Metrics {
-    pub model_version: String,
-    pub labelled: u64,
-    pub correct: u64,
-    /// Share of labelled regions named right. One class per region, so this
-    /// is both the model's (micro-averaged) precision and its accuracy.
-    pub precision: Option<f64>,
-    pub per_class: BTreeMap<String, ClassFigures>,
-    /// Predicted class → true class → count, for the mistakes only.
-    pub confusion: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Age of the oldest label counted, seconds.
-    pub window_seconds: f64,
-}
+pub use crate::wire::telemetry::{ClassFigures, Metrics};
 
 pub struct LabelBook {
     /// Oldest first; `seq` rises (the publisher numbers in order).

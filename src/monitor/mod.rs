@@ -18,7 +18,6 @@ pub mod feedback;
 pub mod input_stats;
 pub mod samples;
 
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,14 +27,16 @@ use tokio::sync::mpsc;
 use crate::config::MonitorConfig;
 use crate::infer::spec::Reference;
 use crate::infer::{ActiveModel, ModelIdentity};
-use crate::publish::events::{event_body, AlertState, Event};
-use crate::publish::messages::rfc3339;
-use crate::publish::{Outgoing, Topics};
-use crate::shutdown::Shutdown;
+use crate::wire::events::{event_body, AlertState, Event};
+use crate::wire::rfc3339;
+use crate::util::fs::file_safe;
+use crate::publish::Outgoing;
+use crate::wire::Topics;
+use crate::util::shutdown::Shutdown;
 use alerts::{AlertBook, Rule, Transition};
 use drift::{Baseline, BaselineSource, CameraDrift, DriftFigures, InputStats};
-use feedback::{LabelBook, Metrics};
-use samples::{SampleFigures, SampleStats, SamplerInput};
+use feedback::LabelBook;
+use samples::{SampleStats, SamplerInput};
 
 /// Inputs waiting for the monitor; more are dropped (counted in telemetry).
 pub const QUEUE: usize = 1024;
@@ -64,21 +65,6 @@ pub enum MonitorInput {
     Input { camera: String, stats: InputStats },
 }
 
-/// The monitor's part of telemetry.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MonitorFigures {
-    /// The active model's figures over the feedback window.
-    pub feedback: Metrics,
-    /// Labels refused (unknown seq or region, bad class, malformed message).
-    pub feedback_rejected: u64,
-    pub cameras: BTreeMap<String, DriftFigures>,
-    /// Alerts raised now → latest value.
-    pub alerts: BTreeMap<String, f64>,
-    pub samples: Option<SampleFigures>,
-    /// Inputs the monitor could not take in time.
-    pub dropped: u64,
-}
-
 pub struct MonitorTask {
     pub device_id: String,
     pub topics: Topics,
@@ -93,6 +79,8 @@ pub struct MonitorTask {
     pub figures: Arc<Mutex<MonitorFigures>>,
     pub dropped: Arc<std::sync::atomic::AtomicU64>,
 }
+
+pub use crate::wire::telemetry::MonitorFigures;
 
 /// The monitor's working state.
 struct Books {
@@ -178,7 +166,7 @@ impl MonitorTask {
                 let json = serde_json::to_vec_pretty(&baseline).unwrap_or_default();
                 let written = std::fs::create_dir_all(path.parent().expect("has a folder"))
                     .map_err(|e| e.to_string())
-                    .and_then(|()| crate::registry::write_atomically(&path, &json));
+                    .and_then(|()| crate::util::fs::write_atomically(&path, &json).map_err(String::from));
                 if let Err(error) = written {
                     tracing::warn!(path = %path.display(), %error, "cannot keep the learned baseline (it is learned again after a restart): make state_dir writable");
                 }
@@ -430,11 +418,6 @@ impl MonitorTask {
             *slot = figures;
         }
     }
-}
-
-/// A camera id as part of a file name: anything but letters, digits, `-` and `_` becomes `_`.
-pub fn file_safe(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 /// The producers' side: never waits; a full queue drops the input, counted.

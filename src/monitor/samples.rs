@@ -26,7 +26,7 @@ use tokio::sync::mpsc::WeakSender;
 
 use crate::config::SamplesConfig;
 use crate::infer::{ModelIdentity, RegionPrediction};
-use crate::publish::messages::rfc3339;
+use crate::wire::rfc3339;
 use crate::publish::Outgoing;
 
 /// Raw JPEG bytes per published chunk (base64 makes each message ~43 KiB).
@@ -93,6 +93,8 @@ fn unix_seconds() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+pub use crate::wire::telemetry::SampleFigures;
+
 impl SampleStats {
     /// The monitor heard feedback now.
     pub fn feedback_arrived(&self) {
@@ -103,18 +105,6 @@ impl SampleStats {
         let last = self.last_feedback.load(Ordering::Relaxed);
         last > 0 && unix_seconds().saturating_sub(last) < FEEDBACK_FLOWING.as_secs()
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SampleFigures {
-    pub saved: u64,
-    pub files: u64,
-    pub bytes: u64,
-    pub evicted: u64,
-    pub dropped: u64,
-    pub rate_limited: u64,
-    pub missed: u64,
-    pub write_errors: u64,
 }
 
 impl SampleStats {
@@ -266,7 +256,7 @@ pub fn shrink(image: &impl opencv::core::ToInputArray, size: Size) -> opencv::Re
 /// names sorts samples by capture time.
 pub fn sample_id(captured_at: SystemTime, camera: &str, frame_index: u64, region: usize) -> String {
     let ms = captured_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    format!("{ms:013}-{}-{frame_index}-{region}", super::file_safe(camera))
+    format!("{ms:013}-{}-{frame_index}-{region}", crate::util::fs::file_safe(camera))
 }
 
 /// The `<id>.json` beside each `<id>.jpg`, and part 0 of its MQTT message.
@@ -480,8 +470,8 @@ fn encode_jpeg(crop: &Crop) -> Result<Vec<u8>, String> {
 
 /// Each file written under a temporary name and renamed: a crash leaves no half sample.
 fn write_sample(dir: &Path, id: &str, jpeg: &[u8], json: &[u8]) -> Result<(), String> {
-    crate::registry::write_atomically(&dir.join(format!("{id}.jpg")), jpeg)?;
-    crate::registry::write_atomically(&dir.join(format!("{id}.json")), json)
+    crate::util::fs::write_atomically(&dir.join(format!("{id}.jpg")), jpeg)?;
+    crate::util::fs::write_atomically(&dir.join(format!("{id}.json")), json).map_err(String::from)
 }
 
 /// Samples a previous run saved, oldest first.

@@ -1,10 +1,11 @@
-//! Everything that leaves the device: topic names ([`topics`]), payloads
-//! ([`messages`], [`events`]) and the task that owns the MQTT client ([`mqtt`]).
+//! Delivery: the task that owns the MQTT client ([`mqtt`]), the durable
+//! [`outbox`] that numbers and stores messages until the broker acknowledges
+//! them, and the producers' side of its channel ([`sink`]). It knows no
+//! consumer: inbound topics go through a table consumers register with
+//! ([`routes`]), and "stored, got seq N" goes out through a hook.
 
-pub mod events;
-pub mod messages;
 pub mod mqtt;
-pub mod topics;
+pub mod outbox;
+pub mod sink;
 
 pub use mqtt::{Outgoing, Publisher, PublisherStats};
-pub use topics::Topics;

@@ -25,13 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use super::events::{event_body, Event as AgentEvent};
-use super::Topics;
-use super::messages::{model_state_payload, status_payload, DeviceState};
+use crate::wire::events::{event_body, Event as AgentEvent};
+use crate::wire::messages::{model_state_payload, status_payload, DeviceState};
+use crate::wire::Topics;
 use crate::config::{MqttConfig, OutboxConfig, SYSTEM_CA_BUNDLE};
 use crate::infer::ActiveModel;
 use crate::monitor::{MonitorInput, MonitorSender, PredictionDigest};
-use crate::outbox::{Mode, NewMessage, Outbox};
+use crate::publish::outbox::{Mode, NewMessage, Outbox};
 
 /// Largest message the agent sends; a frame with many regions is a few KiB.
 const MAX_OUTGOING_BYTES: usize = 1 << 20;
@@ -86,6 +86,8 @@ impl Outgoing {
     }
 }
 
+pub use crate::wire::telemetry::OutboxFigures;
+
 /// Figures telemetry reports about the connection and the outbox.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
@@ -95,17 +97,6 @@ pub struct PublisherStats {
     pub connects: AtomicU64,
     pub best_effort_dropped: AtomicU64,
     pub outbox: Mutex<OutboxFigures>,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct OutboxFigures {
-    pub mode: Option<Mode>,
-    /// Stored messages not yet acknowledged by the broker, and their size.
-    pub messages: u64,
-    pub bytes: u64,
-    pub capacity_bytes: u64,
-    /// Messages dropped, oldest first, because the outbox was full.
-    pub dropped: u64,
 }
 
 /// A command that arrived on `…/cmd/<name>`.

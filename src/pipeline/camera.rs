@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{CameraConfig, Replay, SourceKind};
-use crate::frame_queue::{FrameJob, FrameQueue};
-use crate::health::Heartbeat;
-use crate::publish::events::{Event, EventSink};
+use crate::pipeline::frame_queue::{FrameJob, FrameQueue};
+use crate::util::health::Heartbeat;
+use crate::publish::sink::EventSink;
+use crate::wire::events::Event;
 use crate::monitor::{input_stats, MonitorInput, MonitorSender};
-use crate::regions::RegionFinder;
-use crate::shutdown::Shutdown;
-use crate::stats::{CameraState, CameraStats};
+use crate::pipeline::regions::RegionFinder;
+use crate::util::shutdown::Shutdown;
+use crate::pipeline::stats::{CameraState, CameraStats};
 
 /// How long opening or reading a network stream may take before it counts as failed.
 const STREAM_TIMEOUT_MS: i32 = 5000;

@@ -12,13 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::sync::mpsc;
 
-use crate::frame_queue::FrameQueue;
+use crate::pipeline::frame_queue::FrameQueue;
 use crate::infer::ActiveModel;
-use crate::publish::messages::{rfc3339, AgentFigures, MqttFigures, SystemFigures, TelemetryMessage};
+use crate::wire::rfc3339;
+use crate::wire::telemetry::{AgentFigures, MqttFigures, SystemFigures, TelemetryMessage};
 use crate::publish::mqtt::Kind;
-use crate::publish::{Outgoing, PublisherStats, Topics};
-use crate::shutdown::Shutdown;
-use crate::stats::CameraStats;
+use crate::publish::{Outgoing, PublisherStats};
+use crate::wire::Topics;
+use crate::util::shutdown::Shutdown;
+use crate::pipeline::stats::CameraStats;
 
 pub struct TelemetryTask {
     pub device_id: String,
@@ -138,8 +140,8 @@ impl SystemSampler {
             memory_total_bytes: self.system.total_memory(),
             memory_used_bytes: self.system.used_memory(),
             state_disk_free_bytes: free_space(&self.state_dir),
-            temperatures_c: crate::sensors::temperatures(&self.sysfs_root),
-            sensors: crate::sensors::iio(&self.sysfs_root),
+            temperatures_c: crate::ops::sensors::temperatures(&self.sysfs_root),
+            sensors: crate::ops::sensors::iio(&self.sysfs_root),
         };
         let agent = AgentFigures {
             rss_bytes: process.map(|p| p.memory()),

@@ -4,10 +4,8 @@
 
 use serde::Serialize;
 use std::time::SystemTime;
-use tokio::sync::mpsc;
 
-use super::messages::rfc3339;
-use super::Outgoing;
+use super::rfc3339;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -45,14 +43,14 @@ pub enum Event {
         camera: Option<String>,
         value: f64,
         /// Which side of `threshold` is bad.
-        bad: crate::monitor::alerts::Bad,
+        bad: Bad,
         threshold: f64,
         clear_at: f64,
         /// Labelled regions, regions or measurements the value is made of.
         evidence: u64,
         /// Age of the oldest label counted (precision only; 0 otherwise).
         window_seconds: f64,
-        model: crate::infer::ModelIdentity,
+        model: super::ModelIdentity,
         /// What it means and what to do.
         advice: String,
     },
@@ -60,6 +58,14 @@ pub enum Event {
     /// class, or is malformed; it is ignored. At most one a second:
     /// `also_rejected` counts those not reported since the last one.
     FeedbackRejected { prediction_seq: Option<u64>, region: Option<usize>, reason: String, also_rejected: u64 },
+}
+
+/// Which side of an alert's threshold is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bad {
+    Below,
+    Above,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,28 +90,4 @@ struct EventMessage<'a> {
     at: String,
     #[serde(flatten)]
     event: &'a Event,
-}
-
-/// Holds only a weak sender: an event source never keeps the publisher
-/// from finishing its shutdown.
-#[derive(Clone)]
-pub struct EventSink {
-    device_id: String,
-    topic: String,
-    tx: mpsc::WeakSender<Outgoing>,
-}
-
-impl EventSink {
-    pub fn new(device_id: &str, topic: String, tx: &mpsc::Sender<Outgoing>) -> EventSink {
-        EventSink { device_id: device_id.to_string(), topic, tx: tx.downgrade() }
-    }
-
-    /// Sends from a plain thread, waiting for room; a closed publisher
-    /// (shutdown) is not an error worth more than a log line.
-    pub fn send_blocking(&self, event: Event) {
-        let outgoing = Outgoing::stored(self.topic.clone(), event_body(&self.device_id, &event));
-        if self.tx.upgrade().is_none_or(|tx| tx.blocking_send(outgoing).is_err()) {
-            tracing::debug!(?event, "publisher gone; event not sent");
-        }
-    }
 }

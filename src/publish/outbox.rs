@@ -62,12 +62,7 @@ pub struct Dropped {
     pub last_seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Disk,
-    Memory,
-}
+pub use crate::wire::telemetry::Mode;
 
 pub struct Outbox {
     path: PathBuf,
@@ -132,18 +127,6 @@ fn unix_millis() -> u64 {
 
 fn explain(error: impl std::fmt::Display) -> String {
     format!("{error}")
-}
-
-/// Free bytes for unprivileged writers on the file system holding `folder`.
-pub fn free_bytes(folder: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a zeroed out-parameter.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 impl Outbox {
@@ -221,7 +204,7 @@ impl Outbox {
     }
 
     fn check_space(&self) -> Result<(), String> {
-        match free_bytes(self.folder()) {
+        match crate::util::fs::free_bytes(self.folder()) {
             Some(free) if free < MIN_FREE_BYTES => Err(format!(
                 "only {free} bytes free on the file system of {}; the outbox stops writing below {MIN_FREE_BYTES}",
                 self.folder().display()

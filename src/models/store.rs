@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::infer::classifier::sha256_file;
-use crate::registry::write_atomically;
-use crate::release::{self, PublicKey, ReleaseRecord};
+use crate::util::fs::{sha256_file, write_atomically};
+use crate::models::release::{self, PublicKey, ReleaseRecord};
 
 const ACTIVE: &str = "active";
 /// Versions an operator rolled back from: never installed again.
@@ -96,7 +95,7 @@ impl ModelStore {
         match model {
             Some(model) => {
                 let name = model.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                write_atomically(&self.dir.join(ACTIVE), name.as_bytes())
+                write_atomically(&self.dir.join(ACTIVE), name.as_bytes()).map_err(String::from)
             }
             None => match std::fs::remove_file(self.dir.join(ACTIVE)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", self.dir.join(ACTIVE).display())),
@@ -114,7 +113,7 @@ impl ModelStore {
         refused.push(version);
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
         let text: Vec<String> = refused.iter().map(u64::to_string).collect();
-        write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes())
+        write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes()).map_err(String::from)
     }
 
     pub fn pinned(&self) -> Option<u64> {
@@ -125,7 +124,7 @@ impl ModelStore {
         match version {
             Some(v) => {
                 std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-                write_atomically(&self.dir.join(PINNED), v.to_string().as_bytes())
+                write_atomically(&self.dir.join(PINNED), v.to_string().as_bytes()).map_err(String::from)
             }
             None => {
                 let _ = std::fs::remove_file(self.dir.join(PINNED));

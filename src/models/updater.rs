@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use crate::config::RegistryConfig;
 use crate::infer::spec::Layout;
-use crate::infer::probation::{ModelUpdate, ProbationPlan};
+use crate::models::probation::{ModelUpdate, ProbationPlan};
 use crate::infer::{ActiveModel, Classifier};
-use crate::model_store::ModelStore;
-use crate::publish::events::{Event, EventSink};
-use crate::registry::{Registry, RECORD_TYPE, SIGNATURE_TYPE};
-use crate::release::{self, GoldenSet, PublicKey, ReleaseRecord};
-use crate::shutdown::Shutdown;
+use crate::models::store::ModelStore;
+use crate::publish::sink::EventSink;
+use crate::wire::events::Event;
+use crate::models::registry::{Registry, RECORD_TYPE, SIGNATURE_TYPE};
+use crate::models::release::{self, GoldenSet, PublicKey, ReleaseRecord};
+use crate::util::shutdown::Shutdown;
 
 /// Classifies every golden image (whole image) and counts the right road classes.
 fn golden_accuracy(classifier: &mut Classifier, staging: &Path, golden: &str) -> Result<(usize, usize, f32), String> {
@@ -185,7 +186,7 @@ impl Updater {
         if let Err(e) = std::fs::create_dir_all(&staging) {
             return Outcome::Retry(format!("cannot create {}: {e}", staging.display()));
         }
-        if let Some(free) = crate::outbox::free_bytes(&staging) {
+        if let Some(free) = crate::util::fs::free_bytes(&staging) {
             if free < total + MIN_FREE_AFTER {
                 return Outcome::Retry(format!("only {free} bytes free for a {total}-byte release; free disk space"));
             }

@@ -9,9 +9,10 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::infer::ActiveModel;
-use crate::publish::messages::rfc3339;
+use crate::wire::rfc3339;
 use crate::publish::mqtt::{reply, IncomingCommand};
-use crate::publish::{Outgoing, Topics};
+use crate::publish::Outgoing;
+use crate::wire::Topics;
 
 /// Larger command payloads are refused (commands are small JSON objects).
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
@@ -39,7 +40,7 @@ pub struct CommandTask {
     pub started: Instant,
     pub sink: mpsc::Sender<Outgoing>,
     /// Rollback and pin; None without a `[registry]`.
-    pub models: Option<std::sync::Arc<crate::model_switch::ModelSwitch>>,
+    pub models: Option<std::sync::Arc<crate::models::switch::ModelSwitch>>,
 }
 
 impl CommandTask {

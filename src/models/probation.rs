@@ -6,8 +6,8 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use super::Classifier;
-use crate::model_store::InstalledModel;
+use super::store::InstalledModel;
+use crate::infer::Classifier;
 
 /// A model for the inference thread to swap in between two frames.
 pub struct ModelUpdate {

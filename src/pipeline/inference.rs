@@ -7,17 +7,20 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-use super::probation::{ConfidenceWindow, ModelUpdate, Probation, Verdict};
-use super::{ActiveModel, Classifier, RegionPrediction};
-use crate::model_store::ModelStore;
-use crate::publish::events::{Event, EventSink};
-use crate::frame_queue::FrameQueue;
-use crate::health::Heartbeat;
-use crate::publish::messages::{rfc3339, PredictionMessage};
-use crate::publish::{Outgoing, Topics};
+use crate::infer::{ActiveModel, Classifier, RegionPrediction};
+use crate::models::probation::{ConfidenceWindow, ModelUpdate, Probation, Verdict};
+use crate::models::store::ModelStore;
+use crate::publish::sink::EventSink;
+use crate::wire::events::Event;
+use crate::pipeline::frame_queue::FrameQueue;
+use crate::util::health::Heartbeat;
+use crate::wire::messages::PredictionMessage;
+use crate::wire::rfc3339;
+use crate::publish::Outgoing;
+use crate::wire::Topics;
 use crate::monitor::samples::SampleTap;
 use crate::monitor::PredictionDigest;
-use crate::stats::CameraStats;
+use crate::pipeline::stats::CameraStats;
 
 pub struct InferenceWorker {
     pub device_id: String,
@@ -173,7 +176,7 @@ impl InferenceWorker {
         if let Ok(mut active) = self.active.write() {
             *active = new.clone();
         }
-        let payload = crate::publish::messages::model_state_payload(&self.device_id, &new);
+        let payload = crate::wire::messages::model_state_payload(&self.device_id, &new);
         let _ = self.sink.blocking_send(Outgoing::new(self.topics.model(), payload, crate::publish::mqtt::Kind::Retained));
     }
 }

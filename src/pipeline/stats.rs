@@ -1,25 +1,13 @@
 //! Per-camera counters shared between the camera thread, the inference
 //! thread and telemetry. Plain atomics: writers never wait on readers.
 
-use serde::Serialize;
+pub use crate::wire::telemetry::{CameraSnapshot, CameraState};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 /// How many recent inference latencies the percentiles are taken over.
 const LATENCY_WINDOW: usize = 512;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CameraState {
-    Starting,
-    Running,
-    /// Failed; waiting before the next attempt to open it.
-    Retrying,
-    /// A file that reached its end (and does not loop).
-    Finished,
-    Stopped,
-}
 
 impl CameraState {
     fn from_u8(v: u8) -> CameraState {
@@ -52,22 +40,6 @@ pub struct CameraStats {
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
     latencies_ms: Mutex<VecDeque<f32>>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CameraSnapshot {
-    pub id: String,
-    pub state: CameraState,
-    pub frames_in: u64,
-    pub frames_processed: u64,
-    pub frames_without_regions: u64,
-    pub frames_dropped: u64,
-    pub reconnects: u64,
-    pub inference_errors: u64,
-    pub decode_errors: u64,
-    pub latency_ms_p50: Option<f32>,
-    pub latency_ms_p95: Option<f32>,
-    pub last_error: Option<String>,
 }
 
 impl CameraStats {

@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use std::sync::mpsc::SyncSender;
 
 use crate::config::ModelConfig;
-use crate::infer::probation::ModelUpdate;
+use crate::models::probation::ModelUpdate;
 use crate::infer::{ActiveModel, Classifier};
-use crate::model_store::{InstalledModel, ModelStore};
-use crate::release::{numeric_version, PublicKey};
+use crate::models::store::{InstalledModel, ModelStore};
+use crate::models::release::{numeric_version, PublicKey};
 
 pub struct ModelSwitch {
     pub store: ModelStore,

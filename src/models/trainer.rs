@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::infer::spec::{Layout, SpecFile};
-use crate::publish::messages::rfc3339;
-use crate::registry::{self, Descriptor, Manifest, Registry};
-use crate::release::{FileRecord, GoldenSet, ReleaseRecord, SecretKey, RECORD_SCHEMA};
+use crate::wire::rfc3339;
+use crate::models::registry::{self, Descriptor, Manifest, Registry};
+use crate::models::release::{FileRecord, GoldenSet, ReleaseRecord, SecretKey, RECORD_SCHEMA};
 
 /// Writes `<dir>/<key_id>.key` (secret, mode 0600) and `<dir>/<key_id>.pub`.
 pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), String> {

@@ -1,0 +1,13 @@
+//! Model releases, from the trainer to the frame path: the signed record
+//! ([`release`]), the OCI registry client ([`registry`]), the trainer's side
+//! ([`trainer`]), the device's updater thread ([`updater`]), installed
+//! releases on disk ([`store`]), operator choices ([`switch`]), and what a
+//! new release must show on its first frames ([`probation`]).
+
+pub mod probation;
+pub mod registry;
+pub mod release;
+pub mod store;
+pub mod switch;
+pub mod trainer;
+pub mod updater;

@@ -1,0 +1,10 @@
+//! The frame path: a thread per camera decodes frames ([`camera`]) and finds
+//! the regions to classify ([`regions`]), the [`frame_queue`] hands them to
+//! the inference thread ([`inference`]), which classifies them and hands the
+//! result on. [`stats`] are the counters the path shares with telemetry.
+
+pub mod camera;
+pub mod frame_queue;
+pub mod inference;
+pub mod regions;
+pub mod stats;

@@ -1,0 +1,7 @@
+//! Small shared pieces that know nothing of the agent's features: files
+//! ([`fs`]), one shutdown signal ([`shutdown`]), and progress tracking for
+//! the watchdog ([`health`]).
+
+pub mod fs;
+pub mod health;
+pub mod shutdown;

@@ -1,0 +1,35 @@
+//! What every prediction carries: the model that made it and its regions.
+
+use serde::Serialize;
+
+/// Names the exact model behind every prediction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopK {
+    pub index: usize,
+    pub label: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionPrediction {
+    /// `[x, y, w, h]` in frame pixels.
+    pub bbox: [i32; 4],
+    /// Road class (see `models/road_taxonomy.toml`), or `none`.
+    pub class: String,
+    pub score: f32,
+    pub top_k: Vec<TopK>,
+    /// Model score of the first label minus the second's: small = torn between two.
+    pub margin: f32,
+    /// Entropy of the model's label distribution over ln(labels): 0 = certain, 1 = uniform.
+    pub entropy: f32,
+}
+
+/// The model serving now; the inference thread replaces it when it swaps.
+pub type ActiveModel = std::sync::Arc<std::sync::RwLock<ModelIdentity>>;
