@@ -45,7 +45,7 @@ pub enum AgentError {
     #[error("registry: {0}")]
     Registry(String),
     #[error("mqtt: {0}")]
-    Mqtt(String),
+    Mqtt(#[from] crate::publish::mqtt::SetupError),
     #[error("inference stopped: {0}")]
     Inference(String),
     #[error("an internal task panicked ({0}); this is a bug: the agent exits so that systemd restarts it")]

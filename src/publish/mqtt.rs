@@ -122,17 +122,29 @@ pub struct Publisher {
     pub monitor: Option<MonitorSender>,
 }
 
-/// Client options from the config: address, TLS, session, keep-alive, packet size.
-pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, String> {
-    let broker = config.broker()?;
+/// Why the MQTT client cannot be set up from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("mqtt.url {0}")]
+    Url(String),
+    #[error("cannot read {what} {}: {source}", path.display())]
+    File { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("mqtt.username is set but there is no password: set mqtt.password_file or CCTV_MQTT_PASSWORD")]
+    NoPassword,
+}
+
+/// Client options from the config: address, TLS, session, keep-alive, packet size, credentials.
+/// The agent and `release publish --mqtt` both connect with these.
+pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, SetupError> {
+    let broker = config.broker().map_err(SetupError::Url)?;
     let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(config.keep_alive_seconds.max(5)));
     options.set_max_packet_size(MAX_INCOMING_BYTES, MAX_OUTGOING_BYTES);
     options.set_clean_session(!config.persistent_session);
     options.set_inflight((WINDOW + DIRECT_ROOM) as u16);
     if broker.tls {
-        let read = |path: &std::path::Path, what: &str| {
-            std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+        let read = |path: &std::path::Path, what: &'static str| {
+            std::fs::read(path).map_err(|source| SetupError::File { what, path: path.to_path_buf(), source })
         };
         let ca_path = config.ca_file.clone().unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
         let ca = read(&ca_path, "the CA file (mqtt.ca_file)")?;
@@ -149,24 +161,29 @@ pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, Stri
 }
 
 /// The broker password: `mqtt.password_file`, else `CCTV_MQTT_PASSWORD`.
-fn password(config: &MqttConfig) -> Result<String, String> {
+fn password(config: &MqttConfig) -> Result<String, SetupError> {
     if let Some(path) = &config.password_file {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read mqtt.password_file {}: {e}", path.display()))?;
+            .map_err(|source| SetupError::File { what: "mqtt.password_file", path: path.clone(), source })?;
         return Ok(text.trim_end_matches(['\r', '\n']).to_string());
     }
-    std::env::var("CCTV_MQTT_PASSWORD")
-        .map_err(|_| "mqtt.username is set but there is no password: set mqtt.password_file or CCTV_MQTT_PASSWORD".to_string())
+    std::env::var("CCTV_MQTT_PASSWORD").map_err(|_| SetupError::NoPassword)
 }
 
-/// What to check for a connection error an operator will see in the log.
-fn hint(error: &str) -> &'static str {
-    if error.contains("certificate") || error.contains("Certificate") || error.contains("Tls") || error.contains("tls") {
-        "check mqtt.ca_file (the CA that signed the broker's certificate), that the URL's host is in that certificate, and the client certificate if the broker wants one"
-    } else if error.contains("NotAuthorized") || error.contains("BadUserNamePassword") {
-        "the broker refused the credentials: check mqtt.username and the password"
-    } else {
-        "check mqtt.url and that the broker is running"
+const TLS_HINT: &str = "check mqtt.ca_file (the CA that signed the broker's certificate), that the URL's host is in that certificate, and the client certificate if the broker wants one";
+
+/// What to check for a connection error an operator will see in the log,
+/// decided by the error's kind.
+fn hint(error: &rumqttc::ConnectionError) -> &'static str {
+    use rumqttc::{ConnectReturnCode, ConnectionError};
+    let tls_in_io = |e: &std::io::Error| e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+    match error {
+        ConnectionError::Tls(_) => TLS_HINT,
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword) => {
+            "the broker refused the credentials: check mqtt.username and the password"
+        }
+        ConnectionError::Io(e) if tls_in_io(e) => TLS_HINT,
+        _ => "check mqtt.url and that the broker is running",
     }
 }
 
@@ -552,11 +569,11 @@ async fn drive(
                 kept.append(&mut eventloop.pending);
                 let was_connected = stats.connected.swap(false, Ordering::SeqCst);
                 let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-                let error = error.to_string();
+                let hint = hint(&error);
                 if was_connected {
                     tracing::warn!(%broker, %error, unacknowledged = kept.len(), "lost the MQTT broker; reconnecting");
                 } else {
-                    tracing::warn!(%broker, %error, retry_in_ms = wait.as_millis() as u64, hint = hint(&error), "cannot connect to the MQTT broker");
+                    tracing::warn!(%broker, %error, retry_in_ms = wait.as_millis() as u64, hint, "cannot connect to the MQTT broker");
                 }
                 tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(RECONNECT_MAX);
