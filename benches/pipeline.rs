@@ -4,9 +4,10 @@
 //! serialised prediction, replay `asap`, regions `full`; MQTT excluded).
 //! Two more measurements run the pipeline with monitoring on as the agent
 //! runs it by default (a digest per prediction, input statistics every 25th
-//! frame, low-confidence and random samples), and the same while feedback
-//! flows (every region also cropped and JPEG-encoded for late feedback), and
-//! print their ratios to the plain pipeline.
+//! frame, low-confidence and random samples, the monitor task itself), and
+//! the same while feedback flows (every region also cropped and
+//! JPEG-encoded for late feedback), and print their ratios to the plain
+//! pipeline. The pipeline is built with the same constructors as the agent's.
 //! Rounds are interleaved so background noise hits all four alike; medians
 //! are printed, with pipeline ÷ min(decode, inference).
 //!
@@ -22,19 +23,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cctv_agent::pipeline::camera::CameraWorker;
-use cctv_agent::config::{CameraConfig, MotionConfig, RegionsConfig, Replay};
-use cctv_agent::pipeline::frame_queue::FrameQueue;
-use cctv_agent::util::health::Health;
-use cctv_agent::pipeline::inference::InferenceWorker;
+use cctv_agent::config::{CameraConfig, MonitorConfig, MotionConfig, RegionsConfig, Replay, SamplesConfig};
+use cctv_agent::context::Context;
 use cctv_agent::infer::Classifier;
-use cctv_agent::config::SamplesConfig;
 use cctv_agent::monitor::samples::Sampler;
-use cctv_agent::monitor::MonitorSender;
-use cctv_agent::publish::sink::EventSink;
-use cctv_agent::wire::Topics;
-use cctv_agent::util::shutdown::Shutdown;
+use cctv_agent::monitor::MonitorTask;
+use cctv_agent::pipeline::camera::CameraWorker;
+use cctv_agent::pipeline::frame_queue::FrameQueue;
+use cctv_agent::pipeline::inference::InferenceWorker;
 use cctv_agent::pipeline::stats::CameraStats;
+use cctv_agent::publish::Routes;
+use cctv_agent::util::health::Health;
+use cctv_agent::util::shutdown::Shutdown;
+use cctv_agent::wire::Topics;
 
 const ROUNDS: usize = 5;
 
@@ -136,11 +137,21 @@ enum Monitoring {
     FeedbackFlowing,
 }
 
+/// The pipeline as `agent::run` builds it (same constructors), minus MQTT:
+/// this thread plays the publisher, numbering what arrives and telling the
+/// monitor's stored hook, as the publisher does once a message is stored.
 fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring: Monitoring) -> f64 {
     let health = Health::new();
     let queue = Arc::new(FrameQueue::new());
     let stats = Arc::new(CameraStats::new("bench"));
-    let (sink, mut received) = tokio::sync::mpsc::channel(256);
+    let (outgoing, mut received) = tokio::sync::mpsc::channel(256);
+    let context = Context {
+        device_id: "bench".into(),
+        topics: Topics::new("cctv", "bench"),
+        outgoing,
+        active_model: Arc::new(std::sync::RwLock::new(classifier.identity().clone())),
+        shutdown: Shutdown::new(),
+    };
     let config = CameraConfig {
         id: "bench".into(),
         url: clip.display().to_string(),
@@ -150,63 +161,53 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         max_regions: 8,
         motion: MotionConfig::default(),
     };
-    let (events, _) = tokio::sync::mpsc::channel(1); // the clip raises no events
     let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
-    let active = Arc::new(std::sync::RwLock::new(classifier.identity().clone()));
+    let classes = cctv_agent::monitor::feedback_classes(&classifier.spec().taxonomy);
+    let mut worker = InferenceWorker::new(&context, classifier, queue.clone(), vec![stats.clone()], health.register("inference"), updates);
+    let mut camera = CameraWorker::new(&context, 0, config, queue.clone(), stats, health.register("camera"));
     // Monitoring as the agent runs it by default, minus MQTT: samples are saved, not published.
     let samples_dir = tempfile::tempdir().unwrap();
-    let (sample_tap, monitor) = if monitoring != Monitoring::Off {
+    let mut stored_hook = None;
+    let mut monitor_thread = None;
+    if monitoring != Monitoring::Off {
         let recent_before_feedback = monitoring == Monitoring::FeedbackFlowing;
         // The hourly cap pro rata: a 12 s clip in steady state saves at most one sample
         // (the default 120 would all be saved within the clip and overstate the cost).
         let config = SamplesConfig { dir: samples_dir.path().to_path_buf(), publish: false, recent_before_feedback, max_per_hour: 1, ..Default::default() };
-        let (sampler, tap, _, rx) = Sampler::new(config, "bench".into(), "cctv/bench/samples/".into(), sink.downgrade());
+        let (sampler, tap, sampler_tx, rx) = Sampler::new(config, "bench".into(), context.topics.samples_prefix(), context.outgoing.downgrade());
+        let sampler_stats = sampler.stats.clone();
         std::thread::spawn(move || sampler.run(rx));
-        let (tx, mut inputs) = tokio::sync::mpsc::channel(cctv_agent::monitor::QUEUE);
-        std::thread::spawn(move || while inputs.blocking_recv().is_some() {});
-        (Some(tap), Some((MonitorSender { tx, dropped: Default::default() }, 25)))
-    } else {
-        (None, None)
-    };
-    let worker = InferenceWorker {
-        device_id: "bench".into(),
-        classifier,
-        queue: queue.clone(),
-        stats: vec![stats.clone()],
-        topics: Topics::new("cctv", "bench"),
-        sink,
-        heartbeat: health.register("inference"),
-        updates,
-        active,
-        events: EventSink::new("bench", "cctv/bench/events".into(), &events),
-        confidence: Default::default(),
-        probation: None,
-        monitor: monitoring != Monitoring::Off,
-        samples: sample_tap,
-    };
-    let camera = CameraWorker {
-        index: 0,
-        config,
-        queue: queue.clone(),
-        stats,
-        shutdown: Shutdown::new(),
-        heartbeat: health.register("camera"),
-        events: EventSink::new("bench", "cctv/bench/events".into(), &events),
-        lost_since: Default::default(),
-        monitor,
-    };
+        let monitor_config = MonitorConfig::default();
+        let every = monitor_config.drift.input_every_frames;
+        let dir = samples_dir.path().join("monitor");
+        let (task, sender) = MonitorTask::new(&context, monitor_config, dir, classes, Some((sampler_tx, sampler_stats)), &mut Routes::new());
+        worker = worker.with_tap(Box::new(sender.digest_tap())).with_tap(Box::new(tap));
+        camera = camera.with_tap(Box::new(sender.input_tap(every)));
+        stored_hook = Some(sender.stored_hook());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        monitor_thread = Some(std::thread::spawn(move || runtime.block_on(task.run())));
+    }
+    let shutdown = context.shutdown.clone();
+    drop(context);
     let started = Instant::now();
     let inference = std::thread::spawn(move || worker.run());
     let camera = std::thread::spawn(move || camera.run());
     let mut n = 0;
     while n < expected {
-        received.blocking_recv().expect("a prediction per frame");
+        let message = received.blocking_recv().expect("a prediction per frame");
+        if let (Some(hook), Some(tag)) = (&stored_hook, message.tag) {
+            hook(tag, n as u64);
+        }
         n += 1;
     }
     let elapsed = started.elapsed().as_secs_f64();
     camera.join().unwrap();
     queue.close();
     inference.join().unwrap().unwrap();
+    shutdown.trigger();
+    if let Some(monitor) = monitor_thread {
+        monitor.join().unwrap();
+    }
     n as f64 / elapsed
 }
 

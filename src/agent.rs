@@ -1,8 +1,11 @@
 //! The supervisor: loads the model, starts every part, and shuts them down
 //! in order. Only this module spawns threads and tasks.
 //!
-//! Start: model → publisher task (opens the outbox) → command task →
-//! inference thread → camera threads → telemetry task.
+//! Start: model → the shared [`Context`] → the consumers of inbound topics
+//! (commands, monitor, updater), each registering its route → publisher task
+//! (opens the outbox) → inference thread → camera threads → telemetry task.
+//! Components are built with their own constructors from the context; this
+//! module only wires them and spawns.
 //! Stop (on `shutdown`): cameras stop taking frames → the frame queue closes
 //! and inference finishes what is queued → telemetry stops → the publisher
 //! stores what it holds, publishes `offline`, and delivers from the outbox
@@ -12,26 +15,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::pipeline::camera::CameraWorker;
-use crate::ops::commands::CommandTask;
 use crate::config::Config;
+use crate::context::Context;
+use crate::infer::Classifier;
+use crate::models::recorder::RollbackRecorder;
+use crate::models::release::PublicKey;
 use crate::models::store::ModelStore;
 use crate::models::switch::ModelSwitch;
-use crate::monitor::samples::Sampler;
-use crate::monitor::{MonitorFigures, MonitorSender, MonitorTask};
-use crate::models::release::PublicKey;
 use crate::models::updater::Updater;
-use crate::pipeline::frame_queue::FrameQueue;
-use crate::util::health::Health;
-use crate::pipeline::inference::InferenceWorker;
-use crate::infer::{ActiveModel, Classifier};
+use crate::monitor::samples::Sampler;
+use crate::monitor::MonitorTask;
+use crate::ops::commands::CommandTask;
 use crate::ops::notify::Notifier;
-use crate::publish::sink::EventSink;
-use crate::publish::{mqtt, Publisher, PublisherStats};
-use crate::wire::Topics;
-use crate::util::shutdown::Shutdown;
-use crate::pipeline::stats::{CameraState, CameraStats};
 use crate::ops::telemetry::TelemetryTask;
+use crate::pipeline::camera::CameraWorker;
+use crate::pipeline::frame_queue::FrameQueue;
+use crate::pipeline::inference::InferenceWorker;
+use crate::pipeline::stats::{CameraState, CameraStats};
+use crate::publish::{mqtt, Publisher, PublisherStats, Routes};
+use crate::util::health::Health;
+use crate::util::shutdown::Shutdown;
+use crate::wire::Topics;
 
 /// How long shutdown waits for the broker to acknowledge what was sent.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
@@ -47,7 +51,7 @@ pub enum AgentError {
     #[error("mqtt: {0}")]
     Mqtt(#[from] crate::publish::mqtt::SetupError),
     #[error("inference stopped: {0}")]
-    Inference(String),
+    Inference(#[from] crate::pipeline::inference::PipelineError),
     #[error("an internal task panicked ({0}); this is a bug: the agent exits so that systemd restarts it")]
     Panicked(String),
     #[error("cannot start a thread: {0}")]
@@ -68,54 +72,33 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         .map_err(|e| AgentError::Panicked(e.to_string()))??;
     let model = classifier.identity().clone();
     tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
-    let active_model: ActiveModel = Arc::new(std::sync::RwLock::new(model.clone()));
 
-    let topics = Topics::new(&config.mqtt.topic_root, &config.device_id);
-    let publisher_stats = Arc::new(PublisherStats::default());
-    let (sink, outgoing) = mpsc::channel(config.mqtt.queue_capacity);
-    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
-    let (monitor_tx, monitor_rx) = mpsc::channel(crate::monitor::QUEUE);
-    let monitor_sender = config.monitor.enabled.then(|| MonitorSender { tx: monitor_tx, dropped: Default::default() });
-    let publisher = Publisher {
-        options: mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id)).map_err(AgentError::Mqtt)?,
+    let (outgoing, outgoing_rx) = mpsc::channel(config.mqtt.queue_capacity);
+    let context = Context {
         device_id: config.device_id.clone(),
-        topics: topics.clone(),
-        active_model: active_model.clone(),
-        stats: publisher_stats.clone(),
-        outbox: config.outbox.clone(),
-        commands: commands_tx,
-        announcements: config.registry.as_ref().map(|_| wake_tx),
-        monitor: monitor_sender.clone(),
+        topics: Topics::new(&config.mqtt.topic_root, &config.device_id),
+        outgoing,
+        active_model: Arc::new(std::sync::RwLock::new(model)),
+        shutdown: shutdown.clone(),
     };
-    let publisher = tokio::spawn(publisher.run(outgoing, FLUSH_DEADLINE));
+    // Inbound topics: each consumer registers its own while it is built.
+    let mut routes = Routes::new();
     // New models for the inference thread, from the updater and operator commands.
     let (swap_tx, swap_rx) = std::sync::mpsc::sync_channel(1);
-    let commands = CommandTask {
-        device_id: config.device_id.clone(),
-        topics: topics.clone(),
-        model: active_model.clone(),
-        started: std::time::Instant::now(),
-        sink: sink.clone(),
-        models: config.registry.as_ref().map(|registry| {
-            Arc::new(ModelSwitch {
-                store: ModelStore::new(&registry.models_dir),
-                keys: keys.clone(),
-                configured: config.model.clone(),
-                swap: swap_tx.clone(),
-                active: active_model.clone(),
-            })
-        }),
-    };
-    let commands = tokio::spawn(commands.run(commands_rx));
-
-    let health = Arc::new(Health::new());
-    let queue = Arc::new(FrameQueue::new());
-    let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
+    let switch = config.registry.as_ref().map(|registry| {
+        Arc::new(ModelSwitch {
+            store: ModelStore::new(&registry.models_dir),
+            keys: keys.clone(),
+            configured: config.model.clone(),
+            swap: swap_tx.clone(),
+            active: context.active_model.clone(),
+        })
+    });
+    let commands = CommandTask::new(&context, switch, &mut routes);
 
     // Samples: the sampler thread encodes and saves crops the inference thread offers.
     let (sample_tap, samples) = if config.samples.enabled {
-        let (sampler, tap, tx, rx) = Sampler::new(config.samples.clone(), config.device_id.clone(), topics.samples_prefix(), sink.downgrade());
+        let (sampler, tap, tx, rx) = Sampler::new(config.samples.clone(), config.device_id.clone(), context.topics.samples_prefix(), context.outgoing.downgrade());
         let stats = sampler.stats.clone();
         // Not joined: it ends when the inference thread and the monitor let go of it.
         std::thread::Builder::new().name("sampler".into()).spawn(move || sampler.run(rx)).map_err(AgentError::Thread)?;
@@ -123,40 +106,50 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     } else {
         (None, None)
     };
-    let monitor_figures = Arc::new(std::sync::Mutex::new(MonitorFigures::default()));
-    let monitor = monitor_sender.as_ref().map(|sender| {
-        let task = MonitorTask {
-            device_id: config.device_id.clone(),
-            topics: topics.clone(),
-            config: config.monitor.clone(),
-            dir: config.state_dir.join("monitor"),
-            active: active_model.clone(),
-            classes: road_classes(&classifier),
-            publisher: sink.downgrade(),
-            samples,
-            figures: monitor_figures.clone(),
-            dropped: sender.dropped.clone(),
-        };
-        tokio::spawn(task.run(monitor_rx, shutdown.clone()))
+    let monitor = config.monitor.enabled.then(|| {
+        let dir = config.state_dir.join("monitor");
+        MonitorTask::new(&context, config.monitor.clone(), dir, crate::monitor::feedback_classes(&classifier.spec().taxonomy), samples, &mut routes)
     });
 
-    let (inference_done, mut inference_result) = oneshot::channel();
-    let worker = InferenceWorker {
-        device_id: config.device_id.clone(),
-        classifier,
-        queue: queue.clone(),
-        stats: camera_stats.clone(),
-        topics: topics.clone(),
-        sink: sink.clone(),
-        heartbeat: health.register("inference"),
-        updates: swap_rx,
-        active: active_model.clone(),
-        events: EventSink::new(&config.device_id, topics.events(), &sink),
-        confidence: Default::default(),
-        probation: None,
-        monitor: monitor.is_some(),
-        samples: sample_tap,
+    // Rollbacks decided on the inference thread are written by this one.
+    let mut recorder = None;
+    let updater = match config.registry.clone() {
+        Some(registry) => {
+            let (handle, writer) = RollbackRecorder::new(&registry.models_dir);
+            std::thread::Builder::new().name("model-store".into()).spawn(move || writer.run()).map_err(AgentError::Thread)?;
+            recorder = Some(handle.clone());
+            Some(Updater::new(&context, registry, keys, config.model.intra_threads, swap_tx, handle, &mut routes))
+        }
+        None => None,
     };
+
+    let mut publisher = Publisher::new(
+        &context.device_id,
+        &context.topics,
+        &context.active_model,
+        mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id))?,
+        config.outbox.clone(),
+    )
+    .with_routes(routes);
+    if let Some((_, sender)) = &monitor {
+        publisher = publisher.with_stored_hook(sender.stored_hook());
+    }
+    let publisher_stats = publisher.stats();
+    let publisher = tokio::spawn(publisher.run(outgoing_rx, FLUSH_DEADLINE));
+    let commands = tokio::spawn(commands.run());
+
+    let health = Arc::new(Health::new());
+    let queue = Arc::new(FrameQueue::new());
+    let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
+
+    let mut worker = InferenceWorker::new(&context, classifier, queue.clone(), camera_stats.clone(), health.register("inference"), swap_rx);
+    if let Some((_, sender)) = &monitor {
+        worker = worker.with_tap(Box::new(sender.digest_tap()));
+    }
+    if let Some(tap) = sample_tap {
+        worker = worker.with_tap(Box::new(tap));
+    }
+    let (inference_done, mut inference_result) = oneshot::channel();
     std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || {
@@ -166,17 +159,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
 
     let mut cameras = Vec::new();
     for (index, camera) in config.cameras.iter().enumerate() {
-        let worker = CameraWorker {
-            index,
-            config: camera.clone(),
-            queue: queue.clone(),
-            stats: camera_stats[index].clone(),
-            shutdown: shutdown.clone(),
-            heartbeat: health.register(format!("camera {}", camera.id)),
-            events: EventSink::new(&config.device_id, topics.events(), &sink),
-            lost_since: Default::default(),
-            monitor: monitor_sender.clone().map(|sender| (sender, config.monitor.drift.input_every_frames)),
-        };
+        let mut worker =
+            CameraWorker::new(&context, index, camera.clone(), queue.clone(), camera_stats[index].clone(), health.register(format!("camera {}", camera.id)));
+        if let Some((_, sender)) = &monitor {
+            worker = worker.with_tap(Box::new(sender.input_tap(config.monitor.drift.input_every_frames)));
+        }
         let handle = std::thread::Builder::new()
             .name(format!("camera-{}", camera.id))
             .spawn(move || worker.run())
@@ -184,36 +171,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         cameras.push(handle);
     }
 
-    if let Some(registry) = config.registry.clone() {
-        let updater = Updater {
-            store: ModelStore::new(&registry.models_dir),
-            config: registry,
-            keys,
-            active: active_model.clone(),
-            intra_threads: config.model.intra_threads,
-            events: EventSink::new(&config.device_id, topics.events(), &sink),
-            swap: swap_tx,
-            wake: wake_rx,
-            shutdown: shutdown.clone(),
-        };
+    if let Some(updater) = updater {
         // Not joined: a download or validation in progress is safe to abandon.
         std::thread::Builder::new().name("updater".into()).spawn(move || updater.run()).map_err(AgentError::Thread)?;
     }
 
-    let telemetry = TelemetryTask {
-        device_id: config.device_id.clone(),
-        topics,
-        interval: Duration::from_secs(config.telemetry.interval_seconds),
-        sysfs_root: config.telemetry.sysfs_root.clone(),
-        state_dir: config.state_dir.clone(),
-        model: active_model.clone(),
-        cameras: camera_stats.clone(),
-        publisher: publisher_stats.clone(),
-        queue: queue.clone(),
-        sink,
-        monitor: monitor.is_some().then(|| monitor_figures.clone()),
+    let telemetry = TelemetryTask::new(&context, &config.telemetry, &config.state_dir, camera_stats.clone(), publisher_stats.clone(), queue.clone());
+    let (telemetry, monitor) = match monitor {
+        Some((task, _)) => (telemetry.with_monitor(task.figures()), Some(tokio::spawn(task.run()))),
+        None => (telemetry, None),
     };
-    let telemetry = tokio::spawn(telemetry.run(shutdown.clone()));
+    let telemetry = tokio::spawn(telemetry.run());
+    // The supervisor keeps no sender: the publisher ends once the producers have.
+    drop(context);
     // Ready once every camera has opened or failed its first attempt (stream
     // opens time out after 5 s), or after READY_WAIT whatever they do.
     notifier.status("opening cameras");
@@ -249,6 +219,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             Some(result) => result,
             None => inference_result.await,
         };
+        if let Some(recorder) = recorder {
+            // A rollback decided on the last frames must survive the restart.
+            tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(2))).await.ok();
+        }
         let _ = telemetry.await;
         if let Some(monitor) = monitor {
             let _ = monitor.await;
@@ -325,20 +299,11 @@ impl Supervision {
     }
 }
 
-/// Commands waiting to be handled; more are refused with a log line.
-const COMMAND_QUEUE: usize = 16;
-
 /// Longest wait for cameras' first open before telling systemd we are ready.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the systemd STATUS line is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The classes feedback may name: the model's road classes and `none`.
-fn road_classes(classifier: &Classifier) -> Vec<String> {
-    let taxonomy = &classifier.spec().taxonomy;
-    taxonomy.class_names().map(str::to_string).chain([crate::infer::taxonomy::NO_VEHICLE.to_string()]).collect()
-}
 
 /// The model to serve at start: the active installed release if there is
 /// one and it still checks out, else the configured model.

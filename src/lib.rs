@@ -27,6 +27,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod context;
 pub mod infer;
 pub mod models;
 pub mod monitor;

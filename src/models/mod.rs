@@ -5,6 +5,7 @@
 //! new release must show on its first frames ([`probation`]).
 
 pub mod probation;
+pub mod recorder;
 pub mod registry;
 pub mod release;
 pub mod store;

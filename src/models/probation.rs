@@ -4,8 +4,7 @@
 //! the same camera feed, the inference thread swaps the previous one back.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-
+use super::recorder::RollbackRecorder;
 use super::store::InstalledModel;
 use crate::infer::Classifier;
 
@@ -22,8 +21,8 @@ pub struct ProbationPlan {
     /// Fails if the mean top-1 score falls below this share of the previous model's.
     pub min_score_ratio: f32,
     pub version: u64,
-    /// Where to record a rollback, and what to serve after one (None: the configured model).
-    pub models_dir: PathBuf,
+    /// Where a rollback is recorded, and what serves after one (None: the configured model).
+    pub recorder: RollbackRecorder,
     pub fallback: Option<InstalledModel>,
 }
 

@@ -15,7 +15,10 @@ use std::path::Path;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
+use super::recorder::RollbackRecorder;
 use crate::config::RegistryConfig;
+use crate::context::Context;
+use crate::publish::{Inbound, Routes};
 use crate::infer::spec::Layout;
 use crate::models::probation::{ModelUpdate, ProbationPlan};
 use crate::infer::{ActiveModel, Classifier};
@@ -52,16 +55,50 @@ const MAX_SMALL_BLOB: u64 = 1 << 20;
 const MIN_FREE_AFTER: u64 = 64 << 20;
 
 pub struct Updater {
-    pub config: RegistryConfig,
-    pub keys: Vec<PublicKey>,
-    pub store: ModelStore,
-    pub active: ActiveModel,
-    pub intra_threads: usize,
-    pub events: EventSink,
-    pub swap: SyncSender<ModelUpdate>,
+    config: RegistryConfig,
+    keys: Vec<PublicKey>,
+    store: ModelStore,
+    active: ActiveModel,
+    intra_threads: usize,
+    events: EventSink,
+    swap: SyncSender<ModelUpdate>,
+    recorder: RollbackRecorder,
     /// An announcement arrived: check now rather than at the next poll.
-    pub wake: std::sync::mpsc::Receiver<()>,
-    pub shutdown: Shutdown,
+    wake: std::sync::mpsc::Receiver<()>,
+    shutdown: Shutdown,
+}
+
+impl Updater {
+    /// Registers the route for release announcements (`<root>/fleet/models/+`),
+    /// each of which wakes the updater for a check.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        context: &Context,
+        config: RegistryConfig,
+        keys: Vec<PublicKey>,
+        intra_threads: usize,
+        swap: SyncSender<ModelUpdate>,
+        recorder: RollbackRecorder,
+        routes: &mut Routes,
+    ) -> Updater {
+        let (wake_tx, wake) = std::sync::mpsc::sync_channel(1);
+        routes.add("model updater", format!("{}+", context.topics.fleet_models_prefix()), move |inbound: Inbound| {
+            tracing::info!(topic = %inbound.topic, "model release announced");
+            let _ = wake_tx.try_send(());
+        });
+        Updater {
+            store: ModelStore::new(&config.models_dir),
+            config,
+            keys,
+            active: context.active_model.clone(),
+            intra_threads,
+            events: context.events(),
+            swap,
+            recorder,
+            wake,
+            shutdown: context.shutdown.clone(),
+        }
+    }
 }
 
 /// Why an attempt ended without a new model.
@@ -226,7 +263,7 @@ impl Updater {
             latency_budget_ms: self.config.latency_budget_ms,
             min_score_ratio: self.config.probation_min_score_ratio,
             version: record.version,
-            models_dir: self.config.models_dir.clone(),
+            recorder: self.recorder.clone(),
             fallback,
         };
         let probation = (probation.frames > 0).then_some(probation);

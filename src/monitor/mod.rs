@@ -6,9 +6,11 @@
 //! - [`alerts`]: hysteresis, so each crossing gives one alert and one clear.
 //! - [`samples`]: JPEG crops for retraining, on disk and on MQTT.
 //!
-//! [`MonitorTask`] owns the books and the alerts. It hears of every stored
-//! prediction from the publisher (with the `seq` it got), of feedback from
-//! the publisher's subscription, and of input statistics from the cameras.
+//! [`MonitorTask`] owns the books and the alerts. It hears of every
+//! classified frame from the inference thread (a digest, through a
+//! [`taps::DigestTap`]), of the `seq` each prediction got from the
+//! publisher's stored-message hook, of feedback through the route it
+//! registers, and of input statistics from the cameras ([`taps::InputTap`]).
 //! It publishes alerts on `…/events` and retrain requests on
 //! `<root>/fleet/retrain/<model>`, both stored and numbered like predictions.
 
@@ -17,14 +19,17 @@ pub mod drift;
 pub mod feedback;
 pub mod input_stats;
 pub mod samples;
+pub mod taps;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::config::MonitorConfig;
+use crate::context::Context;
+use crate::publish::{Inbound, Routes};
 use crate::infer::spec::Reference;
 use crate::infer::{ActiveModel, ModelIdentity};
 use crate::wire::events::{event_body, AlertState, Event};
@@ -60,24 +65,75 @@ pub struct PredictionDigest {
 
 #[derive(Debug)]
 pub enum MonitorInput {
-    Prediction { seq: u64, digest: Box<PredictionDigest> },
+    /// A classified frame, before its prediction is stored.
+    Digest(Box<PredictionDigest>),
+    /// The prediction tagged `tag` (its `prediction_id`) was stored as `seq`.
+    Stored { tag: u64, seq: u64 },
     Feedback(Vec<u8>),
     Input { camera: String, stats: InputStats },
 }
 
+/// Digests waiting for their `seq`; older ones are given up (their notice was dropped).
+const PENDING_DIGESTS: usize = 4096;
+
 pub struct MonitorTask {
-    pub device_id: String,
-    pub topics: Topics,
-    pub config: MonitorConfig,
+    device_id: String,
+    topics: Topics,
+    config: MonitorConfig,
     /// `<state_dir>/monitor`: learned baselines.
-    pub dir: PathBuf,
-    pub active: ActiveModel,
+    dir: PathBuf,
+    active: ActiveModel,
     /// Valid true classes for feedback: the road classes and `none`.
-    pub classes: Vec<String>,
-    pub publisher: mpsc::WeakSender<Outgoing>,
-    pub samples: Option<(std::sync::mpsc::SyncSender<SamplerInput>, Arc<SampleStats>)>,
-    pub figures: Arc<Mutex<MonitorFigures>>,
-    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+    classes: Vec<String>,
+    publisher: mpsc::WeakSender<Outgoing>,
+    samples: Option<(std::sync::mpsc::SyncSender<SamplerInput>, Arc<SampleStats>)>,
+    figures: Arc<Mutex<MonitorFigures>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Taken by `run`.
+    inputs: Option<mpsc::Receiver<MonitorInput>>,
+    shutdown: Shutdown,
+}
+
+impl MonitorTask {
+    /// Registers the route for `…/feedback`; the returned sender feeds the
+    /// monitor from the frame path (taps) and the publisher (stored hook).
+    /// `samples`: the sampler's input and figures (None: samples off).
+    pub fn new(
+        context: &Context,
+        config: MonitorConfig,
+        dir: PathBuf,
+        classes: Vec<String>,
+        samples: Option<(std::sync::mpsc::SyncSender<SamplerInput>, Arc<SampleStats>)>,
+        routes: &mut Routes,
+    ) -> (MonitorTask, MonitorSender) {
+        let (tx, inputs) = mpsc::channel(QUEUE);
+        let sender = MonitorSender { tx, dropped: Default::default() };
+        let feedback = sender.clone();
+        routes.add("monitor", context.topics.feedback(), move |inbound: Inbound| {
+            tracing::debug!(topic = %inbound.topic, bytes = inbound.payload.len(), "feedback");
+            feedback.offer(MonitorInput::Feedback(inbound.payload));
+        });
+        let task = MonitorTask {
+            device_id: context.device_id.clone(),
+            topics: context.topics.clone(),
+            config,
+            dir,
+            active: context.active_model.clone(),
+            classes,
+            publisher: context.outgoing.downgrade(),
+            samples,
+            figures: Default::default(),
+            dropped: sender.dropped.clone(),
+            inputs: Some(inputs),
+            shutdown: context.shutdown.clone(),
+        };
+        (task, sender)
+    }
+
+    /// The monitor's part of telemetry, refreshed every second.
+    pub fn figures(&self) -> Arc<Mutex<MonitorFigures>> {
+        self.figures.clone()
+    }
 }
 
 pub use crate::wire::telemetry::MonitorFigures;
@@ -94,10 +150,14 @@ struct Books {
     camera_ids: BTreeMap<String, Arc<str>>,
     /// When a retrain request last went out, by model sha256 and reason.
     retrain_requested: BTreeMap<(String, String), Instant>,
+    /// Digests whose prediction has not been reported stored yet, oldest first.
+    pending: VecDeque<Box<PredictionDigest>>,
 }
 
 impl MonitorTask {
-    pub async fn run(self, mut inputs: mpsc::Receiver<MonitorInput>, shutdown: Shutdown) {
+    pub async fn run(mut self) {
+        let mut inputs = self.inputs.take().expect("run once");
+        let shutdown = self.shutdown.clone();
         let mut books = Books {
             labels: LabelBook::new(
                 self.config.remember_predictions,
@@ -112,13 +172,30 @@ impl MonitorTask {
             rejected_unreported: 0,
             last_rejection_event: None,
             retrain_requested: BTreeMap::new(),
+            pending: VecDeque::new(),
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 input = inputs.recv() => match input {
-                    Some(MonitorInput::Prediction { seq, digest }) => self.on_prediction(&mut books, seq, *digest).await,
+                    Some(MonitorInput::Digest(digest)) => {
+                        if books.pending.len() == PENDING_DIGESTS {
+                            books.pending.pop_front();
+                        }
+                        books.pending.push_back(digest);
+                    }
+                    Some(MonitorInput::Stored { tag, seq }) => {
+                        // Digests arrive before their notice (the inference thread sends the
+                        // digest before the prediction); older unmatched ones lost their notice.
+                        while books.pending.front().is_some_and(|d| d.prediction_id < tag) {
+                            books.pending.pop_front();
+                        }
+                        if books.pending.front().is_some_and(|d| d.prediction_id == tag) {
+                            let digest = books.pending.pop_front().expect("checked");
+                            self.on_prediction(&mut books, seq, *digest).await;
+                        }
+                    }
                     Some(MonitorInput::Feedback(payload)) => {
                         self.on_feedback(&mut books, &payload).await;
                         self.judge_precision(&mut books).await;
@@ -420,11 +497,16 @@ impl MonitorTask {
     }
 }
 
+/// The classes feedback may name: the model's road classes and `none`.
+pub fn feedback_classes(taxonomy: &crate::infer::taxonomy::RoadTaxonomy) -> Vec<String> {
+    taxonomy.class_names().map(str::to_string).chain([crate::infer::taxonomy::NO_VEHICLE.to_string()]).collect()
+}
+
 /// The producers' side: never waits; a full queue drops the input, counted.
 #[derive(Clone)]
 pub struct MonitorSender {
-    pub tx: mpsc::Sender<MonitorInput>,
-    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+    tx: mpsc::Sender<MonitorInput>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MonitorSender {
@@ -432,5 +514,21 @@ impl MonitorSender {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(input) {
             self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// For the publisher: each stored prediction's `seq`, by its tag.
+    pub fn stored_hook(&self) -> crate::publish::mqtt::StoredHook {
+        let sender = self.clone();
+        Box::new(move |tag, seq| sender.offer(MonitorInput::Stored { tag, seq }))
+    }
+
+    /// For the inference thread: a digest of every classified frame.
+    pub fn digest_tap(&self) -> taps::DigestTap {
+        taps::DigestTap { sender: self.clone() }
+    }
+
+    /// For a camera thread: brightness, contrast and sharpness every `every` frames.
+    pub fn input_tap(&self, every: u64) -> taps::InputTap {
+        taps::InputTap { sender: self.clone(), every: every.max(1) }
     }
 }

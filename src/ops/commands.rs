@@ -9,14 +9,17 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::infer::ActiveModel;
+use crate::context::Context;
+use crate::publish::mqtt::reply;
+use crate::publish::{Inbound, Outgoing, Routes};
 use crate::wire::rfc3339;
-use crate::publish::mqtt::{reply, IncomingCommand};
-use crate::publish::Outgoing;
 use crate::wire::Topics;
 
 /// Larger command payloads are refused (commands are small JSON objects).
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 const KNOWN: &[&str] = &["ping", "rollback", "pin", "unpin"];
+/// Commands waiting to be handled; more are refused with a log line.
+const QUEUE: usize = 16;
 
 #[derive(Debug, Serialize)]
 pub struct Reply<'a> {
@@ -33,19 +36,39 @@ pub struct Reply<'a> {
 }
 
 pub struct CommandTask {
-    pub device_id: String,
-    pub topics: Topics,
+    device_id: String,
+    topics: Topics,
     /// The model serving now (changes with swaps).
-    pub model: ActiveModel,
-    pub started: Instant,
-    pub sink: mpsc::Sender<Outgoing>,
+    model: ActiveModel,
+    started: Instant,
+    sink: mpsc::Sender<Outgoing>,
     /// Rollback and pin; None without a `[registry]`.
-    pub models: Option<std::sync::Arc<crate::models::switch::ModelSwitch>>,
+    models: Option<std::sync::Arc<crate::models::switch::ModelSwitch>>,
+    incoming: mpsc::Receiver<Inbound>,
 }
 
 impl CommandTask {
-    pub async fn run(self, mut incoming: mpsc::Receiver<IncomingCommand>) {
-        while let Some(command) = incoming.recv().await {
+    /// Registers the route for `…/cmd/+`.
+    pub fn new(context: &Context, models: Option<std::sync::Arc<crate::models::switch::ModelSwitch>>, routes: &mut Routes) -> CommandTask {
+        let (tx, incoming) = mpsc::channel(QUEUE);
+        routes.add("commands", context.topics.commands(), move |inbound: Inbound| {
+            if tx.try_send(inbound).is_err() {
+                tracing::warn!("commands are arriving faster than they are handled; one was ignored");
+            }
+        });
+        CommandTask {
+            device_id: context.device_id.clone(),
+            topics: context.topics.clone(),
+            model: context.active_model.clone(),
+            started: Instant::now(),
+            sink: context.outgoing.clone(),
+            models,
+            incoming,
+        }
+    }
+
+    pub async fn run(mut self) {
+        while let Some(command) = self.incoming.recv().await {
             let Some(name) = self.topics.command_name(&command.topic) else {
                 tracing::debug!(topic = %command.topic, "message on an unexpected topic ignored");
                 continue;

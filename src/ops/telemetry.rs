@@ -12,8 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::sync::mpsc;
 
+use crate::config::TelemetryConfig;
+use crate::context::Context;
 use crate::pipeline::frame_queue::FrameQueue;
-use crate::infer::ActiveModel;
+use crate::wire::telemetry::MonitorFigures;
+use crate::wire::ActiveModel;
 use crate::wire::rfc3339;
 use crate::wire::telemetry::{AgentFigures, MqttFigures, SystemFigures, TelemetryMessage};
 use crate::publish::mqtt::Kind;
@@ -23,22 +26,54 @@ use crate::util::shutdown::Shutdown;
 use crate::pipeline::stats::CameraStats;
 
 pub struct TelemetryTask {
-    pub device_id: String,
-    pub topics: Topics,
-    pub interval: Duration,
-    pub sysfs_root: PathBuf,
-    pub state_dir: PathBuf,
-    pub model: ActiveModel,
-    pub cameras: Vec<Arc<CameraStats>>,
-    pub publisher: Arc<PublisherStats>,
-    pub queue: Arc<FrameQueue>,
-    pub sink: mpsc::Sender<Outgoing>,
+    device_id: String,
+    topics: Topics,
+    interval: Duration,
+    sysfs_root: PathBuf,
+    state_dir: PathBuf,
+    model: ActiveModel,
+    cameras: Vec<Arc<CameraStats>>,
+    publisher: Arc<PublisherStats>,
+    queue: Arc<FrameQueue>,
+    sink: mpsc::Sender<Outgoing>,
     /// The monitor's figures (None: monitoring off).
-    pub monitor: Option<Arc<std::sync::Mutex<crate::monitor::MonitorFigures>>>,
+    monitor: Option<Arc<std::sync::Mutex<MonitorFigures>>>,
+    shutdown: Shutdown,
 }
 
 impl TelemetryTask {
-    pub async fn run(self, shutdown: Shutdown) {
+    pub fn new(
+        context: &Context,
+        config: &TelemetryConfig,
+        state_dir: &Path,
+        cameras: Vec<Arc<CameraStats>>,
+        publisher: Arc<PublisherStats>,
+        queue: Arc<FrameQueue>,
+    ) -> TelemetryTask {
+        TelemetryTask {
+            device_id: context.device_id.clone(),
+            topics: context.topics.clone(),
+            interval: Duration::from_secs(config.interval_seconds),
+            sysfs_root: config.sysfs_root.clone(),
+            state_dir: state_dir.to_path_buf(),
+            model: context.active_model.clone(),
+            cameras,
+            publisher,
+            queue,
+            sink: context.outgoing.clone(),
+            monitor: None,
+            shutdown: context.shutdown.clone(),
+        }
+    }
+
+    /// Reports the monitor's figures too.
+    pub fn with_monitor(mut self, figures: Arc<std::sync::Mutex<MonitorFigures>>) -> TelemetryTask {
+        self.monitor = Some(figures);
+        self
+    }
+
+    pub async fn run(self) {
+        let shutdown = self.shutdown.clone();
         let started = Instant::now();
         let mut dropped = 0u64;
         let (root, state_dir) = (self.sysfs_root.clone(), self.state_dir.clone());

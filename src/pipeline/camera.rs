@@ -16,7 +16,7 @@ use crate::pipeline::frame_queue::{FrameJob, FrameQueue};
 use crate::util::health::Heartbeat;
 use crate::publish::sink::EventSink;
 use crate::wire::events::Event;
-use crate::monitor::{input_stats, MonitorInput, MonitorSender};
+use crate::context::Context;
 use crate::pipeline::regions::RegionFinder;
 use crate::util::shutdown::Shutdown;
 use crate::pipeline::stats::{CameraState, CameraStats};
@@ -45,21 +45,47 @@ enum Ended {
     Shutdown,
 }
 
+/// A stage the camera thread shows every decoded frame to (before regions
+/// are found). It runs on the camera thread, so it must never wait.
+pub trait CameraTap: Send {
+    fn decoded(&mut self, camera: &str, frame_index: u64, frame: &Mat);
+}
+
 pub struct CameraWorker {
-    pub index: usize,
-    pub config: CameraConfig,
-    pub queue: Arc<FrameQueue>,
-    pub stats: Arc<CameraStats>,
-    pub shutdown: Shutdown,
-    pub heartbeat: Arc<Heartbeat>,
-    pub events: EventSink,
+    index: usize,
+    config: CameraConfig,
+    queue: Arc<FrameQueue>,
+    stats: Arc<CameraStats>,
+    shutdown: Shutdown,
+    heartbeat: Arc<Heartbeat>,
+    events: EventSink,
+    taps: std::cell::RefCell<Vec<Box<dyn CameraTap>>>,
+    // State below is only used by the thread in `run`.
     /// When the current outage began (set on failure, cleared on the next frame).
-    pub lost_since: std::cell::Cell<Option<Instant>>,
-    /// Input statistics for the monitor, measured every this many frames.
-    pub monitor: Option<(MonitorSender, u64)>,
+    lost_since: std::cell::Cell<Option<Instant>>,
 }
 
 impl CameraWorker {
+    /// The camera at `index` in the config; `stats` are its counters.
+    pub fn new(context: &Context, index: usize, config: CameraConfig, queue: Arc<FrameQueue>, stats: Arc<CameraStats>, heartbeat: Arc<Heartbeat>) -> CameraWorker {
+        CameraWorker {
+            index,
+            config,
+            queue,
+            stats,
+            shutdown: context.shutdown.clone(),
+            heartbeat,
+            events: context.events(),
+            taps: Default::default(),
+            lost_since: Default::default(),
+        }
+    }
+
+    pub fn with_tap(self, tap: Box<dyn CameraTap>) -> CameraWorker {
+        self.taps.borrow_mut().push(tap);
+        self
+    }
+
     pub fn run(self) {
         let span = tracing::info_span!("camera", id = %self.config.id);
         let _entered = span.enter();
@@ -176,11 +202,8 @@ impl CameraWorker {
             }
             let captured_at = SystemTime::now();
             CameraStats::add(&self.stats.frames_in, 1);
-            if let Some((monitor, _)) = self.monitor.as_ref().filter(|(_, every)| frame_index % every == 0) {
-                match input_stats::measure(&frame) {
-                    Ok(stats) => monitor.offer(MonitorInput::Input { camera: self.config.id.clone(), stats }),
-                    Err(error) => tracing::debug!(%error, frame = frame_index, "cannot measure the frame for drift"),
-                }
+            for tap in self.taps.borrow_mut().iter_mut() {
+                tap.decoded(&self.config.id, frame_index, &frame);
             }
             let regions = finder
                 .find(&frame, self.config.max_regions)

@@ -1,45 +1,106 @@
 //! The inference thread: the only owner of the ONNX Runtime session. It takes
-//! frames from the [`FrameQueue`], classifies their regions, and hands the
-//! serialised prediction to the publisher (which numbers and stores it),
-//! waiting if the publisher is behind (predictions are never dropped here).
+//! frames from the [`FrameQueue`], classifies their regions, shows each
+//! classified frame to the taps (monitoring, samples) and hands the
+//! prediction to the publisher (which numbers and stores it), waiting if the
+//! publisher is behind: predictions are never dropped here. It touches no
+//! file: a rollback is recorded on the model store's own thread.
 
+use opencv::core::Mat;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
-use crate::infer::{ActiveModel, Classifier, RegionPrediction};
+use super::frame_queue::FrameQueue;
+use super::stats::CameraStats;
+use crate::context::Context;
+use crate::infer::spec::Reference;
+use crate::infer::{Classifier, ModelIdentity, RegionPrediction};
 use crate::models::probation::{ConfidenceWindow, ModelUpdate, Probation, Verdict};
-use crate::models::store::ModelStore;
+use crate::models::recorder::Rollback;
 use crate::publish::sink::EventSink;
-use crate::wire::events::Event;
-use crate::pipeline::frame_queue::FrameQueue;
+use crate::publish::{Kind, Outgoing};
 use crate::util::health::Heartbeat;
-use crate::wire::messages::PredictionMessage;
-use crate::wire::rfc3339;
-use crate::publish::Outgoing;
-use crate::wire::Topics;
-use crate::monitor::samples::SampleTap;
-use crate::monitor::PredictionDigest;
-use crate::pipeline::stats::CameraStats;
+use crate::wire::events::Event;
+use crate::wire::messages::{model_state_payload, PredictionMessage};
+use crate::wire::{rfc3339, ActiveModel, Topics};
+
+/// A classified frame, as the stages after classification see it.
+pub struct Classified<'a> {
+    /// Numbers predictions within this run; the tag its stored message carries.
+    pub prediction_id: u64,
+    pub camera: &'a str,
+    pub frame: &'a Mat,
+    pub frame_index: u64,
+    pub captured_at: SystemTime,
+    /// One shared `Arc` per model, so taps can keep it cheaply.
+    pub model: &'a Arc<ModelIdentity>,
+    /// The model spec's reference figures for drift, if it has them.
+    pub reference: Option<&'a Arc<Reference>>,
+    pub regions: &'a [RegionPrediction],
+    pub inference_ms: f32,
+}
+
+/// A stage the inference thread shows every classified frame to, before the
+/// frame is recycled and before the prediction goes to the publisher. It
+/// runs on the frame path, so it must never wait: take what it needs (a
+/// crop, a digest) and queue it with `try_send`, counting what does not fit.
+pub trait FrameTap: Send {
+    fn classified(&mut self, frame: &Classified<'_>);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("publisher stopped; the prediction for frame {frame_index} of {camera} was not sent")]
+    PublisherGone { camera: String, frame_index: u64 },
+    #[error("cannot serialise a prediction: {0}")]
+    Serialise(#[from] serde_json::Error),
+}
+
+/// Turns a classified frame into its `…/predictions/<camera>` message and
+/// hands it to the publisher.
+struct PredictionSink {
+    device_id: String,
+    topics: Topics,
+    outgoing: mpsc::Sender<Outgoing>,
+}
+
+impl PredictionSink {
+    fn message(&self, frame: &Classified<'_>) -> Result<Outgoing, PipelineError> {
+        let message = PredictionMessage {
+            device: &self.device_id,
+            camera: frame.camera,
+            frame_index: frame.frame_index,
+            captured_at: rfc3339(frame.captured_at),
+            model: frame.model,
+            inference_ms: frame.inference_ms,
+            regions: frame.regions,
+        };
+        let body = serde_json::to_vec(&message)?;
+        Ok(Outgoing::stored_tagged(self.topics.predictions(frame.camera), body, frame.prediction_id))
+    }
+
+    /// The retained `…/model` state.
+    fn model_state(&self, model: &ModelIdentity) {
+        let payload = model_state_payload(&self.device_id, model);
+        let _ = self.outgoing.blocking_send(Outgoing::new(self.topics.model(), payload, Kind::Retained));
+    }
+}
 
 pub struct InferenceWorker {
-    pub device_id: String,
-    pub classifier: Classifier,
-    pub queue: Arc<FrameQueue>,
-    pub stats: Vec<Arc<CameraStats>>,
-    pub topics: Topics,
-    pub sink: mpsc::Sender<Outgoing>,
-    pub heartbeat: Arc<Heartbeat>,
+    classifier: Classifier,
+    queue: Arc<FrameQueue>,
+    /// Indexed by `FrameJob::camera`.
+    stats: Vec<Arc<CameraStats>>,
+    predictions: PredictionSink,
+    heartbeat: Arc<Heartbeat>,
     /// New models from the updater and operators, swapped in between two frames.
-    pub updates: std::sync::mpsc::Receiver<ModelUpdate>,
-    pub active: ActiveModel,
-    pub events: EventSink,
-    pub confidence: ConfidenceWindow,
-    pub probation: Option<Probation>,
-    /// Attach a digest to each prediction for the monitor.
-    pub monitor: bool,
-    /// Offers region crops to the sampler (None: samples off).
-    pub samples: Option<SampleTap>,
+    updates: std::sync::mpsc::Receiver<ModelUpdate>,
+    active: ActiveModel,
+    events: EventSink,
+    taps: Vec<Box<dyn FrameTap>>,
+    // State below is only used by the thread in `run`.
+    confidence: ConfidenceWindow,
+    probation: Option<Probation>,
 }
 
 /// The mean of the regions' top-1 model scores.
@@ -49,8 +110,41 @@ fn top1(regions: &[RegionPrediction]) -> Option<f32> {
 }
 
 impl InferenceWorker {
+    pub fn new(
+        context: &Context,
+        classifier: Classifier,
+        queue: Arc<FrameQueue>,
+        stats: Vec<Arc<CameraStats>>,
+        heartbeat: Arc<Heartbeat>,
+        updates: std::sync::mpsc::Receiver<ModelUpdate>,
+    ) -> InferenceWorker {
+        InferenceWorker {
+            classifier,
+            queue,
+            stats,
+            predictions: PredictionSink {
+                device_id: context.device_id.clone(),
+                topics: context.topics.clone(),
+                outgoing: context.outgoing.clone(),
+            },
+            heartbeat,
+            updates,
+            active: context.active_model.clone(),
+            events: context.events(),
+            taps: Vec::new(),
+            confidence: ConfidenceWindow::default(),
+            probation: None,
+        }
+    }
+
+    /// Shows every classified frame to `tap` too (in the order taps are added).
+    pub fn with_tap(mut self, tap: Box<dyn FrameTap>) -> InferenceWorker {
+        self.taps.push(tap);
+        self
+    }
+
     /// Runs until the queue is closed and drained, or the publisher is gone.
-    pub fn run(mut self) -> Result<(), String> {
+    pub fn run(mut self) -> Result<(), PipelineError> {
         let span = tracing::info_span!("inference", model = %self.classifier.identity().name, version = %self.classifier.identity().version);
         let _entered = span.enter();
         let result = self.serve();
@@ -58,9 +152,8 @@ impl InferenceWorker {
         result
     }
 
-    fn serve(&mut self) -> Result<(), String> {
+    fn serve(&mut self) -> Result<(), PipelineError> {
         let heartbeat = self.heartbeat.clone();
-        // Numbers predictions within this run, so that crops and digests can refer to one.
         let mut prediction_id = 0u64;
         let mut model = Arc::new(self.classifier.identity().clone());
         while let Some(job) = heartbeat.waiting(|| self.queue.pop()) {
@@ -85,40 +178,29 @@ impl InferenceWorker {
                 }
             };
             let inference_ms = started.elapsed().as_secs_f32() * 1000.0;
+            stats.record_latency(inference_ms);
             let score = top1(&regions);
             if let Some(score) = score {
                 self.confidence.push(score);
             }
-            let camera = &stats.id;
-            if let Some(samples) = &mut self.samples {
-                for (index, region) in regions.iter().enumerate() {
-                    samples.offer(&job.frame, prediction_id, camera, job.captured_at, job.frame_index, index, &model, region);
-                }
-            }
-            self.queue.give_back(job.frame);
-            stats.record_latency(inference_ms);
-            let message = PredictionMessage {
-                device: &self.device_id,
-                camera,
+            let classified = Classified {
+                prediction_id,
+                camera: &stats.id,
+                frame: &job.frame,
                 frame_index: job.frame_index,
-                captured_at: rfc3339(job.captured_at),
-                model: self.classifier.identity(),
-                inference_ms,
+                captured_at: job.captured_at,
+                model: &model,
+                reference: self.classifier.spec().reference.as_ref(),
                 regions: &regions,
+                inference_ms,
             };
-            let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
-            let digest = self.monitor.then(|| {
-                Box::new(PredictionDigest {
-                    prediction_id,
-                    camera: camera.clone(),
-                    model: model.clone(),
-                    reference: self.classifier.spec().reference.clone(),
-                    regions: regions.iter().map(|r| (r.class.clone(), r.top_k.first().map_or(0.0, |t| t.score))).collect(),
-                })
-            });
-            let outgoing = Outgoing::prediction(self.topics.predictions(camera), payload, digest);
-            if heartbeat.waiting(|| self.sink.blocking_send(outgoing)).is_err() {
-                return Err(format!("publisher stopped; the prediction for frame {} of {camera} was not sent", job.frame_index));
+            for tap in &mut self.taps {
+                tap.classified(&classified);
+            }
+            let outgoing = self.predictions.message(&classified)?;
+            self.queue.give_back(job.frame);
+            if heartbeat.waiting(|| self.predictions.outgoing.blocking_send(outgoing)).is_err() {
+                return Err(PipelineError::PublisherGone { camera: stats.id.clone(), frame_index: job.frame_index });
             }
             CameraStats::add(&stats.frames_processed, 1);
             match self.probation.as_mut().map(|p| p.record(inference_ms, score)) {
@@ -153,18 +235,17 @@ impl InferenceWorker {
         self.publish_active();
     }
 
-    /// The release on probation failed: the previous model serves again, from
-    /// the next frame and after restarts, and this version is refused.
+    /// The release on probation failed: the previous model serves again from
+    /// the next frame, and the model store's thread records that this version
+    /// is refused and what serves after a restart.
     fn roll_back(&mut self, reason: String) {
         let Some(probation) = self.probation.take() else { return };
         let failed = std::mem::replace(&mut self.classifier, probation.previous);
         let version = failed.identity().version.clone();
         let to_version = self.classifier.identity().version.clone();
         tracing::error!(%version, %to_version, %reason, "new model failed probation: rolled back");
-        let store = ModelStore::new(&probation.plan.models_dir);
-        if let Err(error) = store.refuse(probation.plan.version).and_then(|()| store.set_active(probation.plan.fallback.as_ref())) {
-            tracing::error!(%error, "cannot record the rollback on disk; the failed model may serve again after a restart");
-        }
+        let plan = probation.plan;
+        plan.recorder.record(Rollback { version: plan.version, fallback: plan.fallback });
         self.confidence.clear();
         self.events.send_blocking(Event::ModelRolledBack { version, to_version, reason });
         self.publish_active();
@@ -176,7 +257,6 @@ impl InferenceWorker {
         if let Ok(mut active) = self.active.write() {
             *active = new.clone();
         }
-        let payload = crate::wire::messages::model_state_payload(&self.device_id, &new);
-        let _ = self.sink.blocking_send(Outgoing::new(self.topics.model(), payload, crate::publish::mqtt::Kind::Retained));
+        self.predictions.model_state(&new);
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod mqtt;
 pub mod outbox;
+pub mod routes;
 pub mod sink;
 
-pub use mqtt::{Outgoing, Publisher, PublisherStats};
+pub use mqtt::{Kind, Outgoing, Publisher, PublisherStats};
+pub use routes::{Inbound, Routes};

@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 use crate::wire::events::{event_body, Event as AgentEvent};
 use crate::wire::messages::{model_state_payload, status_payload, DeviceState};
 use crate::wire::Topics;
+use super::outbox::{Mode, NewMessage, Outbox};
+use super::routes::{Inbound, Routes};
 use crate::config::{MqttConfig, OutboxConfig, SYSTEM_CA_BUNDLE};
-use crate::infer::ActiveModel;
-use crate::monitor::{MonitorInput, MonitorSender, PredictionDigest};
-use crate::publish::outbox::{Mode, NewMessage, Outbox};
+use crate::wire::ActiveModel;
 
 /// Largest message the agent sends; a frame with many regions is a few KiB.
 const MAX_OUTGOING_BYTES: usize = 1 << 20;
@@ -55,9 +55,14 @@ pub struct Outgoing {
     pub topic: String,
     pub payload: Vec<u8>,
     pub kind: Kind,
-    /// A prediction's summary for the monitor, handed over with its `seq` once stored.
-    pub digest: Option<Box<PredictionDigest>>,
+    /// The producer's own number for a stored message: once stored, the
+    /// publisher reports `(tag, seq)` to its [`StoredHook`].
+    pub tag: Option<u64>,
 }
+
+/// Told `(tag, seq)` for every tagged message once its `seq` is committed.
+/// Runs on the publisher's task: it must never wait.
+pub type StoredHook = Box<dyn Fn(u64, u64) + Send + Sync>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -73,16 +78,16 @@ pub enum Kind {
 
 impl Outgoing {
     pub fn new(topic: String, payload: Vec<u8>, kind: Kind) -> Outgoing {
-        Outgoing { topic, payload, kind, digest: None }
+        Outgoing { topic, payload, kind, tag: None }
     }
 
     pub fn stored(topic: String, body: Vec<u8>) -> Outgoing {
         Outgoing::new(topic, body, Kind::Stored)
     }
 
-    /// A prediction: stored, and its digest goes to the monitor with its `seq`.
-    pub fn prediction(topic: String, body: Vec<u8>, digest: Option<Box<PredictionDigest>>) -> Outgoing {
-        Outgoing { digest, ..Outgoing::stored(topic, body) }
+    /// Stored, and its `seq` reported to the publisher's hook with `tag`.
+    pub fn stored_tagged(topic: String, body: Vec<u8>, tag: u64) -> Outgoing {
+        Outgoing { tag: Some(tag), ..Outgoing::stored(topic, body) }
     }
 }
 
@@ -99,27 +104,35 @@ pub struct PublisherStats {
     pub outbox: Mutex<OutboxFigures>,
 }
 
-/// A command that arrived on `…/cmd/<name>`.
-#[derive(Debug)]
-pub struct IncomingCommand {
-    pub topic: String,
-    pub payload: Vec<u8>,
+/// The publisher's use of the MQTT client: the seam that lets delivery
+/// (hand-over, packet-id pairing, acknowledgement) be tested without a broker.
+pub trait Client {
+    /// Queues a publish without waiting; an error means the client's queue is full.
+    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) -> Result<(), rumqttc::ClientError>;
+    fn subscribe(&self, filter: String, qos: QoS) -> Result<(), rumqttc::ClientError>;
+}
+
+impl Client for AsyncClient {
+    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
+        self.try_publish(topic, qos, retain, payload)
+    }
+
+    fn subscribe(&self, filter: String, qos: QoS) -> Result<(), rumqttc::ClientError> {
+        self.try_subscribe(filter, qos)
+    }
 }
 
 pub struct Publisher {
-    pub options: MqttOptions,
-    pub device_id: String,
-    pub topics: Topics,
+    options: MqttOptions,
+    device_id: String,
+    topics: Topics,
     /// The model serving now, for the status and `…/model` payloads.
-    pub active_model: ActiveModel,
-    pub stats: Arc<PublisherStats>,
-    pub outbox: OutboxConfig,
-    pub commands: mpsc::Sender<IncomingCommand>,
-    /// Wakes the model updater when a release is announced on
-    /// `<root>/fleet/models/+` (None: no registry configured).
-    pub announcements: Option<std::sync::mpsc::SyncSender<()>>,
-    /// Stored predictions (with their `seq`) and feedback go to the monitor (None: monitoring off).
-    pub monitor: Option<MonitorSender>,
+    active_model: ActiveModel,
+    stats: Arc<PublisherStats>,
+    outbox: OutboxConfig,
+    /// Where inbound messages go; filled by the consumers before the start.
+    routes: Option<Routes>,
+    on_stored: Option<StoredHook>,
 }
 
 /// Why the MQTT client cannot be set up from the config.
@@ -217,6 +230,36 @@ struct InFlight {
 }
 
 impl Publisher {
+    pub fn new(device_id: &str, topics: &Topics, active_model: &ActiveModel, options: MqttOptions, outbox: OutboxConfig) -> Publisher {
+        Publisher {
+            options,
+            device_id: device_id.to_string(),
+            topics: topics.clone(),
+            active_model: active_model.clone(),
+            stats: Arc::default(),
+            outbox,
+            routes: None,
+            on_stored: None,
+        }
+    }
+
+    /// Inbound messages go through `routes`; the publisher subscribes to each filter on every connect.
+    pub fn with_routes(mut self, routes: Routes) -> Publisher {
+        self.routes = Some(routes);
+        self
+    }
+
+    /// `hook(tag, seq)` for every tagged stored message, once stored.
+    pub fn with_stored_hook(mut self, hook: StoredHook) -> Publisher {
+        self.on_stored = Some(hook);
+        self
+    }
+
+    /// The figures telemetry reports (shared, updated as the publisher runs).
+    pub fn stats(&self) -> Arc<PublisherStats> {
+        self.stats.clone()
+    }
+
     /// Publishes what arrives on `rx` until every sender is gone, then
     /// publishes `offline`, keeps delivering from the outbox for up to
     /// `flush_deadline`, and disconnects. What is left stays in the outbox.
@@ -227,12 +270,8 @@ impl Publisher {
         let (host, port) = self.options.broker_address();
         let (client, eventloop) = AsyncClient::new(self.options.clone(), WINDOW + DIRECT_ROOM);
         let (notice_tx, mut notices) = mpsc::unbounded_channel();
-        let routes = Routes {
-            commands: self.commands.clone(),
-            announcements: self.announcements.clone(),
-            fleet_models: self.topics.fleet_models_prefix(),
-            feedback: self.monitor.as_ref().map(|monitor| (self.topics.feedback(), monitor.clone())),
-        };
+        let routes = self.routes.take().unwrap_or_default();
+        let filters: Vec<(&'static str, String)> = routes.filters().map(|(name, filter)| (name, filter.to_string())).collect();
         let driver = tokio::spawn(drive(eventloop, format!("{host}:{port}"), self.stats.clone(), notice_tx, routes));
 
         let config = self.outbox.clone();
@@ -255,7 +294,7 @@ impl Publisher {
         loop {
             tokio::select! {
                 biased;
-                Some(notice) = notices.recv() => self.on_notice(notice, &client, &mut outbox, &mut flight),
+                Some(notice) = notices.recv() => self.on_notice(notice, &client, &filters, &mut outbox, &mut flight),
                 count = rx.recv_many(&mut batch, BATCH) => {
                     if count == 0 {
                         break;
@@ -273,7 +312,7 @@ impl Publisher {
         let deadline = tokio::time::Instant::now() + flush_deadline;
         while !(outbox.is_empty() && flight.awaiting_pkid.is_empty() && flight.by_pkid.is_empty()) {
             tokio::select! {
-                Some(notice) = notices.recv() => self.on_notice(notice, &client, &mut outbox, &mut flight),
+                Some(notice) = notices.recv() => self.on_notice(notice, &client, &filters, &mut outbox, &mut flight),
                 _ = tokio::time::sleep_until(deadline) => break,
             }
             self.hand_over(&client, &outbox, &mut flight);
@@ -298,14 +337,14 @@ impl Publisher {
     }
 
     /// Stores what must survive, sends the rest.
-    fn accept(&self, batch: Vec<Outgoing>, client: &AsyncClient, outbox: &mut Outbox, flight: &mut InFlight) {
+    fn accept(&self, batch: Vec<Outgoing>, client: &impl Client, outbox: &mut Outbox, flight: &mut InFlight) {
         let mut stored = Vec::new();
-        let mut digests = Vec::new();
+        let mut tags = Vec::new();
         for message in batch {
             match message.kind {
                 Kind::Stored => {
-                    if let Some(digest) = message.digest {
-                        digests.push((stored.len() as u64, digest));
+                    if let Some(tag) = message.tag {
+                        tags.push((stored.len() as u64, tag));
                     }
                     stored.push(NewMessage { topic: message.topic, body: message.payload });
                 }
@@ -313,7 +352,7 @@ impl Publisher {
                 Kind::BestEffort => {
                     // Not queued while the broker is away: stale telemetry would only delay the rest.
                     if !self.stats.connected.load(Ordering::SeqCst)
-                        || client.try_publish(message.topic, QoS::AtMostOnce, false, message.payload).is_err() {
+                        || client.publish(message.topic, QoS::AtMostOnce, false, message.payload).is_err() {
                         self.stats.best_effort_dropped.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -324,9 +363,9 @@ impl Publisher {
         }
         let was_on_disk = outbox.mode() == Mode::Disk;
         let first_seq = tokio::task::block_in_place(|| outbox.append_numbered(stored, flight.handed_below));
-        if let Some(monitor) = &self.monitor {
-            for (position, digest) in digests {
-                monitor.offer(MonitorInput::Prediction { seq: first_seq + position, digest });
+        if let Some(hook) = &self.on_stored {
+            for (position, tag) in tags {
+                hook(tag, first_seq + position);
             }
         }
         if was_on_disk && outbox.mode() == Mode::Memory {
@@ -388,7 +427,7 @@ impl Publisher {
         }
     }
 
-    fn on_notice(&self, notice: Notice, client: &AsyncClient, outbox: &mut Outbox, flight: &mut InFlight) {
+    fn on_notice(&self, notice: Notice, client: &impl Client, filters: &[(&'static str, String)], outbox: &mut Outbox, flight: &mut InFlight) {
         match notice {
             Notice::Connected => {
                 // Every (re)connect: the Last Will may have said offline meanwhile.
@@ -398,18 +437,9 @@ impl Publisher {
                     let payload = model_state_payload(&self.device_id, &model);
                     self.send_direct(client, Outgoing::new(self.topics.model(), payload, Kind::Retained), flight);
                 }
-                if let Err(error) = client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
-                    tracing::error!(%error, "cannot subscribe to commands");
-                }
-                if self.monitor.is_some() {
-                    if let Err(error) = client.try_subscribe(self.topics.feedback(), QoS::AtLeastOnce) {
-                        tracing::error!(%error, "cannot subscribe to feedback");
-                    }
-                }
-                if self.announcements.is_some() {
-                    let filter = format!("{}+", self.topics.fleet_models_prefix());
-                    if let Err(error) = client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        tracing::error!(%error, "cannot subscribe to model announcements");
+                for (consumer, filter) in filters {
+                    if let Err(error) = client.subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(%error, consumer, %filter, "cannot subscribe");
                     }
                 }
             }
@@ -439,7 +469,7 @@ impl Publisher {
     /// Hands stored messages to rumqttc, oldest first, while connected and
     /// the window has room. While the broker is away they wait on disk,
     /// where the byte cap applies to all of them.
-    fn hand_over(&self, client: &AsyncClient, outbox: &Outbox, flight: &mut InFlight) {
+    fn hand_over(&self, client: &impl Client, outbox: &Outbox, flight: &mut InFlight) {
         if !self.stats.connected.load(Ordering::SeqCst) {
             return;
         }
@@ -456,7 +486,7 @@ impl Publisher {
                     continue;
                 }
                 flight.awaiting_pkid.push_back(Some(entry.seq));
-                if let Err(error) = client.try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload) {
+                if let Err(error) = client.publish(entry.topic, QoS::AtLeastOnce, false, entry.payload) {
                     // Cannot happen while the window is smaller than the channel; try again later.
                     flight.awaiting_pkid.pop_back();
                     tracing::warn!(%error, "MQTT client queue is full");
@@ -473,10 +503,10 @@ impl Publisher {
     }
 
     /// QoS 1, not stored: the status and command replies.
-    fn send_direct(&self, client: &AsyncClient, message: Outgoing, flight: &mut InFlight) {
+    fn send_direct(&self, client: &impl Client, message: Outgoing, flight: &mut InFlight) {
         let retain = message.kind == Kind::Retained;
         flight.awaiting_pkid.push_back(None);
-        match client.try_publish(message.topic.clone(), QoS::AtLeastOnce, retain, message.payload) {
+        match client.publish(message.topic.clone(), QoS::AtLeastOnce, retain, message.payload) {
             Ok(()) => {
                 self.stats.submitted.fetch_add(1, Ordering::SeqCst);
             }
@@ -499,14 +529,6 @@ impl Publisher {
             *slot = figures;
         }
     }
-}
-
-/// Where messages from the broker go.
-struct Routes {
-    commands: mpsc::Sender<IncomingCommand>,
-    announcements: Option<std::sync::mpsc::SyncSender<()>>,
-    fleet_models: String,
-    feedback: Option<(String, MonitorSender)>,
 }
 
 /// Drives rumqttc's event loop: connects, reconnects with jittered
@@ -543,21 +565,10 @@ async fn drive(
                 let _ = notices.send(Notice::Acknowledged(ack.pkid));
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if publish.topic.starts_with(&routes.fleet_models) {
-                    tracing::info!(topic = %publish.topic, "model release announced");
-                    if let Some(wake) = &routes.announcements {
-                        let _ = wake.try_send(());
-                    }
-                    continue;
-                }
-                if let Some((topic, monitor)) = routes.feedback.as_ref().filter(|(topic, _)| publish.topic == *topic) {
-                    tracing::debug!(%topic, bytes = publish.payload.len(), "feedback");
-                    monitor.offer(MonitorInput::Feedback(publish.payload.to_vec()));
-                    continue;
-                }
-                let command = IncomingCommand { topic: publish.topic, payload: publish.payload.to_vec() };
-                if routes.commands.try_send(command).is_err() {
-                    tracing::warn!("commands are arriving faster than they are handled; one was ignored");
+                let inbound = Inbound { topic: publish.topic, payload: publish.payload.to_vec(), retained: publish.retain };
+                let topic = inbound.topic.clone();
+                if !routes.deliver(inbound) {
+                    tracing::debug!(%topic, "message on a topic no consumer registered; ignored");
                 }
             }
             Ok(Event::Outgoing(MqttOutgoing::Disconnect)) => {
@@ -585,4 +596,173 @@ async fn drive(
 /// Sends a command reply (QoS 1, not stored) through the publisher's channel.
 pub fn reply(topic: String, payload: Vec<u8>) -> Outgoing {
     Outgoing::new(topic, payload, Kind::Direct)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Delivery without a broker, through the [`Client`] seam: what is handed
+    //! over, how packet ids pair with stored messages, what an
+    //! acknowledgement deletes. The real-Mosquitto tests (tests/delivery.rs)
+    //! cover the same under restarts and outages.
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct FakeClient {
+        /// (topic, qos, retain)
+        published: RefCell<Vec<(String, QoS, bool)>>,
+        subscribed: RefCell<Vec<String>>,
+        queue_full: Cell<bool>,
+    }
+
+    impl Client for FakeClient {
+        fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
+            if self.queue_full.get() {
+                let request = Request::Publish(rumqttc::Publish::new(topic, qos, payload));
+                return Err(rumqttc::ClientError::TryRequest(request));
+            }
+            self.published.borrow_mut().push((topic, qos, retain));
+            Ok(())
+        }
+
+        fn subscribe(&self, filter: String, _qos: QoS) -> Result<(), rumqttc::ClientError> {
+            self.subscribed.borrow_mut().push(filter);
+            Ok(())
+        }
+    }
+
+    struct Rig {
+        publisher: Publisher,
+        client: FakeClient,
+        outbox: Outbox,
+        flight: InFlight,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let active: ActiveModel = Arc::new(std::sync::RwLock::new(crate::wire::ModelIdentity {
+                name: "m".into(),
+                version: "1".into(),
+                sha256: "00".into(),
+            }));
+            let config = OutboxConfig { path: dir.path().join("outbox.redb"), ..Default::default() };
+            let outbox = Outbox::open(&config.path, config.max_bytes, config.memory_bytes);
+            let publisher = Publisher::new("pole", &Topics::new("cctv", "pole"), &active, MqttOptions::new("t", "localhost", 1883), config);
+            let flight = InFlight { awaiting_pkid: VecDeque::new(), by_pkid: HashMap::new(), handed_below: 0, handed: HashSet::new() };
+            Rig { publisher, client: FakeClient::default(), outbox, flight, _dir: dir }
+        }
+
+        fn store(&mut self, messages: impl IntoIterator<Item = Outgoing>) {
+            self.publisher.accept(messages.into_iter().collect(), &self.client, &mut self.outbox, &mut self.flight);
+            self.publisher.hand_over(&self.client, &self.outbox, &mut self.flight);
+        }
+
+        fn notice(&mut self, notice: Notice) {
+            let filters = [("commands", "cctv/pole/cmd/+".to_string())];
+            self.publisher.on_notice(notice, &self.client, &filters, &mut self.outbox, &mut self.flight);
+            self.publisher.hand_over(&self.client, &self.outbox, &mut self.flight);
+        }
+
+        fn connect(&mut self) {
+            self.publisher.stats.connected.store(true, Ordering::SeqCst);
+            self.notice(Notice::Connected);
+        }
+
+        fn stored_topics(&self) -> Vec<String> {
+            self.client.published.borrow().iter().filter(|(_, qos, retain)| *qos == QoS::AtLeastOnce && !retain).map(|(t, _, _)| t.clone()).collect()
+        }
+    }
+
+    fn prediction(n: u64) -> Outgoing {
+        Outgoing::stored(format!("cctv/pole/predictions/p{n}"), br#"{"n":1}"#.to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn nothing_is_handed_over_before_the_broker_is_connected_then_oldest_first() {
+        let mut rig = Rig::new();
+        rig.store((0..3).map(prediction));
+        assert!(rig.client.published.borrow().is_empty());
+        assert_eq!(rig.outbox.len(), 3);
+        rig.connect();
+        // status and model state (retained), the subscription, then the stored messages in order.
+        assert_eq!(*rig.client.subscribed.borrow(), ["cctv/pole/cmd/+"]);
+        assert_eq!(rig.stored_topics(), ["cctv/pole/predictions/p0", "cctv/pole/predictions/p1", "cctv/pole/predictions/p2"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn packet_ids_pair_in_hand_over_order_and_an_ack_deletes_exactly_its_message() {
+        let mut rig = Rig::new();
+        rig.connect(); // two retained direct messages: pkids 1 and 2
+        rig.store((0..3).map(prediction)); // seq 1, 2, 3 → pkids 3, 4, 5
+        for pkid in 1..=5 {
+            rig.notice(Notice::Published(pkid));
+        }
+        rig.notice(Notice::Published(4)); // a retransmission: still seq 2
+        rig.notice(Notice::Acknowledged(4));
+        let left: Vec<u64> = rig.outbox.read(0, 10).iter().map(|e| e.seq).collect();
+        assert_eq!(rig.outbox.len(), 2);
+        rig.outbox.flush_acknowledged(true).unwrap();
+        assert_eq!(rig.outbox.read(0, 10).iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3], "before flush: {left:?}");
+        // Acks of the direct messages delete nothing stored.
+        rig.notice(Notice::Acknowledged(1));
+        rig.notice(Notice::Acknowledged(2));
+        assert_eq!(rig.outbox.len(), 2);
+        rig.notice(Notice::Acknowledged(3));
+        rig.notice(Notice::Acknowledged(5));
+        assert!(rig.outbox.is_empty());
+        assert_eq!(rig.publisher.stats.acknowledged.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn at_most_a_window_is_unacknowledged_and_each_ack_lets_one_more_go() {
+        let mut rig = Rig::new();
+        rig.connect();
+        rig.store((0..(WINDOW as u64 + 10)).map(prediction));
+        assert_eq!(rig.stored_topics().len(), WINDOW);
+        for pkid in 1..=(WINDOW as u16 + 2) {
+            rig.notice(Notice::Published(pkid));
+        }
+        rig.notice(Notice::Acknowledged(3)); // the first stored message
+        assert_eq!(rig.stored_topics().len(), WINDOW + 1);
+        assert_eq!(rig.stored_topics().last().unwrap(), &format!("cctv/pole/predictions/p{WINDOW}"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_client_queue_keeps_the_message_stored_for_the_next_hand_over() {
+        let mut rig = Rig::new();
+        rig.connect();
+        rig.client.queue_full.set(true);
+        rig.store([prediction(0)]);
+        assert!(rig.stored_topics().is_empty());
+        assert_eq!(rig.outbox.len(), 1);
+        rig.client.queue_full.set(false);
+        rig.publisher.hand_over(&rig.client, &rig.outbox, &mut rig.flight);
+        assert_eq!(rig.stored_topics(), ["cctv/pole/predictions/p0"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_stored_hook_hears_each_tag_with_the_seq_it_got() {
+        let heard: Arc<Mutex<Vec<(u64, u64)>>> = Default::default();
+        let mut rig = Rig::new();
+        let sink = heard.clone();
+        rig.publisher.on_stored = Some(Box::new(move |tag, seq| sink.lock().unwrap().push((tag, seq))));
+        rig.store([prediction(0), Outgoing::stored_tagged("t".into(), b"{}".to_vec(), 70), prediction(1), Outgoing::stored_tagged("t".into(), b"{}".to_vec(), 71)]);
+        rig.store([Outgoing::stored_tagged("t".into(), b"{}".to_vec(), 72)]);
+        // seq starts at 1; untagged messages are numbered too.
+        assert_eq!(*heard.lock().unwrap(), [(70, 2), (71, 4), (72, 5)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn telemetry_is_dropped_and_counted_while_the_broker_is_away() {
+        let mut rig = Rig::new();
+        rig.store([Outgoing::new("cctv/pole/telemetry".into(), b"{}".to_vec(), Kind::BestEffort)]);
+        assert_eq!(rig.publisher.stats.best_effort_dropped.load(Ordering::SeqCst), 1);
+        rig.connect();
+        rig.store([Outgoing::new("cctv/pole/telemetry".into(), b"{}".to_vec(), Kind::BestEffort)]);
+        assert!(rig.client.published.borrow().iter().any(|(t, qos, _)| t == "cctv/pole/telemetry" && *qos == QoS::AtMostOnce));
+        assert_eq!(rig.outbox.len(), 0);
+    }
 }
