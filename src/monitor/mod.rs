@@ -33,6 +33,7 @@ use crate::publish::{Inbound, Routes};
 use crate::infer::spec::Reference;
 use crate::infer::{ActiveModel, ModelIdentity};
 use crate::wire::events::{event_body, AlertState, Event};
+use crate::wire::retrain::{Evidence, Mistake, RetrainRequest};
 use crate::wire::rfc3339;
 use crate::util::fs::file_safe;
 use crate::publish::Outgoing;
@@ -340,22 +341,30 @@ impl MonitorTask {
         };
         self.alert(transition, "precision", None, rule, value, metrics.labelled, metrics.window_seconds, &model, advice).await;
         if transition == Transition::Raised {
-            let mistakes: Vec<serde_json::Value> = books
+            let mistakes = books
                 .labels
                 .labels_of(&model)
                 .filter(|l| !l.is_correct())
                 .take(MISTAKES_IN_REQUEST)
-                .map(|l| serde_json::to_value(l).unwrap_or_default())
+                .map(|l| Mistake {
+                    seq: l.seq,
+                    region: l.region,
+                    camera: &l.camera,
+                    predicted: &l.predicted,
+                    truth: &l.truth,
+                    source: l.source.as_deref(),
+                })
                 .collect();
-            let evidence = serde_json::json!({
-                "labelled": metrics.labelled,
-                "correct": metrics.correct,
-                "window_seconds": metrics.window_seconds,
-                "per_class": metrics.per_class,
-                "confusion": metrics.confusion,
-                "mistakes": mistakes,
-            });
-            self.request_retrain(books, &model, "precision", value, rule, evidence).await;
+            let evidence = Evidence::Feedback {
+                labelled: metrics.labelled,
+                correct: metrics.correct,
+                window_seconds: metrics.window_seconds,
+                per_class: &metrics.per_class,
+                confusion: &metrics.confusion,
+                mistakes,
+            };
+            let body = self.retrain_body(&model, "precision", value, rule, evidence);
+            self.request_retrain(books, &model, "precision", body).await;
         }
     }
 
@@ -390,8 +399,8 @@ impl MonitorTask {
                 };
                 self.alert(transition, what, Some(&camera), rule, value, evidence, 0.0, &model, advice).await;
                 if transition == Transition::Raised && model_related {
-                    let evidence = serde_json::json!({ "camera": camera, "figures": figures });
-                    self.request_retrain(books, &model, what, value, rule, evidence).await;
+                    let body = self.retrain_body(&model, what, value, rule, Evidence::Drift { camera: &camera, figures: &figures });
+                    self.request_retrain(books, &model, what, body).await;
                 }
             }
         }
@@ -450,24 +459,29 @@ impl MonitorTask {
         }
     }
 
-    async fn request_retrain(&self, books: &mut Books, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: serde_json::Value) {
+    /// The serialised retrain request (made while the books are borrowed for the evidence).
+    fn retrain_body(&self, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: Evidence<'_>) -> Vec<u8> {
+        let request = RetrainRequest {
+            device: &self.device_id,
+            at: rfc3339(SystemTime::now()),
+            model,
+            reason,
+            value,
+            threshold: rule.alert_at,
+            evidence,
+            samples: format!("{}+", self.topics.samples_prefix()),
+        };
+        serde_json::to_vec(&request).unwrap_or_default()
+    }
+
+    async fn request_retrain(&self, books: &mut Books, model: &ModelIdentity, reason: &str, body: Vec<u8>) {
         if !self.retrain_due(books, model, reason) {
             tracing::info!(reason, "retrain already requested for this model within monitor.retrain_interval_seconds; not asking again");
             return;
         }
         books.retrain_requested.insert((model.sha256.clone(), reason.to_string()), Instant::now());
-        let request = serde_json::json!({
-            "device": self.device_id,
-            "at": rfc3339(SystemTime::now()),
-            "model": model,
-            "reason": reason,
-            "value": value,
-            "threshold": rule.alert_at,
-            "evidence": evidence,
-            "samples": format!("{}+", self.topics.samples_prefix()),
-        });
         tracing::warn!(topic = %self.topics.retrain(&model.name), reason, "retrain requested");
-        self.send(self.topics.retrain(&model.name), serde_json::to_vec(&request).unwrap_or_default()).await;
+        self.send(self.topics.retrain(&model.name), body).await;
     }
 
     /// Stored and numbered, like predictions.

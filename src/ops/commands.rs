@@ -3,7 +3,6 @@
 //! command that is too large, not a JSON object, or unknown gets an error
 //! reply and changes nothing.
 
-use serde::Serialize;
 use serde_json::Value;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -12,6 +11,7 @@ use crate::infer::ActiveModel;
 use crate::context::Context;
 use crate::publish::mqtt::reply;
 use crate::publish::{Inbound, Outgoing, Routes};
+use crate::wire::messages::CommandReply;
 use crate::wire::rfc3339;
 use crate::wire::Topics;
 
@@ -21,19 +21,6 @@ const KNOWN: &[&str] = &["ping", "rollback", "pin", "unpin"];
 /// Commands waiting to be handled; more are refused with a log line.
 const QUEUE: usize = 16;
 
-#[derive(Debug, Serialize)]
-pub struct Reply<'a> {
-    pub device: &'a str,
-    pub command: &'a str,
-    /// The request's `id`, if it had one.
-    pub id: Option<Value>,
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    pub at: String,
-}
 
 pub struct CommandTask {
     device_id: String,
@@ -82,7 +69,7 @@ impl CommandTask {
                 Ok(result) => (true, Some(result), None),
                 Err(error) => (false, None, Some(error)),
             };
-            let message = Reply { device: &self.device_id, command: name, id, ok, error, result, at: rfc3339(SystemTime::now()) };
+            let message = CommandReply { device: &self.device_id, command: name, id, ok, error, result, at: rfc3339(SystemTime::now()) };
             let payload = serde_json::to_vec(&message).unwrap_or_default();
             if self.sink.send(reply(self.topics.command_reply(name), payload)).await.is_err() {
                 return;

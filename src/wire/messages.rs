@@ -61,3 +61,17 @@ pub struct PredictionMessage<'a> {
     pub regions: &'a [RegionPrediction],
 }
 
+/// `…/cmd/<name>/reply`, QoS 1, not stored: one per command.
+#[derive(Debug, Serialize)]
+pub struct CommandReply<'a> {
+    pub device: &'a str,
+    pub command: &'a str,
+    /// The request's `id`, if it had one.
+    pub id: Option<serde_json::Value>,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    pub at: String,
+}

@@ -8,6 +8,7 @@
 pub mod events;
 pub mod messages;
 pub mod model;
+pub mod retrain;
 pub mod telemetry;
 pub mod time;
 pub mod topics;
