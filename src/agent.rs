@@ -1,5 +1,5 @@
 //! The supervisor: loads the model, starts every part, and shuts them down
-//! in order. Only this module spawns threads and tasks.
+//! in order. Only this module spawns the long-lived threads and tasks.
 //!
 //! Start: model → the shared [`Context`] → the consumers of inbound topics
 //! (commands, monitor, updater), each registering its route → publisher task
