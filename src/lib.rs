@@ -2,28 +2,23 @@
 //! stream and publishes its predictions and telemetry over MQTT.
 //!
 //! # Layout
-//! Data flows top to bottom:
+//! The folders are the data flow; each is one wing, and may use only the
+//! ones listed before it (checked by `tests/layering.rs`; ARCHITECTURE.md):
+//! - [`wire`] and [`util`]: leaves — the MQTT contract (topics, every
+//!   payload) and helpers that know no feature (files, shutdown, health).
 //! - [`config`]: the TOML file, its defaults (one place) and its validation.
-//! - [`camera`]: one thread per camera; decodes with OpenCV, finds [`regions`],
-//!   and hands frames to the [`frame_queue`].
-//! - [`infer`]: the model spec, preprocessing, the ONNX Runtime session and the
-//!   road taxonomy; [`infer::worker`] is the thread that owns the session.
-//! - [`publish`]: topics, payloads and the task that owns the MQTT client.
-//! - [`telemetry`]: periodic device and pipeline figures; [`sensors`] reads
-//!   temperatures and IIO sensors from sysfs.
-//! - [`agent`]: the supervisor that wires everything and shuts it down.
-//!
-//! - [`outbox`]: numbers and stores predictions, events, samples and retrain
-//!   requests on disk until the broker acknowledges them; [`commands`]
-//!   answers operators on `…/cmd/+`.
+//! - [`infer`]: classification only — model spec, preprocessing, the ONNX
+//!   Runtime session, the road taxonomy.
+//! - [`publish`]: the task that owns the MQTT client and the durable outbox;
+//!   inbound messages go through routes the consumers register.
+//! - [`context`]: what every component is built from.
+//! - [`models`]: releases — registry, signed records, updater, store, probation.
+//! - [`pipeline`]: camera threads, regions, the frame queue and the inference
+//!   thread, which shows classified frames to taps and hands predictions on.
 //! - [`monitor`]: ground-truth feedback, drift, alerts, retrain requests and
-//!   samples for retraining.
-//!
-//! Small shared pieces: [`stats`] (per-camera counters), [`shutdown`],
-//! [`health`] (is every thread making progress?), [`notify`] (systemd's
-//! READY/WATCHDOG protocol),
-//! [`ort_runtime`] (finding the ONNX Runtime library), [`watch`] (a console
-//! subscriber for operators).
+//!   samples, fed by the pipeline's taps and the publisher's stored hook.
+//! - [`ops`]: telemetry, commands, the console `watch`, systemd notify.
+//! - [`agent`]: the supervisor that builds and wires everything and shuts it down.
 
 pub mod agent;
 pub mod config;
