@@ -47,7 +47,7 @@ pub enum AgentError {
     #[error("cannot load the model: {0}")]
     Model(#[from] crate::infer::ModelError),
     #[error("registry: {0}")]
-    Registry(String),
+    Registry(crate::models::release::ReleaseError),
     #[error("mqtt: {0}")]
     Mqtt(#[from] crate::publish::mqtt::SetupError),
     #[error("inference stopped: {0}")]

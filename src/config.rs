@@ -152,6 +152,38 @@ pub struct RegistryConfig {
     pub probation_min_score_ratio: f32,
 }
 
+/// `registry.url` taken apart: `base` is `http(s)://host[:port]`, `repository`
+/// the path after it. Parsed here so that config validation needs nothing
+/// from the models wing, which builds its client from this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryUrl {
+    pub base: String,
+    pub repository: String,
+}
+
+/// What is wrong with a `registry.url`.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryUrlError {
+    #[error("registry url {0:?} has no http:// or https://")]
+    NoScheme(String),
+    #[error("registry url {0:?}: use http:// or https://")]
+    Scheme(String),
+    #[error("registry url {0:?} names no repository (…/roadside/vehicle-classifier)")]
+    NoRepository(String),
+}
+
+impl RegistryUrl {
+    /// `url` is `http(s)://host[:port]/<repository>`.
+    pub fn parse(url: &str) -> Result<RegistryUrl, RegistryUrlError> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| RegistryUrlError::NoScheme(url.to_string()))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(RegistryUrlError::Scheme(url.to_string()));
+        }
+        let (host, repository) = rest.split_once('/').ok_or_else(|| RegistryUrlError::NoRepository(url.to_string()))?;
+        Ok(RegistryUrl { base: format!("{scheme}://{host}"), repository: repository.trim_end_matches('/').to_string() })
+    }
+}
+
 fn default_probation_frames() -> u64 {
     200
 }
@@ -689,7 +721,7 @@ impl Config {
             }
         }
         if let Some(registry) = &self.registry {
-            crate::models::registry::Registry::new(&registry.url).map_err(|p| invalid("registry.url", p))?;
+            RegistryUrl::parse(&registry.url).map_err(|e| invalid("registry.url", e.to_string()))?;
             if registry.public_keys.is_empty() {
                 return Err(invalid("registry.public_keys", "is empty: pin at least one trainer key (cctv-agent release keygen)".into()));
             }

@@ -92,11 +92,17 @@ enum ReleaseCommand {
         expires_at: Option<std::time::SystemTime>,
         #[arg(long, default_value = cctv_agent::AGENT_VERSION)]
         min_agent_version: String,
-        /// Broker for the retained announcement on <topic-root>/fleet/models/<name>.
+        /// Broker for the retained announcement on <topic-root>/fleet/models/<name>
+        /// (overrides the URL in --mqtt-config).
         #[arg(long)]
         mqtt: Option<String>,
-        #[arg(long, default_value = "cctv")]
-        topic_root: String,
+        /// An agent config file whose [mqtt] section (URL, CA, client certificate,
+        /// user and password_file or CCTV_MQTT_PASSWORD) the announcement connects with.
+        #[arg(long)]
+        mqtt_config: Option<PathBuf>,
+        /// Default: mqtt.topic_root of --mqtt-config, else cctv.
+        #[arg(long)]
+        topic_root: Option<String>,
     },
 }
 
@@ -134,7 +140,19 @@ fn release(command: ReleaseCommand) -> Result<ExitCode> {
             println!("secret key: {} (keep it on the trainer only)", secret.display());
             println!("public key: {} (add it to registry.public_keys on every device)", public.display());
         }
-        ReleaseCommand::Publish { registry, tag, key, model, spec, golden, version, expires_in, expires_at, min_agent_version, mqtt, topic_root } => {
+        ReleaseCommand::Publish { registry, tag, key, model, spec, golden, version, expires_in, expires_at, min_agent_version, mqtt, mqtt_config, topic_root } => {
+            let mut mqtt = match (mqtt_config, mqtt) {
+                (Some(path), url) => {
+                    let mut config = Config::load(&path).map_err(anyhow::Error::msg)?.mqtt;
+                    config.url = url.unwrap_or(config.url);
+                    Some(config)
+                }
+                (None, Some(url)) => Some(cctv_agent::config::MqttConfig::for_url(&url)),
+                (None, None) => None,
+            };
+            if let (Some(mqtt), Some(root)) = (&mut mqtt, topic_root) {
+                mqtt.topic_root = root;
+            }
             let publication = trainer::Publication {
                 registry_url: registry,
                 tag,
@@ -146,8 +164,7 @@ fn release(command: ReleaseCommand) -> Result<ExitCode> {
                 expires_in,
                 expires_at,
                 min_agent_version,
-                mqtt_url: mqtt,
-                topic_root,
+                mqtt,
             };
             let (record, digest) = trainer::publish(&publication).map_err(anyhow::Error::msg)?;
             println!("{} version {} pushed as {digest} (tag {})", record.name, record.version, publication.tag);

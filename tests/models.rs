@@ -276,6 +276,54 @@ fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin()
     assert!(agent.terminate().success());
 }
 
+/// `release publish --mqtt-config` connects as the agent does: mqtts with
+/// the config's CA and client certificate, to a broker that demands one.
+#[test]
+fn release_publish_announces_to_a_mutual_tls_broker_with_the_agents_mqtt_settings() {
+    let certs = TestCertificates::new();
+    let (broker, plain_port) = Mosquitto::start_tls(&certs, true);
+    let registry = OciRegistry::start();
+    let trainer = Trainer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let write_config = |name: &str, mqtt_extra: &str| {
+        let config = agent_config(&broker, &clip_camera(""))
+            .replace("url = \"mqtt://127.0.0.1:", "url = \"mqtts://localhost:")
+            .replace("[model]", &format!("ca_file = \"{}\"\n{mqtt_extra}\n[model]", certs.ca.display()));
+        let path = dir.path().join(name);
+        std::fs::write(&path, config).unwrap();
+        path
+    };
+    let client_cert = format!("client_cert_file = \"{}\"\nclient_key_file = \"{}\"\nrequire_tls = true", certs.client_cert.display(), certs.client_key.display());
+    let with_cert = write_config("agent.toml", &client_cert);
+    trainer.publish(&registry.url(), "champion", 2, &["--mqtt-config", with_cert.to_str().unwrap()]);
+
+    // Retained: a subscriber that comes later (on the plain listener) still gets it.
+    let sub = Subscriber::start(plain_port, "cctv/fleet/models/#");
+    sub.wait_until(Duration::from_secs(10), "the retained announcement", |m| !m.is_empty());
+    let announcement = &sub.all()[0];
+    assert_eq!(announcement.topic, "cctv/fleet/models/efficientnet_lite0");
+    assert!(announcement.retain);
+    let digest = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap().tag_digest("champion").unwrap().unwrap();
+    assert_eq!((announcement.payload["version"].as_u64(), announcement.payload["digest"].as_str()), (Some(2), Some(digest.as_str())));
+    assert_eq!(announcement.payload["record"]["version"], 2);
+
+    // Without the client certificate the broker refuses it, and publish says so.
+    let without_cert = write_config("no-cert.toml", "");
+    let out = Command::new(BIN)
+        .args(["release", "publish", "--registry", &registry.url(), "--version", "3", "--key"])
+        .arg(trainer.dir.path().join("trainer.key"))
+        .arg("--model")
+        .arg(repo("models/efficientnet_lite0.onnx"))
+        .arg("--mqtt-config")
+        .arg(&without_cert)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("announcing on cctv/fleet/models/efficientnet_lite0"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sub.all().iter().all(|m| m.payload["version"] == 2), "{:?}", sub.all().iter().map(|m| &m.payload["version"]).collect::<Vec<_>>());
+}
+
 /// `make bench` (third part): a swap's cost to the frame path. While a clip
 /// plays as fast as inference allows, five releases are announced one after
 /// another; for each, the longest gap between two consecutive predictions

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::util::fs::{hex, sha256_file};
+use crate::config::{RegistryUrl, RegistryUrlError};
+use crate::util::fs::{hex, sha256_file, FileError};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -57,27 +58,70 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 
-fn describe(error: ureq::Error) -> String {
-    match error {
-        ureq::Error::Status(code, response) => {
-            let url = response.get_url().to_string();
-            let body = response.into_string().unwrap_or_default();
-            format!("{url} answered {code}: {}", body.chars().take(200).collect::<String>().trim())
+/// What went wrong talking to the registry. [`RegistryError::is_transient`]
+/// tells the updater whether to try again or give up on a release.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Url(#[from] RegistryUrlError),
+    /// No answer: DNS, connection, TLS or a timeout.
+    #[error("cannot reach the registry ({0}): check registry.url and the device's network")]
+    Unreachable(Box<ureq::Transport>),
+    /// The registry answered an error status; `body` is the start of its answer.
+    #[error("{url} answered {code}: {body}")]
+    Status { url: String, code: u16, body: String },
+    /// An answer broke off while it was read.
+    #[error("{what}: {source}")]
+    Body { what: String, source: std::io::Error },
+    #[error("the manifest's bytes do not match its digest {digest}")]
+    ManifestMismatch { digest: String },
+    #[error("blob {digest} does not match its digest and size: altered in the registry or in transit")]
+    DigestMismatch { digest: String },
+    #[error("blob {digest} is {size} bytes, over the {max}-byte limit")]
+    TooLarge { digest: String, size: u64, max: u64 },
+    #[error("the manifest is not an OCI image manifest: {0}")]
+    Manifest(serde_json::Error),
+    #[error("cannot encode the manifest: {0}")]
+    Encode(serde_json::Error),
+    #[error("the registry gave no upload location")]
+    NoUploadLocation,
+    /// A local file (a download in progress).
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+impl RegistryError {
+    /// Worth trying again later: nothing says the content itself is bad
+    /// (no answer, a 5xx or 429, a broken-off answer, a local file error).
+    /// A digest mismatch, a malformed manifest or another 4xx is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable(_) | RegistryError::Body { .. } | RegistryError::File(_) => true,
+            RegistryError::Status { code, .. } => *code >= 500 || *code == 429,
+            _ => false,
         }
-        ureq::Error::Transport(transport) => format!("cannot reach the registry ({transport}): check registry.url and the device's network"),
+    }
+}
+
+impl From<ureq::Error> for RegistryError {
+    fn from(error: ureq::Error) -> RegistryError {
+        match error {
+            ureq::Error::Status(code, response) => {
+                let url = response.get_url().to_string();
+                let body = response.into_string().unwrap_or_default();
+                RegistryError::Status { url, code, body: body.chars().take(200).collect::<String>().trim().to_string() }
+            }
+            ureq::Error::Transport(transport) => RegistryError::Unreachable(Box::new(transport)),
+        }
     }
 }
 
 impl Registry {
     /// `url` is `http(s)://host[:port]/<repository>`.
-    pub fn new(url: &str) -> Result<Registry, String> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("registry url {url:?} has no http:// or https://"))?;
-        if scheme != "http" && scheme != "https" {
-            return Err(format!("registry url {url:?}: use http:// or https://"));
-        }
-        let (host, repository) = rest.split_once('/').ok_or_else(|| format!("registry url {url:?} names no repository (…/roadside/vehicle-classifier)"))?;
+    pub fn new(url: &str) -> Result<Registry, RegistryError> {
+        let RegistryUrl { base, repository } = RegistryUrl::parse(url)?;
         let http = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout_read(Duration::from_secs(30)).build();
-        Ok(Registry { base: format!("{scheme}://{host}"), repository: repository.trim_end_matches('/').to_string(), http })
+        Ok(Registry { base, repository, http })
     }
 
     fn url(&self, path: &str) -> String {
@@ -85,43 +129,47 @@ impl Registry {
     }
 
     /// The digest the tag points at now (a HEAD request), or None if there is no such tag.
-    pub fn tag_digest(&self, tag: &str) -> Result<Option<String>, String> {
+    pub fn tag_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {
         match self.http.head(&self.url(&format!("manifests/{tag}"))).set("Accept", MANIFEST_TYPE).call() {
             Ok(response) => Ok(response.header("Docker-Content-Digest").map(str::to_string)),
             Err(ureq::Error::Status(404, _)) => Ok(None),
-            Err(error) => Err(describe(error)),
+            Err(error) => Err(error.into()),
         }
     }
 
     /// The manifest at `digest`, checked against it.
-    pub fn manifest(&self, digest: &str) -> Result<(Manifest, Vec<u8>), String> {
-        let response = self.http.get(&self.url(&format!("manifests/{digest}"))).set("Accept", MANIFEST_TYPE).call().map_err(describe)?;
+    pub fn manifest(&self, digest: &str) -> Result<(Manifest, Vec<u8>), RegistryError> {
+        let response = self.http.get(&self.url(&format!("manifests/{digest}"))).set("Accept", MANIFEST_TYPE).call()?;
         let mut bytes = Vec::new();
-        response.into_reader().take(1 << 20).read_to_end(&mut bytes).map_err(|e| format!("reading the manifest: {e}"))?;
+        response.into_reader().take(1 << 20).read_to_end(&mut bytes).map_err(|source| RegistryError::Body { what: "reading the manifest".into(), source })?;
         if sha256_digest(&bytes) != digest {
-            return Err(format!("the manifest's bytes do not match its digest {digest}"));
+            return Err(RegistryError::ManifestMismatch { digest: digest.to_string() });
         }
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| format!("the manifest is not an OCI image manifest: {e}"))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(RegistryError::Manifest)?;
         Ok((manifest, bytes))
     }
 
     /// A small blob in memory, checked against its descriptor.
-    pub fn blob(&self, descriptor: &Descriptor, max: u64) -> Result<Vec<u8>, String> {
+    pub fn blob(&self, descriptor: &Descriptor, max: u64) -> Result<Vec<u8>, RegistryError> {
         if descriptor.size > max {
-            return Err(format!("blob {} is {} bytes, over the {max}-byte limit", descriptor.digest, descriptor.size));
+            return Err(RegistryError::TooLarge { digest: descriptor.digest.clone(), size: descriptor.size, max });
         }
-        let response = self.http.get(&self.url(&format!("blobs/{}", descriptor.digest))).call().map_err(describe)?;
+        let response = self.http.get(&self.url(&format!("blobs/{}", descriptor.digest))).call()?;
         let mut bytes = Vec::new();
-        response.into_reader().take(descriptor.size + 1).read_to_end(&mut bytes).map_err(|e| format!("reading blob {}: {e}", descriptor.digest))?;
+        response
+            .into_reader()
+            .take(descriptor.size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| RegistryError::Body { what: format!("reading blob {}", descriptor.digest), source })?;
         if bytes.len() as u64 != descriptor.size || sha256_digest(&bytes) != descriptor.digest {
-            return Err(format!("blob {} does not match its digest and size: altered in the registry or in transit", descriptor.digest));
+            return Err(RegistryError::DigestMismatch { digest: descriptor.digest.clone() });
         }
         Ok(bytes)
     }
 
     /// Streams a blob to `path`, resuming from what a previous attempt left
     /// there, then checks size and digest (and deletes the file if they do not match).
-    pub fn blob_to_file(&self, descriptor: &Descriptor, path: &Path) -> Result<(), String> {
+    pub fn blob_to_file(&self, descriptor: &Descriptor, path: &Path) -> Result<(), RegistryError> {
         let have = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         if have > descriptor.size {
             let _ = std::fs::remove_file(path);
@@ -133,7 +181,7 @@ impl Registry {
                 tracing::info!(digest = %descriptor.digest, have, size = descriptor.size, "resuming an interrupted download");
                 request = request.set("Range", &format!("bytes={have}-"));
             }
-            let response = request.call().map_err(describe)?;
+            let response = request.call()?;
             let resumed = response.status() == 206;
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
@@ -141,32 +189,32 @@ impl Registry {
                 .append(resumed)
                 .truncate(!resumed)
                 .open(path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                .map_err(FileError::at("write", path))?;
             let remaining = if resumed { descriptor.size - have } else { descriptor.size };
-            std::io::copy(&mut response.into_reader().take(remaining), &mut file).map_err(|e| format!("downloading {}: {e}", descriptor.digest))?;
-            file.sync_all().map_err(|e| format!("cannot sync {}: {e}", path.display()))?;
+            std::io::copy(&mut response.into_reader().take(remaining), &mut file)
+                .map_err(|source| RegistryError::Body { what: format!("downloading {}", descriptor.digest), source })?;
+            file.sync_all().map_err(FileError::at("sync", path))?;
         }
-        let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
-        let sha256 = sha256_file(path).map_err(|e| e.to_string())?;
+        let size = std::fs::metadata(path).map_err(FileError::at("read", path))?.len();
+        let sha256 = sha256_file(path)?;
         if size != descriptor.size || format!("sha256:{sha256}") != descriptor.digest {
             let _ = std::fs::remove_file(path);
-            return Err(format!("blob {} does not match its digest and size: altered in the registry or in transit", descriptor.digest));
+            return Err(RegistryError::DigestMismatch { digest: descriptor.digest.clone() });
         }
         Ok(())
     }
 
     /// Uploads a blob (monolithic POST then PUT); returns its descriptor.
-    pub fn push_blob(&self, media_type: &str, bytes: &[u8], title: Option<&str>) -> Result<Descriptor, String> {
+    pub fn push_blob(&self, media_type: &str, bytes: &[u8], title: Option<&str>) -> Result<Descriptor, RegistryError> {
         let digest = sha256_digest(bytes);
-        let started = self.http.post(&self.url("blobs/uploads/")).call().map_err(describe)?;
-        let location = started.header("Location").ok_or("the registry gave no upload location")?.to_string();
+        let started = self.http.post(&self.url("blobs/uploads/")).call()?;
+        let location = started.header("Location").ok_or(RegistryError::NoUploadLocation)?.to_string();
         let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location };
         let separator = if location.contains('?') { '&' } else { '?' };
         self.http
             .put(&format!("{location}{separator}digest={digest}"))
             .set("Content-Type", "application/octet-stream")
-            .send_bytes(bytes)
-            .map_err(describe)?;
+            .send_bytes(bytes)?;
         let mut annotations = BTreeMap::new();
         if let Some(title) = title {
             annotations.insert(TITLE.to_string(), title.to_string());
@@ -175,10 +223,35 @@ impl Registry {
     }
 
     /// Puts a manifest under `tag` (moving the tag); returns its digest.
-    pub fn push_manifest(&self, tag: &str, manifest: &Manifest) -> Result<String, String> {
-        let bytes = serde_json::to_vec(manifest).map_err(|e| e.to_string())?;
-        self.http.put(&self.url(&format!("manifests/{tag}"))).set("Content-Type", MANIFEST_TYPE).send_bytes(&bytes).map_err(describe)?;
+    pub fn push_manifest(&self, tag: &str, manifest: &Manifest) -> Result<String, RegistryError> {
+        let bytes = serde_json::to_vec(manifest).map_err(RegistryError::Encode)?;
+        self.http.put(&self.url(&format!("manifests/{tag}"))).set("Content-Type", MANIFEST_TYPE).send_bytes(&bytes)?;
         Ok(sha256_digest(&bytes))
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_a_later_attempt_can_cure_are_transient() {
+        let status = |code| RegistryError::Status { url: "http://r/v2/x".into(), code, body: String::new() };
+        assert!(status(503).is_transient() && status(429).is_transient());
+        assert!(!status(404).is_transient() && !status(400).is_transient());
+        let mismatch = RegistryError::DigestMismatch { digest: "sha256:00".into() };
+        assert!(!mismatch.is_transient());
+        assert!(mismatch.to_string().contains("does not match its digest"), "{mismatch}");
+        let unreachable = Registry::new("http://127.0.0.1:1/roadside/vc").unwrap().tag_digest("champion").unwrap_err();
+        assert!(matches!(unreachable, RegistryError::Unreachable(_)) && unreachable.is_transient(), "{unreachable}");
+        assert!(unreachable.to_string().contains("check registry.url"), "{unreachable}");
+    }
+
+    #[test]
+    fn a_registry_url_needs_http_and_a_repository() {
+        assert!(matches!(Registry::new("ftp://x/vc"), Err(RegistryError::Url(RegistryUrlError::Scheme(_)))));
+        assert!(matches!(Registry::new("http://x"), Err(RegistryError::Url(RegistryUrlError::NoRepository(_)))));
+        let registry = Registry::new("https://r.example:5000/roadside/vc/").unwrap();
+        assert_eq!(registry.url("manifests/champion"), "https://r.example:5000/v2/roadside/vc/manifests/champion");
+    }
+}

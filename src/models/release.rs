@@ -10,10 +10,50 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub const RECORD_SCHEMA: u32 = 1;
+
+/// Why a key file or a release record is not accepted. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("cannot read /dev/urandom: {0}")]
+    Random(std::io::Error),
+    #[error("cannot read key file {}: {source}", path.display())]
+    KeyRead { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a `{kind} <key_id> <base64>` key file", path.display())]
+    KeyFormat { path: PathBuf, kind: &'static str },
+    #[error("{}: bad base64: {source}", path.display())]
+    KeyBase64 { path: PathBuf, source: base64::DecodeError },
+    #[error("{}: the key is not 32 bytes", path.display())]
+    KeyLength { path: PathBuf },
+    #[error("{}: not an ed25519 public key: {source}", path.display())]
+    NotPublicKey { path: PathBuf, source: ed25519_dalek::SignatureError },
+    #[error("the release record is not valid JSON for schema {RECORD_SCHEMA}: {0}", RECORD_SCHEMA = RECORD_SCHEMA)]
+    Malformed(serde_json::Error),
+    #[error("release record schema {schema} is not {RECORD_SCHEMA}; upgrade the agent", RECORD_SCHEMA = RECORD_SCHEMA)]
+    Schema { schema: u32 },
+    #[error("signed by key \"{key_id}\", which is not among the pinned keys (registry.public_keys); pin the trainer's public key")]
+    UnknownKey { key_id: String },
+    #[error("the signature is not 64 bytes")]
+    SignatureLength,
+    #[error("the signature does not match the record (key \"{key_id}\"): the record or signature was altered")]
+    BadSignature { key_id: String },
+    #[error("the record names {name} but does not list it in files")]
+    Unlisted { name: String },
+    #[error("a file name in the record is not a plain file name")]
+    FileName,
+    #[error("expires_at {expires_at:?}: {source}")]
+    ExpiryFormat { expires_at: String, source: humantime::TimestampError },
+    #[error("the release expired at {expires_at}; the trainer must sign a fresh record")]
+    Expired { expires_at: String },
+    /// Never a version at or below the active one: that would be a replay.
+    #[error("version {version} is not newer than the active version {active} (a replay of an old release?)")]
+    NotNewer { version: u64, active: u64 },
+    #[error("needs agent {required} or newer; this is {agent}", agent = crate::AGENT_VERSION)]
+    AgentTooOld { required: String },
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,16 +126,16 @@ pub struct PublicKey {
 
 impl SecretKey {
     /// A new key from the operating system's random source.
-    pub fn generate(key_id: &str) -> Result<SecretKey, String> {
+    pub fn generate(key_id: &str) -> Result<SecretKey, ReleaseError> {
         let mut seed = [0u8; 32];
         use std::io::Read;
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).map_err(ReleaseError::Random)?;
         Ok(SecretKey { key_id: key_id.to_string(), key: SigningKey::from_bytes(&seed) })
     }
 
-    pub fn load(path: &Path) -> Result<SecretKey, String> {
+    pub fn load(path: &Path) -> Result<SecretKey, ReleaseError> {
         let (key_id, bytes) = read_key_file(path, "ed25519-secret")?;
-        let seed: [u8; 32] = bytes.try_into().map_err(|_| format!("{}: the key is not 32 bytes", path.display()))?;
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| ReleaseError::KeyLength { path: path.to_path_buf() })?;
         Ok(SecretKey { key_id, key: SigningKey::from_bytes(&seed) })
     }
 
@@ -113,10 +153,10 @@ impl SecretKey {
 }
 
 impl PublicKey {
-    pub fn load(path: &Path) -> Result<PublicKey, String> {
+    pub fn load(path: &Path) -> Result<PublicKey, ReleaseError> {
         let (key_id, bytes) = read_key_file(path, "ed25519-public")?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| format!("{}: the key is not 32 bytes", path.display()))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{}: not an ed25519 public key: {e}", path.display()))?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| ReleaseError::KeyLength { path: path.to_path_buf() })?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|source| ReleaseError::NotPublicKey { path: path.to_path_buf(), source })?;
         Ok(PublicKey { key_id, key })
     }
 
@@ -125,57 +165,55 @@ impl PublicKey {
     }
 }
 
-fn read_key_file(path: &Path, kind: &str) -> Result<(String, Vec<u8>), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+fn read_key_file(path: &Path, kind: &'static str) -> Result<(String, Vec<u8>), ReleaseError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReleaseError::KeyRead { path: path.to_path_buf(), source })?;
     let parts: Vec<&str> = text.split_whitespace().collect();
     match parts.as_slice() {
         [k, key_id, data] if *k == kind => {
-            let bytes = BASE64.decode(data).map_err(|e| format!("{}: bad base64: {e}", path.display()))?;
+            let bytes = BASE64.decode(data).map_err(|source| ReleaseError::KeyBase64 { path: path.to_path_buf(), source })?;
             Ok((key_id.to_string(), bytes))
         }
-        _ => Err(format!("{} is not a `{kind} <key_id> <base64>` key file", path.display())),
+        _ => Err(ReleaseError::KeyFormat { path: path.to_path_buf(), kind }),
     }
 }
 
 /// Checks a new release: signature by a pinned key, not expired, newer than
 /// `active_version`, this agent new enough. Each error says what to do.
-pub fn verify(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey], active_version: u64) -> Result<ReleaseRecord, String> {
+pub fn verify(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey], active_version: u64) -> Result<ReleaseRecord, ReleaseError> {
     let record = verify_signature(record_bytes, signature, keys)?;
-    let expires = humantime::parse_rfc3339(&record.expires_at).map_err(|e| format!("expires_at {:?}: {e}", record.expires_at))?;
+    let expires = humantime::parse_rfc3339(&record.expires_at)
+        .map_err(|source| ReleaseError::ExpiryFormat { expires_at: record.expires_at.clone(), source })?;
     if expires <= SystemTime::now() {
-        return Err(format!("the release expired at {}; the trainer must sign a fresh record", record.expires_at));
+        return Err(ReleaseError::Expired { expires_at: record.expires_at });
     }
     if record.version <= active_version {
-        return Err(format!("version {} is not newer than the active version {active_version} (a replay of an old release?)", record.version));
+        return Err(ReleaseError::NotNewer { version: record.version, active: active_version });
     }
     if version_tuple(crate::AGENT_VERSION) < version_tuple(&record.min_agent_version) {
-        return Err(format!("needs agent {} or newer; this is {}", record.min_agent_version, crate::AGENT_VERSION));
+        return Err(ReleaseError::AgentTooOld { required: record.min_agent_version });
     }
     Ok(record)
 }
 
 /// The record, if a pinned key signed these exact bytes and it is well formed
 /// (all an installed model needs at start: it may have expired since).
-pub fn verify_signature(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey]) -> Result<ReleaseRecord, String> {
-    let record: ReleaseRecord =
-        serde_json::from_slice(record_bytes).map_err(|e| format!("the release record is not valid JSON for schema {RECORD_SCHEMA}: {e}"))?;
+pub fn verify_signature(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey]) -> Result<ReleaseRecord, ReleaseError> {
+    let record: ReleaseRecord = serde_json::from_slice(record_bytes).map_err(ReleaseError::Malformed)?;
     if record.schema != RECORD_SCHEMA {
-        return Err(format!("release record schema {} is not {RECORD_SCHEMA}; upgrade the agent", record.schema));
+        return Err(ReleaseError::Schema { schema: record.schema });
     }
-    let key = keys.iter().find(|k| k.key_id == record.key_id).ok_or_else(|| {
-        format!("signed by key \"{}\", which is not among the pinned keys (registry.public_keys); pin the trainer's public key", record.key_id)
-    })?;
-    let signature: [u8; 64] = signature.try_into().map_err(|_| "the signature is not 64 bytes".to_string())?;
+    let key = keys.iter().find(|k| k.key_id == record.key_id).ok_or_else(|| ReleaseError::UnknownKey { key_id: record.key_id.clone() })?;
+    let signature: [u8; 64] = signature.try_into().map_err(|_| ReleaseError::SignatureLength)?;
     key.key
         .verify(record_bytes, &Signature::from_bytes(&signature))
-        .map_err(|_| format!("the signature does not match the record (key \"{}\"): the record or signature was altered", record.key_id))?;
+        .map_err(|_| ReleaseError::BadSignature { key_id: record.key_id.clone() })?;
     for name in [&record.model_file, &record.spec_file].into_iter().chain(&record.golden_file) {
         if record.file(name).is_none() {
-            return Err(format!("the record names {name} but does not list it in files"));
+            return Err(ReleaseError::Unlisted { name: name.clone() });
         }
     }
     if record.files.iter().any(|f| f.name.contains('/') || f.name.starts_with('.') || f.name.is_empty()) {
-        return Err("a file name in the record is not a plain file name".into());
+        return Err(ReleaseError::FileName);
     }
     Ok(record)
 }
@@ -229,15 +267,15 @@ mod tests {
         altered[at] ^= 1;
         assert!(verify(&altered, &signature, &keys, 1).is_err());
         let err = verify(&bytes, &other.sign(&bytes), &keys, 1).unwrap_err();
-        assert!(err.contains("does not match"), "{err}");
+        assert!(matches!(err, ReleaseError::BadSignature { .. }) && err.to_string().contains("does not match"), "{err}");
         let unknown = record(2, "2999-01-01T00:00:00Z", "someone");
         let err = verify(&unknown, &trainer.sign(&unknown), &keys, 1).unwrap_err();
-        assert!(err.contains("not among the pinned keys"), "{err}");
+        assert!(matches!(err, ReleaseError::UnknownKey { .. }) && err.to_string().contains("not among the pinned keys"), "{err}");
         let expired = record(2, "2020-01-01T00:00:00Z", "trainer");
         let err = verify(&expired, &trainer.sign(&expired), &keys, 1).unwrap_err();
-        assert!(err.contains("expired"), "{err}");
+        assert!(matches!(err, ReleaseError::Expired { .. }) && err.to_string().contains("expired"), "{err}");
         let err = verify(&bytes, &signature, &keys, 2).unwrap_err();
-        assert!(err.contains("not newer"), "{err}");
+        assert!(matches!(err, ReleaseError::NotNewer { version: 2, active: 2 }) && err.to_string().contains("not newer"), "{err}");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::fs::{sha256_file, write_atomically};
-use crate::models::release::{self, PublicKey, ReleaseRecord};
+use crate::util::fs::{sha256_file, write_atomically, FileError};
+use crate::models::release::{self, PublicKey, ReleaseError, ReleaseRecord};
 
 const ACTIVE: &str = "active";
 /// Versions an operator rolled back from: never installed again.
@@ -19,6 +19,22 @@ const SIGNATURE: &str = "release.sig";
 
 pub struct ModelStore {
     dir: PathBuf,
+}
+
+/// Why an installed release cannot be used or a change to the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The installed record or signature no longer verifies.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error("{} does not match its release record: the installed model was altered; the configured model serves until a new release installs", path.display())]
+    Altered { path: PathBuf },
+    #[error("cannot copy {name} into {}: {source}", dir.display())]
+    Copy { name: String, dir: PathBuf, source: std::io::Error },
+    #[error("cannot rename {} to {}: {source}", from.display(), to.display())]
+    Rename { from: PathBuf, to: PathBuf, source: std::io::Error },
 }
 
 /// A verified, installed release.
@@ -51,28 +67,25 @@ impl ModelStore {
 
     /// The active model, checked again: signature by a pinned key and every
     /// file's sha256. None when nothing was installed yet.
-    pub fn active(&self, keys: &[PublicKey]) -> Result<Option<InstalledModel>, String> {
+    pub fn active(&self, keys: &[PublicKey]) -> Result<Option<InstalledModel>, StoreError> {
         let name = match std::fs::read_to_string(self.dir.join(ACTIVE)) {
             Ok(name) => name.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.dir.join(ACTIVE).display())),
+            Err(e) => return Err(FileError::new("read", &self.dir.join(ACTIVE), e).into()),
         };
         self.check(&self.dir.join(&name), keys).map(Some)
     }
 
     /// Signature and files of the release installed in `dir`.
-    fn check(&self, dir: &Path, keys: &[PublicKey]) -> Result<InstalledModel, String> {
+    fn check(&self, dir: &Path, keys: &[PublicKey]) -> Result<InstalledModel, StoreError> {
         let dir = dir.to_path_buf();
-        let read = |file: &str| std::fs::read(dir.join(file)).map_err(|e| format!("cannot read {}: {e}", dir.join(file).display()));
+        let read = |file: &str| std::fs::read(dir.join(file)).map_err(FileError::at("read", &dir.join(file)));
         let record = release::verify_signature(&read(RECORD)?, &read(SIGNATURE)?, keys)?;
         for file in &record.files {
             let path = dir.join(&file.name);
-            let size = std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
-            if size != file.size || sha256_file(&path).map_err(|e| e.to_string())? != file.sha256 {
-                return Err(format!(
-                    "{} does not match its release record: the installed model was altered; the configured model serves until a new release installs",
-                    path.display()
-                ));
+            let size = std::fs::metadata(&path).map_err(FileError::at("read", &path))?.len();
+            if size != file.size || sha256_file(&path)? != file.sha256 {
+                return Err(StoreError::Altered { path });
             }
         }
         Ok(InstalledModel { dir, record })
@@ -91,14 +104,14 @@ impl ModelStore {
     }
 
     /// Serve `model` from the next start on (None: the configured model).
-    pub fn set_active(&self, model: Option<&InstalledModel>) -> Result<(), String> {
+    pub fn set_active(&self, model: Option<&InstalledModel>) -> Result<(), StoreError> {
         match model {
             Some(model) => {
                 let name = model.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                write_atomically(&self.dir.join(ACTIVE), name.as_bytes()).map_err(String::from)
+                Ok(write_atomically(&self.dir.join(ACTIVE), name.as_bytes())?)
             }
             None => match std::fs::remove_file(self.dir.join(ACTIVE)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", self.dir.join(ACTIVE).display())),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FileError::new("remove", &self.dir.join(ACTIVE), e).into()),
                 _ => Ok(()),
             },
         }
@@ -108,23 +121,23 @@ impl ModelStore {
         std::fs::read_to_string(self.dir.join(REFUSED)).unwrap_or_default().split_whitespace().filter_map(|v| v.parse().ok()).collect()
     }
 
-    pub fn refuse(&self, version: u64) -> Result<(), String> {
+    pub fn refuse(&self, version: u64) -> Result<(), StoreError> {
         let mut refused = self.refused();
         refused.push(version);
-        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.dir).map_err(FileError::at("create", &self.dir))?;
         let text: Vec<String> = refused.iter().map(u64::to_string).collect();
-        write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes()).map_err(String::from)
+        Ok(write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes())?)
     }
 
     pub fn pinned(&self) -> Option<u64> {
         std::fs::read_to_string(self.dir.join(PINNED)).ok()?.trim().parse().ok()
     }
 
-    pub fn set_pinned(&self, version: Option<u64>) -> Result<(), String> {
+    pub fn set_pinned(&self, version: Option<u64>) -> Result<(), StoreError> {
         match version {
             Some(v) => {
-                std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-                write_atomically(&self.dir.join(PINNED), v.to_string().as_bytes()).map_err(String::from)
+                std::fs::create_dir_all(&self.dir).map_err(FileError::at("create", &self.dir))?;
+                Ok(write_atomically(&self.dir.join(PINNED), v.to_string().as_bytes())?)
             }
             None => {
                 let _ = std::fs::remove_file(self.dir.join(PINNED));
@@ -135,21 +148,22 @@ impl ModelStore {
 
     /// Moves a verified, validated release from `staging` into its folder and
     /// makes it the active one.
-    pub fn install(&self, staging: &Path, record_bytes: &[u8], signature: &[u8], record: &ReleaseRecord) -> Result<InstalledModel, String> {
+    pub fn install(&self, staging: &Path, record_bytes: &[u8], signature: &[u8], record: &ReleaseRecord) -> Result<InstalledModel, StoreError> {
         let name = format!("{}-{}", record.name, record.version);
         let dir = self.dir.join(&name);
         let partial = self.dir.join(format!("{name}.partial"));
         let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        std::fs::create_dir_all(&partial).map_err(FileError::at("create", &partial))?;
         for file in &record.files {
             std::fs::copy(staging.join(&file.name), partial.join(&file.name))
-                .map_err(|e| format!("cannot copy {} into {}: {e}", file.name, partial.display()))?;
-            std::fs::File::open(partial.join(&file.name)).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
+                .map_err(|source| StoreError::Copy { name: file.name.clone(), dir: partial.clone(), source })?;
+            let copied = partial.join(&file.name);
+            std::fs::File::open(&copied).and_then(|f| f.sync_all()).map_err(FileError::at("sync", &copied))?;
         }
         write_atomically(&partial.join(RECORD), record_bytes)?;
         write_atomically(&partial.join(SIGNATURE), signature)?;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&partial, &dir).map_err(|e| format!("cannot rename {} to {}: {e}", partial.display(), dir.display()))?;
+        std::fs::rename(&partial, &dir).map_err(|source| StoreError::Rename { from: partial.clone(), to: dir.clone(), source })?;
         write_atomically(&self.dir.join(ACTIVE), name.as_bytes())?;
         let _ = std::fs::remove_dir_all(staging);
         Ok(InstalledModel { dir, record: record.clone() })

@@ -8,8 +8,8 @@ use std::sync::mpsc::SyncSender;
 
 use crate::config::ModelConfig;
 use crate::models::probation::ModelUpdate;
-use crate::infer::{ActiveModel, Classifier};
-use crate::models::store::{InstalledModel, ModelStore};
+use crate::infer::{ActiveModel, Classifier, ModelError};
+use crate::models::store::{InstalledModel, ModelStore, StoreError};
 use crate::models::release::{numeric_version, PublicKey};
 
 pub struct ModelSwitch {
@@ -23,13 +23,31 @@ pub struct ModelSwitch {
 /// A model the device may serve: the configured one (None) or an installed release.
 type Candidate = (u64, Option<InstalledModel>);
 
+/// Why a rollback, pin or unpin changed nothing (the reply says so).
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The configured model's spec, read for its version.
+    #[error(transparent)]
+    ConfiguredSpec(ModelError),
+    #[error("no verified model older than the active version {current} on this device (available: {available})")]
+    NothingOlder { current: u64, available: String },
+    #[error("version {version} is not a verified model on this device (available: {available})")]
+    NotVerified { version: u64, available: String },
+    #[error("version {version} does not load: {source}")]
+    Load { version: u64, source: ModelError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the inference thread has stopped")]
+    InferenceStopped,
+}
+
 impl ModelSwitch {
     fn active_version(&self) -> u64 {
         self.active.read().map(|m| numeric_version(&m.version)).unwrap_or(0)
     }
 
-    fn candidates(&self) -> Result<Vec<Candidate>, String> {
-        let configured = crate::infer::ModelSpec::load(&self.configured.spec_path())?;
+    fn candidates(&self) -> Result<Vec<Candidate>, SwitchError> {
+        let configured = crate::infer::ModelSpec::load(&self.configured.spec_path()).map_err(|e| SwitchError::ConfiguredSpec(ModelError::Spec(e)))?;
         let mut all: Vec<Candidate> = vec![(numeric_version(&configured.version), None)];
         all.extend(self.store.installed(&self.keys).into_iter().map(|m| (m.record.version, Some(m))));
         all.sort_by_key(|(v, _)| *v);
@@ -42,40 +60,45 @@ impl ModelSwitch {
 
     /// Back to the newest verified model older than the active one; the
     /// active version is never installed again automatically.
-    pub fn rollback(&self) -> Result<Value, String> {
+    pub fn rollback(&self) -> Result<Value, SwitchError> {
         let current = self.active_version();
         let candidates = self.candidates()?;
-        let target = candidates.iter().rev().find(|(v, _)| *v < current).cloned().ok_or_else(|| {
-            format!("no verified model older than the active version {current} on this device (available: {})", Self::versions(&candidates))
-        })?;
+        let target = candidates
+            .iter()
+            .rev()
+            .find(|(v, _)| *v < current)
+            .cloned()
+            .ok_or_else(|| SwitchError::NothingOlder { current, available: Self::versions(&candidates) })?;
         self.store.refuse(current)?;
         self.switch_to(target).map(|v| json!({"version": v, "rolled_back_from": current}))
     }
 
     /// Serve `version` and stop automatic updates until `unpin`.
-    pub fn pin(&self, version: u64) -> Result<Value, String> {
+    pub fn pin(&self, version: u64) -> Result<Value, SwitchError> {
         let candidates = self.candidates()?;
-        let target = candidates.iter().find(|(v, _)| *v == version).cloned().ok_or_else(|| {
-            format!("version {version} is not a verified model on this device (available: {})", Self::versions(&candidates))
-        })?;
+        let target = candidates
+            .iter()
+            .find(|(v, _)| *v == version)
+            .cloned()
+            .ok_or_else(|| SwitchError::NotVerified { version, available: Self::versions(&candidates) })?;
         self.store.set_pinned(Some(version))?;
         self.switch_to(target).map(|v| json!({"version": v, "pinned": true}))
     }
 
-    pub fn unpin(&self) -> Result<Value, String> {
+    pub fn unpin(&self) -> Result<Value, SwitchError> {
         self.store.set_pinned(None)?;
         Ok(json!({"pinned": false}))
     }
 
-    fn switch_to(&self, (version, installed): Candidate) -> Result<u64, String> {
+    fn switch_to(&self, (version, installed): Candidate) -> Result<u64, SwitchError> {
         let threads = self.configured.intra_threads;
         let classifier = match &installed {
             Some(m) => Classifier::load(&m.model_path(), &m.spec_path(), threads).map(|c| c.with_version(version.to_string())),
             None => Classifier::load(&self.configured.path, &self.configured.spec_path(), threads),
         }
-        .map_err(|e| format!("version {version} does not load: {e}"))?;
+        .map_err(|source| SwitchError::Load { version, source })?;
         self.store.set_active(installed.as_ref())?;
-        self.swap.send(ModelUpdate { classifier, probation: None }).map_err(|_| "the inference thread has stopped".to_string())?;
+        self.swap.send(ModelUpdate { classifier, probation: None }).map_err(|_| SwitchError::InferenceStopped)?;
         Ok(version)
     }
 }

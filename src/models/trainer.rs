@@ -5,19 +5,54 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::config::MqttConfig;
 use crate::infer::spec::{Layout, SpecFile};
 use crate::wire::rfc3339;
-use crate::models::registry::{self, Descriptor, Manifest, Registry};
-use crate::models::release::{FileRecord, GoldenSet, ReleaseRecord, SecretKey, RECORD_SCHEMA};
+use crate::models::registry::{self, Descriptor, Manifest, Registry, RegistryError};
+use crate::models::release::{FileRecord, GoldenSet, ReleaseError, ReleaseRecord, SecretKey, RECORD_SCHEMA};
+use crate::util::fs::FileError;
+
+/// Why `release keygen` or `release publish` failed; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    #[error("the key id must be a word without spaces")]
+    KeyId,
+    #[error("cannot create {} (it must not exist yet): {source}", path.display())]
+    KeyExists { path: PathBuf, source: std::io::Error },
+    /// Making, reading or using a key.
+    #[error(transparent)]
+    Key(#[from] ReleaseError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("spec {}: {source}", path.display())]
+    Spec { path: PathBuf, source: toml::de::Error },
+    #[error("golden set {}: {source}", path.display())]
+    Golden { path: PathBuf, source: serde_json::Error },
+    #[error("{} has no file name", path.display())]
+    NoFileName { path: PathBuf },
+    #[error("two files of the release are named {name}; rename one")]
+    SameName { name: String },
+    #[error("cannot encode {what}: {source}")]
+    Encode { what: &'static str, source: serde_json::Error },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The announcement's client options (URL, TLS files, password).
+    #[error(transparent)]
+    Mqtt(#[from] crate::publish::mqtt::SetupError),
+    #[error("announcing on {topic}: {source}")]
+    Announce { topic: String, source: rumqttc::ConnectionError },
+    #[error("announcing on {topic}: {source}")]
+    Queue { topic: String, source: rumqttc::ClientError },
+}
 
 /// Writes `<dir>/<key_id>.key` (secret, mode 0600) and `<dir>/<key_id>.pub`.
-pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), TrainerError> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
     if key_id.is_empty() || key_id.contains(char::is_whitespace) {
-        return Err("the key id must be a word without spaces".into());
+        return Err(TrainerError::KeyId);
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(FileError::at("create", dir))?;
     let key = SecretKey::generate(key_id)?;
     let secret = dir.join(format!("{key_id}.key"));
     let public = dir.join(format!("{key_id}.pub"));
@@ -26,9 +61,9 @@ pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         .create_new(true)
         .mode(0o600)
         .open(&secret)
-        .map_err(|e| format!("cannot create {} (it must not exist yet): {e}", secret.display()))?;
-    file.write_all(key.to_file_text().as_bytes()).map_err(|e| e.to_string())?;
-    std::fs::write(&public, key.public().to_file_text()).map_err(|e| format!("cannot write {}: {e}", public.display()))?;
+        .map_err(|source| TrainerError::KeyExists { path: secret.clone(), source })?;
+    file.write_all(key.to_file_text().as_bytes()).map_err(FileError::at("write", &secret))?;
+    std::fs::write(&public, key.public().to_file_text()).map_err(FileError::at("write", &public))?;
     Ok((secret, public))
 }
 
@@ -44,24 +79,31 @@ pub struct Publication {
     pub expires_in: Duration,
     pub expires_at: Option<SystemTime>,
     pub min_agent_version: String,
-    /// Announce on `<topic_root>/fleet/models/<name>` at this broker.
-    pub mqtt_url: Option<String>,
-    pub topic_root: String,
+    /// Announce on `<mqtt.topic_root>/fleet/models/<name>` at this broker,
+    /// connecting as the agent does (TLS, CA, client certificate, credentials).
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// Signs and pushes a release; returns the record and the manifest digest.
-pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
+pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), TrainerError> {
+    // First, so that a missing CA file or password fails before anything is pushed.
+    let announcer = match &p.mqtt {
+        Some(mqtt) => Some((client_options(mqtt)?, mqtt.topic_root.as_str())),
+        None => None,
+    };
     let key = SecretKey::load(&p.key)?;
     let spec_path = p.spec.clone().unwrap_or_else(|| p.model.with_extension("toml"));
-    let spec_text = std::fs::read_to_string(&spec_path).map_err(|e| format!("cannot read the spec {}: {e}", spec_path.display()))?;
-    let spec: SpecFile = toml::from_str(&spec_text).map_err(|e| format!("spec {}: {e}", spec_path.display()))?;
+    let spec_text = std::fs::read_to_string(&spec_path).map_err(FileError::at("read the spec", &spec_path))?;
+    let spec: SpecFile = toml::from_str(&spec_text).map_err(|source| TrainerError::Spec { path: spec_path.clone(), source })?;
     let base = spec_path.parent().unwrap_or(Path::new("."));
-    let file_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().to_string()).ok_or(format!("{} has no file name", path.display()));
+    let file_name = |path: &Path| {
+        path.file_name().map(|n| n.to_string_lossy().to_string()).ok_or_else(|| TrainerError::NoFileName { path: path.to_path_buf() })
+    };
     let mut paths = vec![p.model.clone(), spec_path.clone(), base.join(&spec.labels), base.join(&spec.taxonomy)];
     let mut golden_bytes = None;
     if let Some(golden) = &p.golden {
-        let text = std::fs::read_to_string(golden).map_err(|e| format!("cannot read the golden set {}: {e}", golden.display()))?;
-        let mut set: GoldenSet = serde_json::from_str(&text).map_err(|e| format!("golden set {}: {e}", golden.display()))?;
+        let text = std::fs::read_to_string(golden).map_err(FileError::at("read the golden set", golden))?;
+        let mut set: GoldenSet = serde_json::from_str(&text).map_err(|source| TrainerError::Golden { path: golden.clone(), source })?;
         let golden_base = golden.parent().unwrap_or(Path::new("."));
         for sample in &mut set.samples {
             let image = golden_base.join(&sample.image);
@@ -69,7 +111,8 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
             paths.push(image);
         }
         // Inside the release every file sits side by side: the set names them so.
-        golden_bytes = Some((file_name(golden)?, serde_json::to_vec_pretty(&set).map_err(|e| e.to_string())?));
+        let bytes = serde_json::to_vec_pretty(&set).map_err(|source| TrainerError::Encode { what: "the golden set", source })?;
+        golden_bytes = Some((file_name(golden)?, bytes));
     }
     paths.dedup();
     let mut files = Vec::new();
@@ -78,11 +121,11 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
     for (path, given) in paths.iter().map(|p| (p.clone(), None)).chain(golden_entry) {
         let bytes = match given {
             Some(bytes) => bytes,
-            None => std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            None => std::fs::read(&path).map_err(FileError::at("read", &path))?,
         };
         let name = file_name(&path)?;
         if files.iter().any(|f: &FileRecord| f.name == name) {
-            return Err(format!("two files of the release are named {name}; rename one"));
+            return Err(TrainerError::SameName { name });
         }
         let sha256 = registry::sha256_digest(&bytes).trim_start_matches("sha256:").to_string();
         files.push(FileRecord { name, sha256, size: bytes.len() as u64 });
@@ -107,7 +150,7 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
         golden_file: golden_bytes.map(|(name, _)| name),
         key_id: key.key_id.clone(),
     };
-    let record_bytes = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+    let record_bytes = serde_json::to_vec_pretty(&record).map_err(|source| TrainerError::Encode { what: "the release record", source })?;
     let signature = key.sign(&record_bytes);
 
     let registry = Registry::new(&p.registry_url)?;
@@ -125,28 +168,37 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), String> {
         layers,
     };
     let digest = registry.push_manifest(&p.tag, &manifest)?;
-    if let Some(url) = &p.mqtt_url {
-        announce(url, &p.topic_root, &record, &p.registry_url, &p.tag, &digest)?;
+    if let Some((options, topic_root)) = announcer {
+        announce(options, topic_root, &record, &p.registry_url, &p.tag, &digest)?;
     }
     Ok((record, digest))
 }
 
-/// The retained announcement on `<root>/fleet/models/<name>`.
-fn announce(url: &str, topic_root: &str, record: &ReleaseRecord, registry_url: &str, tag: &str, digest: &str) -> Result<(), String> {
-    let broker = crate::config::MqttConfig::for_url(url).broker()?;
-    let mut options = rumqttc::MqttOptions::new(format!("cctv-release-{}", std::process::id()), broker.host, broker.port);
-    options.set_max_packet_size(1 << 20, 1 << 20);
+/// The agent's client options, with this tool's own client id (never the
+/// config's: that is a device's, and the broker would drop the device to let
+/// this one in) and a clean session: nothing is left on the broker but the
+/// retained message.
+fn client_options(mqtt: &MqttConfig) -> Result<rumqttc::MqttOptions, TrainerError> {
+    let mut options = crate::publish::mqtt::options(mqtt, &format!("cctv-release-{}", std::process::id()))?;
+    options.set_clean_session(true);
+    Ok(options)
+}
+
+/// The retained announcement on `<topic_root>/fleet/models/<name>`.
+fn announce(options: rumqttc::MqttOptions, topic_root: &str, record: &ReleaseRecord, registry_url: &str, tag: &str, digest: &str) -> Result<(), TrainerError> {
     let (client, mut connection) = rumqttc::Client::new(options, 10);
     let topic = format!("{topic_root}/fleet/models/{}", record.name);
     let payload = serde_json::json!({
         "name": record.name, "version": record.version, "registry": registry_url, "tag": tag, "digest": digest, "record": record,
     });
-    client.publish(&topic, rumqttc::QoS::AtLeastOnce, true, serde_json::to_vec(&payload).unwrap()).map_err(|e| e.to_string())?;
+    client
+        .publish(&topic, rumqttc::QoS::AtLeastOnce, true, serde_json::to_vec(&payload).unwrap())
+        .map_err(|source| TrainerError::Queue { topic: topic.clone(), source })?;
     for event in connection.iter() {
         match event {
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => break,
             Ok(_) => {}
-            Err(error) => return Err(format!("announcing on {topic}: {error}")),
+            Err(source) => return Err(TrainerError::Announce { topic, source }),
         }
     }
     let _ = client.disconnect();

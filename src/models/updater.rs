@@ -21,27 +21,61 @@ use crate::context::Context;
 use crate::publish::{Inbound, Routes};
 use crate::infer::spec::Layout;
 use crate::models::probation::{ModelUpdate, ProbationPlan};
-use crate::infer::{ActiveModel, Classifier};
-use crate::models::store::ModelStore;
+use crate::infer::classifier::InferError;
+use crate::infer::{ActiveModel, Classifier, ModelError};
+use crate::models::store::{ModelStore, StoreError};
 use crate::publish::sink::EventSink;
 use crate::wire::events::Event;
-use crate::models::registry::{Registry, RECORD_TYPE, SIGNATURE_TYPE};
-use crate::models::release::{self, GoldenSet, PublicKey, ReleaseRecord};
+use crate::models::registry::{Registry, RegistryError, RECORD_TYPE, SIGNATURE_TYPE};
+use crate::models::release::{self, GoldenSet, PublicKey, ReleaseError, ReleaseRecord};
+use crate::util::fs::FileError;
 use crate::util::shutdown::Shutdown;
 
+/// Why a downloaded release fails its checks on this device.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    #[error("the model does not load: {0}")]
+    Load(ModelError),
+    #[error("the record says input {record:?}, the model takes {model:?}")]
+    Shape { record: Vec<i64>, model: [i64; 3] },
+    #[error("the record says {record} classes, the labels file has {labels}")]
+    Classes { record: usize, labels: usize },
+    #[error("cannot make a test frame: {0}")]
+    TestFrame(opencv::Error),
+    #[error("the model fails on a test frame: {0}")]
+    FailsOnTestFrame(InferError),
+    #[error("too slow on this device: p95 {p95:.1} ms over registry.latency_budget_ms ({budget} ms)")]
+    TooSlow { p95: f32, budget: f32 },
+    #[error("cannot read the golden set: {0}")]
+    GoldenRead(std::io::Error),
+    #[error("the golden set is not valid: {0}")]
+    GoldenInvalid(serde_json::Error),
+    #[error("cannot read golden image {image}: {source}")]
+    GoldenImage { image: String, source: opencv::Error },
+    #[error("golden image {image} cannot be decoded")]
+    GoldenUndecodable { image: String },
+    #[error("the model fails on golden image {image}: {source}")]
+    FailsOnGolden { image: String, source: InferError },
+    #[error("golden-set accuracy {correct}/{total} = {accuracy:.2}, below the required {required:.2}")]
+    GoldenAccuracy { correct: usize, total: usize, accuracy: f32, required: f32 },
+}
+
 /// Classifies every golden image (whole image) and counts the right road classes.
-fn golden_accuracy(classifier: &mut Classifier, staging: &Path, golden: &str) -> Result<(usize, usize, f32), String> {
-    let text = std::fs::read(staging.join(golden)).map_err(|e| format!("cannot read the golden set: {e}"))?;
-    let set: GoldenSet = serde_json::from_slice(&text).map_err(|e| format!("the golden set is not valid: {e}"))?;
+fn golden_accuracy(classifier: &mut Classifier, staging: &Path, golden: &str) -> Result<(usize, usize, f32), ValidationError> {
+    let text = std::fs::read(staging.join(golden)).map_err(ValidationError::GoldenRead)?;
+    let set: GoldenSet = serde_json::from_slice(&text).map_err(ValidationError::GoldenInvalid)?;
     let mut correct = 0;
     for sample in &set.samples {
         let path = staging.join(&sample.image);
-        let image = opencv::imgcodecs::imread(&path, opencv::imgcodecs::IMREAD_COLOR).map_err(|e| e.to_string())?;
+        let image = opencv::imgcodecs::imread(&path, opencv::imgcodecs::IMREAD_COLOR)
+            .map_err(|source| ValidationError::GoldenImage { image: sample.image.clone(), source })?;
         if image.empty() {
-            return Err(format!("golden image {} cannot be decoded", sample.image));
+            return Err(ValidationError::GoldenUndecodable { image: sample.image.clone() });
         }
         let rect = [Rect::new(0, 0, image.cols(), image.rows())];
-        let regions = classifier.classify(&image, &rect).map_err(|e| format!("the model fails on golden image {}: {e}", sample.image))?;
+        let regions = classifier
+            .classify(&image, &rect)
+            .map_err(|source| ValidationError::FailsOnGolden { image: sample.image.clone(), source })?;
         if regions.first().is_some_and(|r| r.class == sample.class) {
             correct += 1;
         }
@@ -106,12 +140,60 @@ enum Outcome {
     /// Nothing new at the tag.
     Unchanged,
     /// The registry could not be reached or answered oddly: try again next poll.
-    Retry(String),
+    Retry(RetryReason),
     /// An operator pinned a version: look again after `unpin`.
     Paused,
     /// This release will never do: remember its digest and wait for another.
-    Rejected { version: Option<u64>, reason: String },
+    Rejected { version: Option<u64>, reason: Rejection },
     Activated,
+}
+
+/// What failed this time but may work at the next poll.
+#[derive(Debug, thiserror::Error)]
+enum RetryReason {
+    #[error(transparent)]
+    Registry(RegistryError),
+    #[error(transparent)]
+    Staging(FileError),
+    #[error("only {free} bytes free for a {total}-byte release; free disk space")]
+    DiskFull { free: u64, total: u64 },
+    #[error(transparent)]
+    Install(StoreError),
+    #[error("the inference thread has stopped")]
+    InferenceStopped,
+}
+
+/// Why a release is refused for good; its Display is the `model_rejected` event's reason.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    #[error("the manifest's config is {0}, not a release record")]
+    NotARecord(String),
+    /// A digest mismatch, an oversized or malformed piece, a 4xx for it.
+    #[error(transparent)]
+    Registry(RegistryError),
+    #[error("the release has no signature layer")]
+    NoSignature,
+    #[error(transparent)]
+    Release(ReleaseError),
+    #[error("version {0} was rolled back by an operator; publish a newer version")]
+    RolledBack(u64),
+    #[error("the release is {total} bytes, over registry.max_model_bytes ({max})")]
+    TooLarge { total: u64, max: u64 },
+    #[error("the release has no layer for {0}")]
+    NoLayer(String),
+    #[error("the layer for {0} does not match the signed record")]
+    LayerMismatch(String),
+    #[error(transparent)]
+    Invalid(ValidationError),
+}
+
+/// A registry error while fetching a release: try again if it may pass, else refuse the release.
+fn registry_failure(error: RegistryError, version: Option<u64>) -> Outcome {
+    if error.is_transient() {
+        Outcome::Retry(RetryReason::Registry(error))
+    } else {
+        Outcome::Rejected { version, reason: Rejection::Registry(error) }
+    }
 }
 
 impl Updater {
@@ -128,7 +210,7 @@ impl Updater {
                 Outcome::Retry(error) => tracing::warn!(%error, url = %self.config.url, "cannot check the model registry; will retry"),
                 Outcome::Rejected { version, reason } => {
                     tracing::warn!(version, %reason, "model release rejected; the current model keeps serving");
-                    self.events.send_blocking(Event::ModelRejected { version, reason });
+                    self.events.send_blocking(Event::ModelRejected { version, reason: reason.to_string() });
                 }
             }
             // Until the next poll, an announcement, or shutdown (checked twice a second).
@@ -162,7 +244,7 @@ impl Updater {
         let digest = match registry.tag_digest(&self.config.tag) {
             Ok(Some(digest)) => digest,
             Ok(None) => return Outcome::Unchanged,
-            Err(error) => return Outcome::Retry(error),
+            Err(error) => return Outcome::Retry(RetryReason::Registry(error)),
         };
         if seen.as_deref() == Some(digest.as_str()) {
             return Outcome::Unchanged;
@@ -178,35 +260,35 @@ impl Updater {
     }
 
     fn try_release(&self, registry: &Registry, digest: &str) -> Outcome {
-        let rejected = |version: Option<u64>, reason: String| Outcome::Rejected { version, reason };
+        let rejected = |version: Option<u64>, reason: Rejection| Outcome::Rejected { version, reason };
         let (manifest, _) = match registry.manifest(digest) {
             Ok(m) => m,
-            Err(error) => return Outcome::Retry(error),
+            Err(error) => return registry_failure(error, None),
         };
         if manifest.config.media_type != RECORD_TYPE {
-            return rejected(None, format!("the manifest's config is {}, not a release record", manifest.config.media_type));
+            return rejected(None, Rejection::NotARecord(manifest.config.media_type));
         }
         let record_bytes = match registry.blob(&manifest.config, MAX_SMALL_BLOB) {
             Ok(bytes) => bytes,
-            Err(error) => return rejected(None, error),
+            Err(error) => return registry_failure(error, None),
         };
         let Some(signature_layer) = manifest.layers.iter().find(|l| l.media_type == SIGNATURE_TYPE) else {
-            return rejected(None, "the release has no signature layer".into());
+            return rejected(None, Rejection::NoSignature);
         };
         let signature = match registry.blob(signature_layer, MAX_SMALL_BLOB) {
             Ok(bytes) => bytes,
-            Err(error) => return rejected(None, error),
+            Err(error) => return registry_failure(error, None),
         };
         let record = match release::verify(&record_bytes, &signature, &self.keys, self.active_version()) {
             Ok(record) => record,
             Err(reason) => {
                 let version = serde_json::from_slice::<ReleaseRecord>(&record_bytes).ok().map(|r| r.version);
-                return rejected(version, reason);
+                return rejected(version, Rejection::Release(reason));
             }
         };
         let version = Some(record.version);
         if self.store.refused().contains(&record.version) {
-            return rejected(version, format!("version {} was rolled back by an operator; publish a newer version", record.version));
+            return rejected(version, Rejection::RolledBack(record.version));
         }
         if let Some(pinned) = self.store.pinned() {
             tracing::info!(pinned, release = record.version, "pinned by an operator: not installing (send cmd/unpin to allow updates)");
@@ -217,33 +299,33 @@ impl Updater {
 
         let total: u64 = record.files.iter().map(|f| f.size).sum();
         if total > self.config.max_model_bytes {
-            return rejected(version, format!("the release is {total} bytes, over registry.max_model_bytes ({})", self.config.max_model_bytes));
+            return rejected(version, Rejection::TooLarge { total, max: self.config.max_model_bytes });
         }
         let staging = self.store.staging(digest);
         if let Err(e) = std::fs::create_dir_all(&staging) {
-            return Outcome::Retry(format!("cannot create {}: {e}", staging.display()));
+            return Outcome::Retry(RetryReason::Staging(FileError::new("create", &staging, e)));
         }
         if let Some(free) = crate::util::fs::free_bytes(&staging) {
             if free < total + MIN_FREE_AFTER {
-                return Outcome::Retry(format!("only {free} bytes free for a {total}-byte release; free disk space"));
+                return Outcome::Retry(RetryReason::DiskFull { free, total });
             }
         }
         for file in &record.files {
             let Some(layer) = manifest.layers.iter().find(|l| l.title() == Some(file.name.as_str())) else {
-                return rejected(version, format!("the release has no layer for {}", file.name));
+                return rejected(version, Rejection::NoLayer(file.name.clone()));
             };
             if layer.digest != format!("sha256:{}", file.sha256) || layer.size != file.size {
-                return rejected(version, format!("the layer for {} does not match the signed record", file.name));
+                return rejected(version, Rejection::LayerMismatch(file.name.clone()));
             }
             if let Err(error) = registry.blob_to_file(layer, &staging.join(&file.name)) {
-                return if error.contains("does not match") { rejected(version, error) } else { Outcome::Retry(error) };
+                return registry_failure(error, version);
             }
         }
         self.events.send_blocking(Event::ModelVerified { name: record.name.clone(), version: record.version });
 
         let classifier = match self.validate(&staging, &record) {
             Ok(classifier) => classifier,
-            Err(reason) => return rejected(version, reason),
+            Err(reason) => return rejected(version, Rejection::Invalid(reason)),
         };
         // What serves if this release fails probation: what is active now.
         let fallback = match self.store.active(&self.keys) {
@@ -255,7 +337,7 @@ impl Updater {
         };
         let installed = match self.store.install(&staging, &record_bytes, &signature, &record) {
             Ok(installed) => installed,
-            Err(error) => return Outcome::Retry(error),
+            Err(error) => return Outcome::Retry(RetryReason::Install(error)),
         };
         let identity = classifier.identity().clone();
         let probation = ProbationPlan {
@@ -268,7 +350,7 @@ impl Updater {
         };
         let probation = (probation.frames > 0).then_some(probation);
         if self.swap.send(ModelUpdate { classifier, probation }).is_err() {
-            return Outcome::Retry("the inference thread has stopped".into());
+            return Outcome::Retry(RetryReason::InferenceStopped);
         }
         tracing::info!(name = %identity.name, version = %identity.version, dir = %installed.dir.display(), "new model installed and handed to inference");
         Outcome::Activated
@@ -276,38 +358,38 @@ impl Updater {
 
     /// Loads the staged model and checks it on this device: shapes against
     /// the record, and p95 latency of a full-frame classification.
-    fn validate(&self, staging: &Path, record: &ReleaseRecord) -> Result<Classifier, String> {
+    fn validate(&self, staging: &Path, record: &ReleaseRecord) -> Result<Classifier, ValidationError> {
         let mut classifier = Classifier::load(&staging.join(&record.model_file), &staging.join(&record.spec_file), self.intra_threads)
-            .map_err(|e| format!("the model does not load: {e}"))?
+            .map_err(ValidationError::Load)?
             .with_version(record.version.to_string());
         let input = &classifier.spec().input;
         let (h, w) = (input.height as i64, input.width as i64);
         let expected = if input.layout == Layout::Nhwc { [h, w, 3] } else { [3, h, w] };
         let shape_ok = record.input_shape.len() == 4 && record.input_shape[1..].iter().zip(expected).all(|(&r, e)| r == -1 || r == e);
         if !shape_ok {
-            return Err(format!("the record says input {:?}, the model takes {expected:?}", record.input_shape));
+            return Err(ValidationError::Shape { record: record.input_shape.clone(), model: expected });
         }
         if classifier.spec().labels.len() != record.output_classes {
-            return Err(format!("the record says {} classes, the labels file has {}", record.output_classes, classifier.spec().labels.len()));
+            return Err(ValidationError::Classes { record: record.output_classes, labels: classifier.spec().labels.len() });
         }
-        let frame = Mat::new_rows_cols_with_default(400, 640, CV_8UC3, Scalar::all(128.0)).map_err(|e| e.to_string())?;
+        let frame = Mat::new_rows_cols_with_default(400, 640, CV_8UC3, Scalar::all(128.0)).map_err(ValidationError::TestFrame)?;
         let rect = [Rect::new(0, 0, 640, 400)];
         let mut times = Vec::with_capacity(self.config.validation_runs);
         for _ in 0..self.config.validation_runs.max(1) {
             let started = Instant::now();
-            classifier.classify(&frame, &rect).map_err(|e| format!("the model fails on a test frame: {e}"))?;
+            classifier.classify(&frame, &rect).map_err(ValidationError::FailsOnTestFrame)?;
             times.push(started.elapsed().as_secs_f32() * 1000.0);
         }
         times.sort_by(f32::total_cmp);
         let p95 = times[((times.len() as f32 * 0.95).ceil() as usize).clamp(1, times.len()) - 1];
         if p95 > self.config.latency_budget_ms {
-            return Err(format!("too slow on this device: p95 {p95:.1} ms over registry.latency_budget_ms ({} ms)", self.config.latency_budget_ms));
+            return Err(ValidationError::TooSlow { p95, budget: self.config.latency_budget_ms });
         }
         if let Some(golden) = &record.golden_file {
             let (correct, total, required) = golden_accuracy(&mut classifier, staging, golden)?;
             let accuracy = correct as f32 / total.max(1) as f32;
             if accuracy < required {
-                return Err(format!("golden-set accuracy {correct}/{total} = {accuracy:.2}, below the required {required:.2}"));
+                return Err(ValidationError::GoldenAccuracy { correct, total, accuracy, required });
             }
             tracing::info!(correct, total, "golden set passed");
         }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::infer::ActiveModel;
 use crate::context::Context;
+use crate::models::switch::SwitchError;
 use crate::publish::mqtt::reply;
 use crate::publish::{Inbound, Outgoing, Routes};
 use crate::wire::messages::CommandReply;
@@ -20,6 +21,27 @@ pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 const KNOWN: &[&str] = &["ping", "rollback", "pin", "unpin"];
 /// Commands waiting to be handled; more are refused with a log line.
 const QUEUE: usize = 16;
+
+/// Why a command was refused; its Display is the reply's `error`.
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    #[error("payload of {0} bytes is over the {max}-byte limit", max = MAX_COMMAND_BYTES)]
+    TooLarge(usize),
+    #[error("payload is not a JSON object ({0}); send e.g. {{\"id\": \"1\"}}")]
+    NotAnObject(serde_json::Error),
+    #[error("`id` must be a string or a number")]
+    BadId,
+    #[error("model commands need a [registry] section in the config")]
+    NoRegistry,
+    #[error("pin needs a \"version\" (a number), e.g. {{\"id\": \"1\", \"version\": 2}}")]
+    NoVersion,
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    #[error("the command failed: {0}")]
+    Panicked(tokio::task::JoinError),
+    #[error("unknown command \"{0}\"; known: {known}", known = KNOWN.join(", "))]
+    Unknown(String),
+}
 
 
 pub struct CommandTask {
@@ -79,17 +101,22 @@ impl CommandTask {
 
     /// The request's id and the command's result or the reason it was refused.
     async fn handle(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, String>) {
+        let (id, result) = self.execute(name, payload).await;
+        (id, result.map_err(|error| error.to_string()))
+    }
+
+    async fn execute(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, CommandError>) {
         if payload.len() > MAX_COMMAND_BYTES {
-            return (None, Err(format!("payload of {} bytes is over the {MAX_COMMAND_BYTES}-byte limit", payload.len())));
+            return (None, Err(CommandError::TooLarge(payload.len())));
         }
         let request: serde_json::Map<String, Value> = match serde_json::from_slice(payload) {
             Ok(request) => request,
-            Err(error) => return (None, Err(format!("payload is not a JSON object ({error}); send e.g. {{\"id\": \"1\"}}"))),
+            Err(error) => return (None, Err(CommandError::NotAnObject(error))),
         };
         let id = request.get("id").cloned();
         if let Some(id) = &id {
             if !(id.is_string() || id.is_number()) {
-                return (None, Err("`id` must be a string or a number".into()));
+                return (None, Err(CommandError::BadId));
             }
         }
         let result = match name {
@@ -99,23 +126,37 @@ impl CommandTask {
                 "uptime_s": self.started.elapsed().as_secs(),
             })),
             "rollback" | "pin" | "unpin" => match self.models.clone() {
-                None => Err("model commands need a [registry] section in the config".into()),
+                None => Err(CommandError::NoRegistry),
                 Some(models) => {
                     let version = request.get("version").and_then(Value::as_u64);
                     let name = name.to_string();
                     // Loading a model takes a while: off the async workers.
                     tokio::task::spawn_blocking(move || match (name.as_str(), version) {
-                        ("rollback", _) => models.rollback(),
-                        ("unpin", _) => models.unpin(),
-                        (_, Some(version)) => models.pin(version),
-                        (_, None) => Err("pin needs a \"version\" (a number), e.g. {\"id\": \"1\", \"version\": 2}".into()),
+                        ("rollback", _) => Ok(models.rollback()?),
+                        ("unpin", _) => Ok(models.unpin()?),
+                        (_, Some(version)) => Ok(models.pin(version)?),
+                        (_, None) => Err(CommandError::NoVersion),
                     })
                     .await
-                    .unwrap_or_else(|e| Err(format!("the command failed: {e}")))
+                    .unwrap_or_else(|e| Err(CommandError::Panicked(e)))
                 }
             },
-            other => Err(format!("unknown command \"{other}\"; known: {}", KNOWN.join(", "))),
+            other => Err(CommandError::Unknown(other.to_string())),
         };
         (id, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_they_always_did() {
+        let not_json = serde_json::from_slice::<Value>(b"x").unwrap_err();
+        assert!(CommandError::NotAnObject(not_json).to_string().ends_with("; send e.g. {\"id\": \"1\"}"));
+        assert_eq!(CommandError::NoVersion.to_string(), "pin needs a \"version\" (a number), e.g. {\"id\": \"1\", \"version\": 2}");
+        assert_eq!(CommandError::TooLarge(70000).to_string(), "payload of 70000 bytes is over the 65536-byte limit");
+        assert_eq!(CommandError::Unknown("reboot".into()).to_string(), "unknown command \"reboot\"; known: ping, rollback, pin, unpin");
     }
 }
