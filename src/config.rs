@@ -22,6 +22,41 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     #[error("config {origin}: `{key}` {problem}")]
     Invalid { origin: String, key: String, problem: String },
+    /// `mqtt.url` is not a broker address.
+    #[error("config {origin}: `{key}` {problem}")]
+    Url { origin: String, key: String, problem: UrlError },
+    /// A device or camera id, or the topic root, cannot be a topic level.
+    #[error("config {origin}: `{key}` {problem}")]
+    TopicLevel { origin: String, key: String, problem: TopicLevelError },
+}
+
+/// Why `mqtt.url` is not a broker address. Its text follows the key's name
+/// (`mqtt.url is ...`), so it is the problem, not a separate cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("is \"{url}\": write mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (e.g. mqtt://127.0.0.1:1883)")]
+    Scheme { url: String },
+    #[error("has port \"{port}\", which is not a number from 1 to 65535")]
+    Port { port: String },
+    #[error("\"{url}\" has no host: write e.g. mqtt://127.0.0.1:1883")]
+    NoHost { url: String },
+}
+
+/// Why a value cannot be one level of an MQTT topic; follows the key's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicLevelError {
+    #[error("is empty")]
+    Empty,
+    #[error("\"{value}\" contains {reserved:?}, which MQTT topics reserve: use letters, digits, '-' or '_'")]
+    Reserved { value: String, reserved: char },
+}
+
+// TRANSITIONAL: for `release publish --mqtt` (models/trainer.rs), which still
+// returns `Result<_, String>`; removed once it is typed.
+impl From<UrlError> for String {
+    fn from(error: UrlError) -> String {
+        error.to_string()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -540,29 +575,24 @@ pub struct BrokerAddress {
 }
 
 impl MqttConfig {
-    pub fn broker(&self) -> Result<BrokerAddress, String> {
+    pub fn broker(&self) -> Result<BrokerAddress, UrlError> {
         let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtt://") {
             (false, rest)
         } else if let Some(rest) = self.url.strip_prefix("mqtts://") {
             (true, rest)
         } else {
-            return Err(format!(
-                "is \"{}\": write mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (e.g. mqtt://127.0.0.1:1883)",
-                self.url
-            ));
+            return Err(UrlError::Scheme { url: self.url.clone() });
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => {
-                let port = port.parse::<u16>().map_err(|_| {
-                    format!("has port \"{port}\", which is not a number from 1 to 65535")
-                })?;
+                let port = port.parse::<u16>().map_err(|_| UrlError::Port { port: port.to_string() })?;
                 (host.to_string(), port)
             }
             None => (rest.to_string(), if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
-            return Err(format!("\"{}\" has no host: write e.g. mqtt://127.0.0.1:1883", self.url));
+            return Err(UrlError::NoHost { url: self.url.clone() });
         }
         Ok(BrokerAddress { host, port, tls })
     }
@@ -700,9 +730,10 @@ impl Config {
             key: key.to_string(),
             problem,
         };
-        check_topic_level(&self.device_id).map_err(|p| invalid("device_id", p))?;
-        check_topic_level(&self.mqtt.topic_root).map_err(|p| invalid("mqtt.topic_root", p))?;
-        let broker = self.mqtt.broker().map_err(|p| invalid("mqtt.url", p))?;
+        let topic_level = |key: &str, problem| ConfigError::TopicLevel { origin: origin.to_string(), key: key.to_string(), problem };
+        check_topic_level(&self.device_id).map_err(|p| topic_level("device_id", p))?;
+        check_topic_level(&self.mqtt.topic_root).map_err(|p| topic_level("mqtt.topic_root", p))?;
+        let broker = self.mqtt.broker().map_err(|problem| ConfigError::Url { origin: origin.to_string(), key: "mqtt.url".into(), problem })?;
         if self.mqtt.require_tls && !broker.tls {
             return Err(invalid("mqtt.url", format!("is \"{}\", plain text, but mqtt.require_tls is set: use mqtts://", self.mqtt.url)));
         }
@@ -748,7 +779,7 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, camera) in self.cameras.iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
-            check_topic_level(&camera.id).map_err(|p| invalid(&key("id"), p))?;
+            check_topic_level(&camera.id).map_err(|p| topic_level(&key("id"), p))?;
             if !seen.insert(camera.id.as_str()) {
                 return Err(invalid(&key("id"), format!("\"{}\" is used twice: give each camera its own id", camera.id)));
             }
@@ -786,12 +817,12 @@ impl Config {
 }
 
 /// A topic level must not contain MQTT wildcards or separators.
-fn check_topic_level(value: &str) -> Result<(), String> {
+fn check_topic_level(value: &str) -> Result<(), TopicLevelError> {
     if value.is_empty() {
-        return Err("is empty".into());
+        return Err(TopicLevelError::Empty);
     }
-    if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_control()) {
-        return Err(format!("\"{value}\" contains {c:?}, which MQTT topics reserve: use letters, digits, '-' or '_'"));
+    if let Some(reserved) = value.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_control()) {
+        return Err(TopicLevelError::Reserved { value: value.to_string(), reserved });
     }
     Ok(())
 }
@@ -866,6 +897,16 @@ loop = true
             let err = parse(&MINIMAL.replacen(from, to, 1)).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_broker_url_or_topic_level_is_typed() {
+        let err = parse(&MINIMAL.replace("127.0.0.1:1883", "127.0.0.1:http")).unwrap_err();
+        assert!(matches!(&err, ConfigError::Url { key, problem: UrlError::Port { port }, .. } if key == "mqtt.url" && port == "http"), "{err:?}");
+        assert!(err.to_string().ends_with("`mqtt.url` has port \"http\", which is not a number from 1 to 65535"), "{err}");
+        let err = parse(&MINIMAL.replace("id = \"north\"", "id = \"north/1\"")).unwrap_err();
+        assert!(matches!(&err, ConfigError::TopicLevel { problem: TopicLevelError::Reserved { reserved: '/', .. }, .. }), "{err:?}");
+        assert_eq!(MqttConfig::for_url("mqtts://").broker(), Err(UrlError::NoHost { url: "mqtts://".into() }));
     }
 
     #[test]

@@ -7,24 +7,54 @@ use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 
 use super::preprocess;
-use super::spec::{Activation, Layout, ModelSpec};
+use super::runtime::RuntimeError;
+use super::spec::{Activation, Layout, ModelSpec, SpecError};
 pub use crate::wire::model::{ModelIdentity, RegionPrediction, TopK};
 
+/// Why a model cannot be served: its spec, ONNX Runtime, the file, or the
+/// file against its spec.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model file {path}: {message}")]
-    File { path: PathBuf, message: String },
-    #[error("{0}")]
-    Spec(String),
-    #[error("{0}")]
-    Runtime(String),
-    #[error("model {path} does not fit its spec: {message}")]
-    Mismatch { path: PathBuf, message: String },
+    /// The model file cannot be read (to hash it).
+    #[error("model file {path}: {source}")]
+    File { path: PathBuf, #[source] source: std::io::Error },
+    /// ONNX Runtime refuses the file.
+    #[error("model file {path}: ONNX Runtime cannot load it ({source}); is it an ONNX model file?")]
+    Load { path: PathBuf, #[source] source: ort::Error },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The library failed to load once; every later load reports the same failure.
+    #[error(transparent)]
+    Runtime(#[from] &'static RuntimeError),
+    #[error("model {path} does not fit its spec: {source}")]
+    Mismatch { path: PathBuf, #[source] source: SignatureError },
 }
 
+/// How a model's inputs or outputs differ from what its spec says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("it has no input named `{name}` (its inputs: {})", quoted(found))]
+    NoInput { name: String, found: Vec<String> },
+    #[error("input `{name}` has shape {shape:?}, the spec needs [N, ...] = {expected:?}")]
+    InputShape { name: String, shape: Vec<i64>, expected: [i64; 4] },
+    #[error("it has no output named `{name}` (its outputs: {})", quoted(found))]
+    NoOutput { name: String, found: Vec<String> },
+    #[error("output `{name}` has {classes} classes but the labels file has {labels}")]
+    OutputClasses { name: String, classes: i64, labels: usize },
+}
+
+/// Why one batch of regions was not classified (the frame is skipped).
 #[derive(Debug, thiserror::Error)]
-#[error("inference failed: {0}")]
-pub struct InferError(String);
+pub enum InferError {
+    #[error("inference failed: preprocessing {rect:?}: {source}")]
+    Preprocess { rect: Rect, #[source] source: opencv::Error },
+    #[error("inference failed: {0}")]
+    Runtime(#[from] ort::Error),
+    #[error("inference failed: the model gave no output named `{0}`")]
+    NoOutput(String),
+    #[error("inference failed: output has {classes} classes, labels file has {labels}")]
+    OutputClasses { classes: usize, labels: usize },
+}
 
 /// Shannon entropy of a probability distribution, divided by its maximum.
 fn normalized_entropy(probabilities: &[f32]) -> f32 {
@@ -45,14 +75,12 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn load(model_path: &Path, spec_path: &Path, intra_threads: usize) -> Result<Classifier, ModelError> {
-        let spec = ModelSpec::load(spec_path).map_err(ModelError::Spec)?;
-        let sha256 = crate::util::fs::sha256_file(model_path).map_err(|e| ModelError::File { path: model_path.to_path_buf(), message: e.source.to_string() })?;
-        let environment = crate::infer::runtime::environment().map_err(ModelError::Runtime)?;
-        let session = build_session(environment, model_path, intra_threads).map_err(|message| ModelError::File {
-            path: model_path.to_path_buf(),
-            message: format!("ONNX Runtime cannot load it ({message}); is it an ONNX model file?"),
-        })?;
-        check_signature(&session, &spec).map_err(|message| ModelError::Mismatch { path: model_path.to_path_buf(), message })?;
+        let spec = ModelSpec::load(spec_path)?;
+        let sha256 = crate::util::fs::sha256_file(model_path).map_err(|e| ModelError::File { path: model_path.to_path_buf(), source: e.source })?;
+        let environment = crate::infer::runtime::environment()?;
+        let session = build_session(environment, model_path, intra_threads)
+            .map_err(|source| ModelError::Load { path: model_path.to_path_buf(), source })?;
+        check_signature(&session, &spec).map_err(|source| ModelError::Mismatch { path: model_path.to_path_buf(), source })?;
         let identity = ModelIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256 };
         Ok(Classifier { session, spec, identity, input: Vec::new() })
     }
@@ -81,7 +109,7 @@ impl Classifier {
         let per_image = 3 * w * h;
         self.input.resize(rects.len() * per_image, 0.0);
         for (rect, slot) in rects.iter().zip(self.input.chunks_exact_mut(per_image)) {
-            preprocess::region_into(frame, *rect, input, slot).map_err(|e| InferError(format!("preprocessing {rect:?}: {e}")))?;
+            preprocess::region_into(frame, *rect, input, slot).map_err(|source| InferError::Preprocess { rect: *rect, source })?;
         }
         let shape = match input.layout {
             Layout::Nchw => [rects.len(), 3, h, w],
@@ -92,18 +120,13 @@ impl Classifier {
     }
 
     fn run(&mut self, shape: [usize; 4]) -> Result<Vec<Vec<f32>>, InferError> {
-        let tensor = TensorRef::from_array_view((shape, self.input.as_slice())).map_err(|e| InferError(e.to_string()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.spec.input.name.as_str() => tensor])
-            .map_err(|e| InferError(e.to_string()))?;
-        let output = outputs
-            .get(&self.spec.output.name)
-            .ok_or_else(|| InferError(format!("the model gave no output named `{}`", self.spec.output.name)))?;
-        let (shape, data) = output.try_extract_tensor::<f32>().map_err(|e| InferError(e.to_string()))?;
+        let tensor = TensorRef::from_array_view((shape, self.input.as_slice()))?;
+        let outputs = self.session.run(ort::inputs![self.spec.input.name.as_str() => tensor])?;
+        let output = outputs.get(&self.spec.output.name).ok_or_else(|| InferError::NoOutput(self.spec.output.name.clone()))?;
+        let (shape, data) = output.try_extract_tensor::<f32>()?;
         let classes = *shape.last().unwrap_or(&0) as usize;
         if classes != self.spec.labels.len() {
-            return Err(InferError(format!("output has {classes} classes, labels file has {}", self.spec.labels.len())));
+            return Err(InferError::OutputClasses { classes, labels: self.spec.labels.len() });
         }
         Ok(data.chunks_exact(classes).map(<[f32]>::to_vec).collect())
     }
@@ -128,9 +151,9 @@ impl Classifier {
     }
 }
 
-/// Built in its own function: ort's builder errors are not `Send`, so they
-/// are turned into strings here.
-fn build_session(environment: &ort::environment::Environment, path: &Path, intra_threads: usize) -> Result<Session, String> {
+/// Built in its own function: ort's builder errors carry the (not `Send`)
+/// builder, so they become plain `ort::Error`s here.
+fn build_session(environment: &ort::environment::Environment, path: &Path, intra_threads: usize) -> ort::Result<Session> {
     let build = || -> ort::Result<Session> {
         Ok(Session::builder(environment)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
@@ -139,16 +162,16 @@ fn build_session(environment: &ort::environment::Environment, path: &Path, intra
             .with_intra_op_spinning(false)?
             .commit_from_file(path)?)
     };
-    build().map_err(|e| e.to_string())
+    build()
 }
 
 /// The model must take the spec's input and give the spec's output.
-fn check_signature(session: &Session, spec: &ModelSpec) -> Result<(), String> {
+fn check_signature(session: &Session, spec: &ModelSpec) -> Result<(), SignatureError> {
     let input = session
         .inputs()
         .iter()
         .find(|i| i.name() == spec.input.name)
-        .ok_or_else(|| format!("it has no input named `{}` (its inputs: {})", spec.input.name, names(session.inputs())))?;
+        .ok_or_else(|| SignatureError::NoInput { name: spec.input.name.clone(), found: names(session.inputs()) })?;
     let (h, w) = (spec.input.height as i64, spec.input.width as i64);
     let expected = match spec.input.layout {
         Layout::Nchw => [-1, 3, h, w],
@@ -157,22 +180,27 @@ fn check_signature(session: &Session, spec: &ModelSpec) -> Result<(), String> {
     let shape: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
     let fits = shape.len() == 4 && shape.iter().zip(expected).skip(1).all(|(have, want)| *have == want || *have == -1);
     if !fits {
-        return Err(format!("input `{}` has shape {shape:?}, the spec needs [N, ...] = {expected:?}", spec.input.name));
+        return Err(SignatureError::InputShape { name: spec.input.name.clone(), shape, expected });
     }
     let output = session
         .outputs()
         .iter()
         .find(|o| o.name() == spec.output.name)
-        .ok_or_else(|| format!("it has no output named `{}` (its outputs: {})", spec.output.name, names(session.outputs())))?;
+        .ok_or_else(|| SignatureError::NoOutput { name: spec.output.name.clone(), found: names(session.outputs()) })?;
     let classes = output.dtype().tensor_shape().and_then(|s| s.last().copied()).unwrap_or(-1);
     if classes != -1 && classes as usize != spec.labels.len() {
-        return Err(format!("output `{}` has {classes} classes but the labels file has {}", spec.output.name, spec.labels.len()));
+        return Err(SignatureError::OutputClasses { name: spec.output.name.clone(), classes, labels: spec.labels.len() });
     }
     Ok(())
 }
 
-fn names(outlets: &[ort::value::Outlet]) -> String {
-    outlets.iter().map(|o| format!("`{}`", o.name())).collect::<Vec<_>>().join(", ")
+fn names(outlets: &[ort::value::Outlet]) -> Vec<String> {
+    outlets.iter().map(|o| o.name().to_string()).collect()
+}
+
+/// `` `a`, `b` ``: names as the messages show them.
+fn quoted(names: &[String]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 

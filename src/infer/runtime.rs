@@ -10,36 +10,44 @@ use std::sync::OnceLock;
 
 pub const LIBRARY_NAME: &str = "libonnxruntime.so";
 
-static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// The process-wide ONNX Runtime environment, loading the library on first use.
-pub fn environment() -> Result<&'static ort::environment::Environment, String> {
-    ENVIRONMENT.get_or_init(load).as_ref().map_err(Clone::clone)
+/// Why ONNX Runtime cannot be used; each says where it was looked for or
+/// loaded from, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("ORT_DYLIB_PATH is {}, which does not exist: fix it or unset it", path.display())]
+    EnvPathMissing { path: PathBuf },
+    #[error("cannot find the running executable: {0}")]
+    Executable(#[source] std::io::Error),
+    #[error("ONNX Runtime library ({LIBRARY_NAME}) not found beside {} or in the system library folders: run `make ort` (or install it) or set ORT_DYLIB_PATH", exe.display())]
+    NotFound { exe: PathBuf },
+    #[error("cannot load ONNX Runtime from {}: {source}. Run `make ort` to fetch it, or set ORT_DYLIB_PATH", path.display())]
+    Load { path: PathBuf, #[source] source: ort::LoadDynamicError },
+    #[error("cannot start ONNX Runtime from {}: {source}", path.display())]
+    Start { path: PathBuf, #[source] source: ort::Error },
 }
 
-fn load() -> Result<ort::environment::Environment, String> {
+/// Loaded once: a failure is kept and given to every later caller.
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, RuntimeError>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment, loading the library on first use.
+pub fn environment() -> Result<&'static ort::environment::Environment, &'static RuntimeError> {
+    ENVIRONMENT.get_or_init(load).as_ref()
+}
+
+fn load() -> Result<ort::environment::Environment, RuntimeError> {
     let path = locate()?;
     tracing::debug!(path = %path.display(), "loading ONNX Runtime");
-    let builder = ort::init_from(&path).map_err(|e| {
-        format!("cannot load ONNX Runtime from {}: {e}. Run `make ort` to fetch it, or set ORT_DYLIB_PATH", path.display())
-    })?;
-    builder
-        .with_name("cctv-agent")
-        .build()
-        .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
+    let builder = ort::init_from(&path).map_err(|source| RuntimeError::Load { path: path.clone(), source })?;
+    builder.with_name("cctv-agent").build().map_err(|source| RuntimeError::Start { path, source })
 }
 
 /// Where the library will be loaded from.
-pub fn locate() -> Result<PathBuf, String> {
+pub fn locate() -> Result<PathBuf, RuntimeError> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
         let path = PathBuf::from(path);
-        return if path.exists() {
-            Ok(path)
-        } else {
-            Err(format!("ORT_DYLIB_PATH is {}, which does not exist: fix it or unset it", path.display()))
-        };
+        return if path.exists() { Ok(path) } else { Err(RuntimeError::EnvPathMissing { path }) };
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the running executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(RuntimeError::Executable)?;
     let exe_dir = exe.parent().unwrap_or(Path::new("."));
     let candidates = [
         exe_dir.join(LIBRARY_NAME),
@@ -53,8 +61,5 @@ pub fn locate() -> Result<PathBuf, String> {
     if let Some(found) = system.iter().map(|d| Path::new(d).join(LIBRARY_NAME)).find(|p| p.exists()) {
         return Ok(found);
     }
-    Err(format!(
-        "ONNX Runtime library ({LIBRARY_NAME}) not found beside {} or in the system library folders: run `make ort` (or install it) or set ORT_DYLIB_PATH",
-        exe.display()
-    ))
+    Err(RuntimeError::NotFound { exe })
 }

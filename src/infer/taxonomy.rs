@@ -9,10 +9,26 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The class reported when a region holds no vehicle.
 pub const NO_VEHICLE: &str = "none";
+
+/// Why a road taxonomy file cannot be used with the model; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TaxonomyError {
+    #[error("cannot read road taxonomy {}: {source}", path.display())]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("road taxonomy {}: {}", path.display(), source.to_string().trim_end())]
+    Toml { path: PathBuf, #[source] source: toml::de::Error },
+    #[error("road taxonomy {}: `{NO_VEHICLE}` is implied; do not list it", path.display())]
+    ListsNone { path: PathBuf },
+    /// The taxonomy was written for a model with more labels.
+    #[error("road taxonomy {}: class `{class}` lists label {index}, but the model has {labels} labels", path.display())]
+    NoSuchLabel { path: PathBuf, class: String, index: usize, labels: usize },
+    #[error("road taxonomy {}: label {index} is listed under both `{first}` and `{second}`", path.display())]
+    LabelTwice { path: PathBuf, index: usize, first: String, second: String },
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,29 +47,26 @@ pub struct RoadTaxonomy {
 }
 
 impl RoadTaxonomy {
-    pub fn load(path: &Path, label_count: usize) -> Result<RoadTaxonomy, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read road taxonomy {}: {e}", path.display()))?;
-        let file: TaxonomyFile =
-            toml::from_str(&text).map_err(|e| format!("road taxonomy {}: {}", path.display(), e.to_string().trim_end()))?;
+    pub fn load(path: &Path, label_count: usize) -> Result<RoadTaxonomy, TaxonomyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TaxonomyError::Read { path: path.to_path_buf(), source })?;
+        let file: TaxonomyFile = toml::from_str(&text).map_err(|source| TaxonomyError::Toml { path: path.to_path_buf(), source })?;
         let mut class_of_label = vec![None; label_count];
         let mut classes = Vec::new();
         for (name, indices) in file.classes {
             if name == NO_VEHICLE {
-                return Err(format!("road taxonomy {}: `{NO_VEHICLE}` is implied; do not list it", path.display()));
+                return Err(TaxonomyError::ListsNone { path: path.to_path_buf() });
             }
             let class = classes.len();
             classes.push(name.clone());
             for index in indices {
-                let slot = class_of_label.get_mut(index).ok_or_else(|| {
-                    format!("road taxonomy {}: class `{name}` lists label {index}, but the model has {label_count} labels", path.display())
+                let slot = class_of_label.get_mut(index).ok_or_else(|| TaxonomyError::NoSuchLabel {
+                    path: path.to_path_buf(),
+                    class: name.clone(),
+                    index,
+                    labels: label_count,
                 })?;
                 if let Some(other) = slot.replace(class) {
-                    return Err(format!(
-                        "road taxonomy {}: label {index} is listed under both `{}` and `{name}`",
-                        path.display(),
-                        classes[other]
-                    ));
+                    return Err(TaxonomyError::LabelTwice { path: path.to_path_buf(), index, first: classes[other].clone(), second: name });
                 }
             }
         }
@@ -108,6 +121,18 @@ mod tests {
         let (class, score) = t.classify(&[0.1, 0.1, 0.1, 0.6, 0.1]);
         assert_eq!(class, NO_VEHICLE);
         assert!((score - 0.7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_taxonomy_for_a_bigger_model_or_listing_none_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "min_vehicle_score = 0.5\n[classes]\ncar = [0, 7]\n").unwrap();
+        let error = RoadTaxonomy::load(&path, 5).unwrap_err();
+        assert!(matches!(error, TaxonomyError::NoSuchLabel { index: 7, labels: 5, .. }), "{error:?}");
+        assert!(error.to_string().ends_with("class `car` lists label 7, but the model has 5 labels"), "{error}");
+        std::fs::write(&path, "min_vehicle_score = 0.5\n[classes]\nnone = [0]\n").unwrap();
+        assert!(matches!(RoadTaxonomy::load(&path, 5), Err(TaxonomyError::ListsNone { .. })));
     }
 
     #[test]

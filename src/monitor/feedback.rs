@@ -28,10 +28,30 @@ pub struct Label {
     pub source: Option<String>,
 }
 
+/// Why feedback (a message, or one label in it) was refused; the text,
+/// which says what to send instead, goes into the `feedback_rejected` event.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("feedback of {bytes} bytes is over the {MAX_FEEDBACK_BYTES}-byte limit: send fewer labels per message")]
+    TooLarge { bytes: usize },
+    /// Not JSON, or not labels.
+    #[error(r#"feedback must be {{"seq": <prediction seq>, "region": <index in its regions>, "class": "<road class>"}} or an array of those"#)]
+    Malformed(#[source] serde_json::Error),
+    #[error("{count} labels in one message: send at most {MAX_LABELS_PER_MESSAGE}")]
+    TooManyLabels { count: usize },
+    #[error("class `{class}` is not a road class: use one of {}", classes.join(", "))]
+    UnknownClass { class: String, classes: Vec<String> },
+    /// Too old (forgotten), or never given.
+    #[error("seq {seq} is not a prediction this agent remembers{}: feedback must name a prediction's seq within the last monitor.remember_predictions predictions", oldest.map(|o| format!(" (the oldest remembered is {o})")).unwrap_or_default())]
+    UnknownSeq { seq: u64, oldest: Option<u64> },
+    #[error("prediction {seq} has {regions} regions; region {region} does not exist (regions count from 0; at most the first {MAX_REGIONS} are remembered)")]
+    NoSuchRegion { seq: u64, regions: usize, region: usize },
+}
+
 /// A message on `…/feedback`: one label, or an array of them.
-pub fn parse(payload: &[u8]) -> Result<Vec<Label>, String> {
+pub fn parse(payload: &[u8]) -> Result<Vec<Label>, FeedbackError> {
     if payload.len() > MAX_FEEDBACK_BYTES {
-        return Err(format!("feedback of {} bytes is over the {MAX_FEEDBACK_BYTES}-byte limit: send fewer labels per message", payload.len()));
+        return Err(FeedbackError::TooLarge { bytes: payload.len() });
     }
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -42,12 +62,10 @@ pub fn parse(payload: &[u8]) -> Result<Vec<Label>, String> {
     let labels = match serde_json::from_slice::<OneOrMany>(payload) {
         Ok(OneOrMany::One(label)) => vec![label],
         Ok(OneOrMany::Many(labels)) => labels,
-        Err(_) => {
-            return Err(r#"feedback must be {"seq": <prediction seq>, "region": <index in its regions>, "class": "<road class>"} or an array of those"#.into())
-        }
+        Err(error) => return Err(FeedbackError::Malformed(error)),
     };
     if labels.len() > MAX_LABELS_PER_MESSAGE {
-        return Err(format!("{} labels in one message: send at most {MAX_LABELS_PER_MESSAGE}", labels.len()));
+        return Err(FeedbackError::TooManyLabels { count: labels.len() });
     }
     Ok(labels)
 }
@@ -137,23 +155,16 @@ impl LabelBook {
     }
 
     /// Adds a label; a second label for the same region replaces the first.
-    pub fn add(&mut self, label: Label) -> Result<&Labelled, String> {
+    pub fn add(&mut self, label: Label) -> Result<&Labelled, FeedbackError> {
         if !self.classes.iter().any(|c| *c == label.class) {
-            return Err(format!("class `{}` is not a road class: use one of {}", label.class, self.classes.join(", ")));
+            return Err(FeedbackError::UnknownClass { class: label.class, classes: self.classes.clone() });
         }
         let found = self.remembered.binary_search_by_key(&label.seq, |r| r.seq).ok().map(|i| &self.remembered[i]);
         let Some(prediction) = found else {
-            let oldest = self.remembered.front().map(|r| format!(" (the oldest remembered is {})", r.seq)).unwrap_or_default();
-            return Err(format!(
-                "seq {} is not a prediction this agent remembers{oldest}: feedback must name a prediction's seq within the last monitor.remember_predictions predictions",
-                label.seq
-            ));
+            return Err(FeedbackError::UnknownSeq { seq: label.seq, oldest: self.remembered.front().map(|r| r.seq) });
         };
         let Some(predicted) = prediction.classes[..prediction.regions as usize].get(label.region) else {
-            return Err(format!(
-                "prediction {} has {} regions; region {} does not exist (regions count from 0; at most the first {MAX_REGIONS} are remembered)",
-                label.seq, prediction.regions, label.region
-            ));
+            return Err(FeedbackError::NoSuchRegion { seq: label.seq, regions: prediction.regions as usize, region: label.region });
         };
         let labelled = Labelled {
             seq: label.seq,
@@ -278,10 +289,12 @@ mod tests {
     fn unknown_seq_region_or_class_is_refused_with_what_to_send() {
         let v1 = model("1");
         let mut book = book_with(3, &v1, "car");
-        assert!(book.add(label(99, 0, "car")).unwrap_err().contains("seq 99"));
-        assert!(book.add(label(1, 5, "car")).unwrap_err().contains("region 5 does not exist"));
-        let error = book.add(label(1, 0, "spaceship")).unwrap_err();
+        assert!(book.add(label(99, 0, "car")).unwrap_err().to_string().contains("seq 99"));
+        assert!(book.add(label(1, 5, "car")).unwrap_err().to_string().contains("region 5 does not exist"));
+        let error = book.add(label(1, 0, "spaceship")).unwrap_err().to_string();
         assert!(error.contains("car, truck, bus, none"), "{error}");
+        assert!(matches!(book.add(label(99, 0, "car")), Err(FeedbackError::UnknownSeq { seq: 99, oldest: Some(1) })));
+        assert!(matches!(book.add(label(1, 5, "car")), Err(FeedbackError::NoSuchRegion { regions: 2, region: 5, .. })));
         assert_eq!(book.metrics(&v1).labelled, 0);
     }
 
@@ -301,8 +314,8 @@ mod tests {
     fn parses_one_label_or_an_array_and_explains_a_bad_message() {
         assert_eq!(parse(br#"{"seq":3,"region":0,"class":"car"}"#).unwrap().len(), 1);
         assert_eq!(parse(br#"[{"seq":3,"region":0,"class":"car","source":"loop-1"},{"seq":4,"region":1,"class":"bus"}]"#).unwrap().len(), 2);
-        assert!(parse(b"not json").unwrap_err().contains("\"seq\""));
-        assert!(parse(br#"{"seq":3,"class":"car"}"#).is_err());
-        assert!(parse(&vec![b' '; MAX_FEEDBACK_BYTES + 1]).unwrap_err().contains("limit"));
+        assert!(parse(b"not json").unwrap_err().to_string().contains("\"seq\""));
+        assert!(matches!(parse(br#"{"seq":3,"class":"car"}"#), Err(FeedbackError::Malformed(_))));
+        assert!(parse(&vec![b' '; MAX_FEEDBACK_BYTES + 1]).unwrap_err().to_string().contains("limit"));
     }
 }

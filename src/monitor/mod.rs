@@ -243,8 +243,8 @@ impl MonitorTask {
             tokio::task::spawn_blocking(move || {
                 let json = serde_json::to_vec_pretty(&baseline).unwrap_or_default();
                 let written = std::fs::create_dir_all(path.parent().expect("has a folder"))
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| crate::util::fs::write_atomically(&path, &json).map_err(String::from));
+                    .map_err(crate::util::fs::FileError::at("create the folder of", &path))
+                    .and_then(|()| crate::util::fs::write_atomically(&path, &json));
                 if let Err(error) = written {
                     tracing::warn!(path = %path.display(), %error, "cannot keep the learned baseline (it is learned again after a restart): make state_dir writable");
                 }
@@ -287,7 +287,7 @@ impl MonitorTask {
         }
         let labels = match feedback::parse(payload) {
             Ok(labels) => labels,
-            Err(reason) => return self.reject(books, None, None, reason).await,
+            Err(reason) => return self.reject(books, None, None, reason.to_string()).await,
         };
         for label in labels {
             let (seq, region) = (label.seq, label.region);
@@ -305,7 +305,7 @@ impl MonitorTask {
                         }
                     }
                 }
-                Err(reason) => self.reject(books, Some(seq), Some(region), reason).await,
+                Err(reason) => self.reject(books, Some(seq), Some(region), reason.to_string()).await,
             }
         }
     }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::WeakSender;
 
 use crate::config::SamplesConfig;
+use crate::util::fs::FileError;
 use crate::infer::{ModelIdentity, RegionPrediction};
 use crate::wire::rfc3339;
 use crate::publish::Outgoing;
@@ -461,17 +462,27 @@ impl Sampler {
     }
 }
 
-fn encode_jpeg(crop: &Crop) -> Result<Vec<u8>, String> {
+/// Why a sample was not kept (it is counted and logged, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error(transparent)]
+    Encode(#[from] image::ImageError),
+    #[error(transparent)]
+    Write(#[from] FileError),
+}
+
+fn encode_jpeg(crop: &Crop) -> Result<Vec<u8>, SampleError> {
     let mut jpeg = Vec::new();
     let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY);
-    encoder.encode(&crop.rgb, crop.width, crop.height, image::ExtendedColorType::Rgb8).map_err(|e| e.to_string())?;
+    encoder.encode(&crop.rgb, crop.width, crop.height, image::ExtendedColorType::Rgb8)?;
     Ok(jpeg)
 }
 
 /// Each file written under a temporary name and renamed: a crash leaves no half sample.
-fn write_sample(dir: &Path, id: &str, jpeg: &[u8], json: &[u8]) -> Result<(), String> {
+fn write_sample(dir: &Path, id: &str, jpeg: &[u8], json: &[u8]) -> Result<(), SampleError> {
     crate::util::fs::write_atomically(&dir.join(format!("{id}.jpg")), jpeg)?;
-    crate::util::fs::write_atomically(&dir.join(format!("{id}.json")), json).map_err(String::from)
+    crate::util::fs::write_atomically(&dir.join(format!("{id}.json")), json)?;
+    Ok(())
 }
 
 /// Samples a previous run saved, oldest first.

@@ -15,7 +15,14 @@ pub struct WatchOptions {
     pub json: bool,
 }
 
-pub async fn run(watch: WatchOptions) -> Result<(), String> {
+/// Why `watch` stopped; an unreachable broker is retried, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Subscribe(#[from] rumqttc::ClientError),
+}
+
+pub async fn run(watch: WatchOptions) -> Result<(), WatchError> {
     let (client, mut eventloop) = AsyncClient::new(watch.options, 64);
     let filters = [
         format!("{}/{}/predictions/+", watch.topic_root, watch.device),
@@ -29,7 +36,7 @@ pub async fn run(watch: WatchOptions) -> Result<(), String> {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 reported_down = false;
                 for filter in &filters {
-                    client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|e| e.to_string())?;
+                    client.subscribe(filter, QoS::AtLeastOnce).await?;
                 }
                 eprintln!("watching {}", filters.join(" and "));
             }

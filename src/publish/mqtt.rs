@@ -139,7 +139,7 @@ pub struct Publisher {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("mqtt.url {0}")]
-    Url(String),
+    Url(crate::config::UrlError),
     #[error("cannot read {what} {}: {source}", path.display())]
     File { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("mqtt.username is set but there is no password: set mqtt.password_file or CCTV_MQTT_PASSWORD")]
@@ -276,7 +276,7 @@ impl Publisher {
 
         let config = self.outbox.clone();
         let mut outbox = tokio::task::block_in_place(|| Outbox::open(&config.path, config.max_bytes, config.memory_bytes));
-        if let Some(error) = outbox.disk_error().map(str::to_string) {
+        if let Some(error) = outbox.disk_error().map(ToString::to_string) {
             self.report_disk_failure(&mut outbox, error, 0);
         } else if !outbox.is_empty() {
             tracing::info!(messages = outbox.len(), from_seq = outbox.first_seq(), "delivering what the outbox kept from the last run");
@@ -369,7 +369,7 @@ impl Publisher {
             }
         }
         if was_on_disk && outbox.mode() == Mode::Memory {
-            let error = outbox.disk_error().unwrap_or_default().to_string();
+            let error = outbox.disk_error().map(ToString::to_string).unwrap_or_default();
             self.report_disk_failure(outbox, error, flight.handed_below);
         }
     }

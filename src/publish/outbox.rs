@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::util::fs::FileError;
+
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
@@ -64,6 +66,30 @@ pub struct Dropped {
 
 pub use crate::wire::telemetry::Mode;
 
+/// Why the outbox cannot write its file (it keeps messages in memory
+/// meanwhile); the text goes into the `outbox_unavailable` event.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The folder of the file cannot be created.
+    #[error(transparent)]
+    Folder(FileError),
+    #[error("cannot open {}: {source}", path.display())]
+    Open { path: PathBuf, #[source] source: redb::DatabaseError },
+    /// Stopped before a write could fail half-way.
+    #[error("only {free} bytes free on the file system of {}; the outbox stops writing below {MIN_FREE_BYTES}", folder.display())]
+    DiskAlmostFull { folder: PathBuf, free: u64 },
+    /// Closed after an earlier error; reopened on the next retry.
+    #[error("the outbox file is not open")]
+    NotOpen,
+    #[error(transparent)]
+    Store(#[from] redb::Error),
+}
+
+/// For `map_err`: any redb error as the one redb error type (same text).
+fn store(error: impl Into<redb::Error>) -> OutboxError {
+    OutboxError::Store(error.into())
+}
+
 pub struct Outbox {
     path: PathBuf,
     /// None when the file cannot be opened (or broke on an I/O error).
@@ -84,7 +110,7 @@ pub struct Outbox {
     dropped_total: u64,
     dropped: Option<Dropped>,
     /// Why the disk is not written, while it is not.
-    disk_error: Option<String>,
+    disk_error: Option<OutboxError>,
     last_disk_attempt: Instant,
 }
 
@@ -125,10 +151,6 @@ fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn explain(error: impl std::fmt::Display) -> String {
-    format!("{error}")
-}
-
 impl Outbox {
     /// Opens (or creates) the store at `path`. If it cannot be used, the
     /// outbox starts in memory and `disk_error()` says why.
@@ -165,31 +187,31 @@ impl Outbox {
     }
 
     /// Opens the file and adds what it holds to the index.
-    fn open_disk(&mut self) -> Result<(), String> {
+    fn open_disk(&mut self) -> Result<(), OutboxError> {
         let folder = self.folder().to_path_buf();
-        std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        std::fs::create_dir_all(&folder).map_err(|e| OutboxError::Folder(FileError::new("create", &folder, e)))?;
         let legacy = folder.join(LEGACY_SEQ_FILE);
         // redb caches up to 1 GiB by default; the outbox is written once and read once.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&self.path)
-            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
-        let txn = db.begin_write().map_err(explain)?;
+            .map_err(|source| OutboxError::Open { path: self.path.clone(), source })?;
+        let txn = db.begin_write().map_err(store)?;
         {
-            let mut meta = txn.open_table(META).map_err(explain)?;
-            let entries = txn.open_table(ENTRIES).map_err(explain)?;
-            for item in entries.iter().map_err(explain)? {
-                let (seq, bytes) = item.map_err(explain)?;
+            let mut meta = txn.open_table(META).map_err(store)?;
+            let entries = txn.open_table(ENTRIES).map_err(store)?;
+            for item in entries.iter().map_err(store)? {
+                let (seq, bytes) = item.map_err(store)?;
                 if !self.acknowledged.contains(&seq.value()) && self.index.insert(seq.value(), bytes.value().len() as u64).is_none() {
                     self.bytes += bytes.value().len() as u64;
                 }
             }
-            let stored = meta.get(NEXT_SEQ).map_err(explain)?.map(|v| v.value());
+            let stored = meta.get(NEXT_SEQ).map_err(store)?.map(|v| v.value());
             let after_entries = self.index.keys().next_back().map_or(1, |last| last + 1);
             let legacy_next = std::fs::read_to_string(&legacy).ok().and_then(|t| t.trim().parse::<u64>().ok());
             self.next_seq = stored.unwrap_or(1).max(after_entries).max(legacy_next.unwrap_or(1)).max(self.next_seq);
-            meta.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
-            let get = |key: &str| meta.get(key).map(|v| v.map(|v| v.value())).map_err(explain);
+            meta.insert(NEXT_SEQ, self.next_seq).map_err(store)?;
+            let get = |key: &str| meta.get(key).map(|v| v.map(|v| v.value())).map_err(store);
             self.dropped_total = self.dropped_total.max(get(DROPPED_TOTAL)?.unwrap_or(0));
             if let [Some(count), Some(first_seq), Some(last_seq)] = [get(UNREPORTED[0])?, get(UNREPORTED[1])?, get(UNREPORTED[2])?] {
                 if count > 0 && self.dropped.is_none() {
@@ -197,18 +219,15 @@ impl Outbox {
                 }
             }
         }
-        txn.commit().map_err(explain)?;
+        txn.commit().map_err(store)?;
         let _ = std::fs::remove_file(&legacy);
         self.disk = Some(db);
         Ok(())
     }
 
-    fn check_space(&self) -> Result<(), String> {
+    fn check_space(&self) -> Result<(), OutboxError> {
         match crate::util::fs::free_bytes(self.folder()) {
-            Some(free) if free < MIN_FREE_BYTES => Err(format!(
-                "only {free} bytes free on the file system of {}; the outbox stops writing below {MIN_FREE_BYTES}",
-                self.folder().display()
-            )),
+            Some(free) if free < MIN_FREE_BYTES => Err(OutboxError::DiskAlmostFull { folder: self.folder().to_path_buf(), free }),
             _ => Ok(()),
         }
     }
@@ -218,8 +237,8 @@ impl Outbox {
     }
 
     /// Why the store on disk is not written (None while it is).
-    pub fn disk_error(&self) -> Option<&str> {
-        self.disk_error.as_deref()
+    pub fn disk_error(&self) -> Option<&OutboxError> {
+        self.disk_error.as_ref()
     }
 
     pub fn capacity(&self) -> u64 {
@@ -332,7 +351,7 @@ impl Outbox {
     }
 
     /// New messages go to memory from now on; what is on disk stays there.
-    fn stop_writing(&mut self, error: String) {
+    fn stop_writing(&mut self, error: OutboxError) {
         self.writable = false;
         self.next_seq = self.next_seq.max(unix_millis());
         self.disk_error = Some(error);
@@ -370,26 +389,26 @@ impl Outbox {
 
     /// One durable transaction: new entries, evictions, pending deletions,
     /// the next number and the drop counts.
-    fn write(&mut self, new: &[Entry], evicted: &[u64]) -> Result<(), String> {
-        let Some(db) = &self.disk else { return Err("the outbox file is not open".into()) };
-        let txn = db.begin_write().map_err(explain)?;
+    fn write(&mut self, new: &[Entry], evicted: &[u64]) -> Result<(), OutboxError> {
+        let Some(db) = &self.disk else { return Err(OutboxError::NotOpen) };
+        let txn = db.begin_write().map_err(store)?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(explain)?;
+            let mut table = txn.open_table(ENTRIES).map_err(store)?;
             for entry in new {
-                table.insert(entry.seq, encode(entry).as_slice()).map_err(explain)?;
+                table.insert(entry.seq, encode(entry).as_slice()).map_err(store)?;
             }
             for seq in evicted.iter().chain(&self.acknowledged) {
-                table.remove(seq).map_err(explain)?;
+                table.remove(seq).map_err(store)?;
             }
-            let mut meta = txn.open_table(META).map_err(explain)?;
-            meta.insert(NEXT_SEQ, self.next_seq).map_err(explain)?;
-            meta.insert(DROPPED_TOTAL, self.dropped_total).map_err(explain)?;
+            let mut meta = txn.open_table(META).map_err(store)?;
+            meta.insert(NEXT_SEQ, self.next_seq).map_err(store)?;
+            meta.insert(DROPPED_TOTAL, self.dropped_total).map_err(store)?;
             let unreported = self.dropped.map_or([0; 3], |d| [d.count, d.first_seq, d.last_seq]);
             for (key, value) in UNREPORTED.iter().zip(unreported) {
-                meta.insert(*key, value).map_err(explain)?;
+                meta.insert(*key, value).map_err(store)?;
             }
         }
-        txn.commit().map_err(explain)?;
+        txn.commit().map_err(store)?;
         self.acknowledged.clear();
         Ok(())
     }
@@ -440,22 +459,22 @@ impl Outbox {
 
     /// Deletes acknowledged messages; without `durable`, with no fsync: a
     /// crash before the next durable write only means they are sent again.
-    pub fn flush_acknowledged(&mut self, durable: bool) -> Result<(), String> {
+    pub fn flush_acknowledged(&mut self, durable: bool) -> Result<(), OutboxError> {
         let Some(db) = &self.disk else { return Ok(()) };
         if self.acknowledged.is_empty() && !(durable && self.writable) {
             return Ok(());
         }
-        let mut txn = db.begin_write().map_err(explain)?;
+        let mut txn = db.begin_write().map_err(store)?;
         if !durable {
             txn.set_durability(Durability::None);
         }
         {
-            let mut table = txn.open_table(ENTRIES).map_err(explain)?;
+            let mut table = txn.open_table(ENTRIES).map_err(store)?;
             for seq in &self.acknowledged {
-                table.remove(seq).map_err(explain)?;
+                table.remove(seq).map_err(store)?;
             }
         }
-        txn.commit().map_err(explain)?;
+        txn.commit().map_err(store)?;
         self.acknowledged.clear();
         Ok(())
     }
@@ -568,7 +587,8 @@ mod tests {
         std::fs::write(&blocker, "x").unwrap();
         let mut outbox = Outbox::open(&blocker.join("outbox.redb"), 1 << 20, 1 << 20);
         assert_eq!(outbox.mode(), Mode::Memory);
-        assert!(outbox.disk_error().unwrap().contains("not-a-folder"), "{:?}", outbox.disk_error());
+        assert!(matches!(outbox.disk_error(), Some(OutboxError::Folder(_))), "{:?}", outbox.disk_error());
+        assert!(outbox.disk_error().unwrap().to_string().contains("not-a-folder"), "{:?}", outbox.disk_error());
         let seqs = outbox.append((0..3).map(message).collect(), 0);
         assert!(seqs[0] > 1_600_000_000_000, "{seqs:?}");
         assert_eq!(outbox.read(0, 10).len(), 3);
