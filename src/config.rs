@@ -51,14 +51,6 @@ pub enum TopicLevelError {
     Reserved { value: String, reserved: char },
 }
 
-// TRANSITIONAL: for `release publish --mqtt` (models/trainer.rs), which still
-// returns `Result<_, String>`; removed once it is typed.
-impl From<UrlError> for String {
-    fn from(error: UrlError) -> String {
-        error.to_string()
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -126,24 +126,40 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", explain(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause left out where the message before
+/// it already says it (the library's messages include their cause's text).
+fn explain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn release(command: ReleaseCommand) -> Result<ExitCode> {
     use cctv_agent::models::trainer;
     match command {
         ReleaseCommand::Keygen { key_id, dir } => {
-            let (secret, public) = trainer::keygen(&key_id, &dir).map_err(anyhow::Error::msg)?;
+            let (secret, public) = trainer::keygen(&key_id, &dir)?;
             println!("secret key: {} (keep it on the trainer only)", secret.display());
             println!("public key: {} (add it to registry.public_keys on every device)", public.display());
         }
         ReleaseCommand::Publish { registry, tag, key, model, spec, golden, version, expires_in, expires_at, min_agent_version, mqtt, mqtt_config, topic_root } => {
             let mut mqtt = match (mqtt_config, mqtt) {
                 (Some(path), url) => {
-                    let mut config = Config::load(&path).map_err(anyhow::Error::msg)?.mqtt;
+                    let mut config = Config::load(&path)?.mqtt;
                     config.url = url.unwrap_or(config.url);
                     Some(config)
                 }
@@ -166,7 +182,7 @@ fn release(command: ReleaseCommand) -> Result<ExitCode> {
                 min_agent_version,
                 mqtt,
             };
-            let (record, digest) = trainer::publish(&publication).map_err(anyhow::Error::msg)?;
+            let (record, digest) = trainer::publish(&publication)?;
             println!("{} version {} pushed as {digest} (tag {})", record.name, record.version, publication.tag);
         }
     }
@@ -230,7 +246,7 @@ fn classify(model: &Path, images: &[PathBuf]) -> Result<ExitCode> {
         match classify_one(&mut classifier, image) {
             Ok(line) => println!("{line}"),
             Err(error) => {
-                eprintln!("error: {}: {error:#}", image.display());
+                eprintln!("error: {}: {}", image.display(), explain(&error));
                 failed = true;
             }
         }
@@ -291,7 +307,7 @@ fn watch(url: Option<String>, config: Option<&Path>, device: String, json: bool)
         mqtt.url = url;
     }
     let client_id = format!("cctv-watch-{}", std::process::id());
-    let options = cctv_agent::publish::mqtt::options(&mqtt, &client_id).map_err(anyhow::Error::msg)?;
+    let options = cctv_agent::publish::mqtt::options(&mqtt, &client_id)?;
     let watch = cctv_agent::ops::watch::WatchOptions { options, topic_root: mqtt.topic_root.clone(), device, json };
     runtime()?.block_on(cctv_agent::ops::watch::run(watch)).map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)

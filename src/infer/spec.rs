@@ -187,14 +187,6 @@ fn check_reference(mut reference: Reference, taxonomy: &RoadTaxonomy) -> Result<
     Ok(reference)
 }
 
-// TRANSITIONAL: for callers in the model-release wing that still return
-// `Result<_, String>` (models/switch.rs); removed once they are typed.
-impl From<SpecError> for String {
-    fn from(error: SpecError) -> String {
-        error.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,7 +89,7 @@ impl CommandTask {
             }
             let (ok, result, error) = match outcome {
                 Ok(result) => (true, Some(result), None),
-                Err(error) => (false, None, Some(error)),
+                Err(error) => (false, None, Some(error.to_string())),
             };
             let message = CommandReply { device: &self.device_id, command: name, id, ok, error, result, at: rfc3339(SystemTime::now()) };
             let payload = serde_json::to_vec(&message).unwrap_or_default();
@@ -100,12 +100,7 @@ impl CommandTask {
     }
 
     /// The request's id and the command's result or the reason it was refused.
-    async fn handle(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, String>) {
-        let (id, result) = self.execute(name, payload).await;
-        (id, result.map_err(|error| error.to_string()))
-    }
-
-    async fn execute(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, CommandError>) {
+    async fn handle(&self, name: &str, payload: &[u8]) -> (Option<Value>, Result<Value, CommandError>) {
         if payload.len() > MAX_COMMAND_BYTES {
             return (None, Err(CommandError::TooLarge(payload.len())));
         }

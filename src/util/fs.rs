@@ -75,10 +75,3 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
-
-// TRANSITIONAL: removed once every caller returns a typed error.
-impl From<FileError> for String {
-    fn from(error: FileError) -> String {
-        error.to_string()
-    }
-}
