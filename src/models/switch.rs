@@ -3,7 +3,6 @@
 //! unpin. The configured model counts as verified (the operator installed
 //! it); installed releases are checked again before they are loaded.
 
-use serde_json::{json, Value};
 use std::sync::mpsc::SyncSender;
 
 use crate::config::ModelConfig;
@@ -11,6 +10,7 @@ use crate::models::probation::ModelUpdate;
 use crate::infer::{ActiveModel, Classifier, ModelError};
 use crate::models::store::{InstalledModel, ModelStore, StoreError};
 use crate::models::release::{numeric_version, PublicKey};
+use crate::wire::messages::ModelChoice;
 
 pub struct ModelSwitch {
     pub store: ModelStore,
@@ -60,7 +60,7 @@ impl ModelSwitch {
 
     /// Back to the newest verified model older than the active one; the
     /// active version is never installed again automatically.
-    pub fn rollback(&self) -> Result<Value, SwitchError> {
+    pub fn rollback(&self) -> Result<ModelChoice, SwitchError> {
         let current = self.active_version();
         let candidates = self.candidates()?;
         let target = candidates
@@ -70,11 +70,11 @@ impl ModelSwitch {
             .cloned()
             .ok_or_else(|| SwitchError::NothingOlder { current, available: Self::versions(&candidates) })?;
         self.store.refuse(current)?;
-        self.switch_to(target).map(|v| json!({"version": v, "rolled_back_from": current}))
+        self.switch_to(target).map(|v| ModelChoice { version: Some(v), rolled_back_from: Some(current), pinned: None })
     }
 
     /// Serve `version` and stop automatic updates until `unpin`.
-    pub fn pin(&self, version: u64) -> Result<Value, SwitchError> {
+    pub fn pin(&self, version: u64) -> Result<ModelChoice, SwitchError> {
         let candidates = self.candidates()?;
         let target = candidates
             .iter()
@@ -82,12 +82,12 @@ impl ModelSwitch {
             .cloned()
             .ok_or_else(|| SwitchError::NotVerified { version, available: Self::versions(&candidates) })?;
         self.store.set_pinned(Some(version))?;
-        self.switch_to(target).map(|v| json!({"version": v, "pinned": true}))
+        self.switch_to(target).map(|v| ModelChoice { version: Some(v), pinned: Some(true), ..Default::default() })
     }
 
-    pub fn unpin(&self) -> Result<Value, SwitchError> {
+    pub fn unpin(&self) -> Result<ModelChoice, SwitchError> {
         self.store.set_pinned(None)?;
-        Ok(json!({"pinned": false}))
+        Ok(ModelChoice { pinned: Some(false), ..Default::default() })
     }
 
     fn switch_to(&self, (version, installed): Candidate) -> Result<u64, SwitchError> {

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::MqttConfig;
 use crate::infer::spec::{Layout, SpecFile};
-use crate::wire::rfc3339;
+use crate::wire::releases::ReleaseAnnouncement;
+use crate::wire::{rfc3339, Topics};
 use crate::models::registry::{self, Descriptor, Manifest, Registry, RegistryError};
 use crate::models::release::{FileRecord, GoldenSet, ReleaseError, ReleaseRecord, SecretKey, RECORD_SCHEMA};
 use crate::util::fs::FileError;
@@ -187,12 +188,11 @@ fn client_options(mqtt: &MqttConfig) -> Result<rumqttc::MqttOptions, TrainerErro
 /// The retained announcement on `<topic_root>/fleet/models/<name>`.
 fn announce(options: rumqttc::MqttOptions, topic_root: &str, record: &ReleaseRecord, registry_url: &str, tag: &str, digest: &str) -> Result<(), TrainerError> {
     let (client, mut connection) = rumqttc::Client::new(options, 10);
-    let topic = format!("{topic_root}/fleet/models/{}", record.name);
-    let payload = serde_json::json!({
-        "name": record.name, "version": record.version, "registry": registry_url, "tag": tag, "digest": digest, "record": record,
-    });
+    let topic = Topics::release_announcement(topic_root, &record.name);
+    let announcement = ReleaseAnnouncement { name: &record.name, version: record.version, registry: registry_url, tag, digest, record };
+    let payload = serde_json::to_vec(&announcement).map_err(|source| TrainerError::Encode { what: "the announcement", source })?;
     client
-        .publish(&topic, rumqttc::QoS::AtLeastOnce, true, serde_json::to_vec(&payload).unwrap())
+        .publish(&topic, rumqttc::QoS::AtLeastOnce, true, payload)
         .map_err(|source| TrainerError::Queue { topic: topic.clone(), source })?;
     for event in connection.iter() {
         match event {

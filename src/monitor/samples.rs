@@ -15,7 +15,6 @@ use base64::Engine;
 use opencv::core::{Mat, Rect, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,14 +34,6 @@ pub const CHUNK_BYTES: usize = 32 << 10;
 /// Crops and requests waiting for the sampler thread.
 const QUEUE: usize = 64;
 const JPEG_QUALITY: u8 = 85;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    LowConfidence,
-    Random,
-    FeedbackWrong,
-}
 
 /// A region's crop and what was predicted for it.
 #[derive(Debug)]
@@ -260,45 +251,13 @@ pub fn sample_id(captured_at: SystemTime, camera: &str, frame_index: u64, region
     format!("{ms:013}-{}-{frame_index}-{region}", crate::util::fs::file_safe(camera))
 }
 
-/// The `<id>.json` beside each `<id>.jpg`, and part 0 of its MQTT message.
-#[derive(Debug, Clone, Serialize)]
-pub struct SampleMeta {
-    pub id: String,
-    pub reason: Reason,
-    pub device: String,
-    pub camera: String,
-    pub captured_at: String,
-    pub frame_index: u64,
-    pub region: usize,
-    pub model: ModelIdentity,
-    #[serde(flatten)]
-    pub prediction: RegionPrediction,
-    /// For regions marked wrong: the prediction's `seq` and the true class.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub truth: Option<String>,
-    pub saved_at: String,
-    pub width: u32,
-    pub height: u32,
-    pub jpeg_bytes: usize,
-}
-
-/// One chunk on `…/samples/<id>`.
-#[derive(Serialize)]
-struct Chunk<'a> {
-    sample: &'a str,
-    part: usize,
-    parts: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a SampleMeta>,
-    jpeg_base64: String,
-}
 
 struct Encoded {
     crop: Box<Crop>,
     jpeg: Vec<u8>,
 }
+
+pub use crate::wire::samples::{Reason, SampleChunk, SampleMeta};
 
 pub struct Sampler {
     pub config: SamplesConfig,
@@ -447,7 +406,7 @@ impl Sampler {
         let Some(publisher) = self.publisher.upgrade() else { return };
         let parts = jpeg.len().div_ceil(CHUNK_BYTES).max(1);
         for (part, bytes) in jpeg.chunks(CHUNK_BYTES).enumerate() {
-            let chunk = Chunk {
+            let chunk = SampleChunk {
                 sample: id,
                 part,
                 parts,

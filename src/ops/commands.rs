@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::models::switch::SwitchError;
 use crate::publish::mqtt::reply;
 use crate::publish::{Inbound, Outgoing, Routes};
-use crate::wire::messages::CommandReply;
+use crate::wire::messages::{CommandReply, PingResult};
 use crate::wire::rfc3339;
 use crate::wire::Topics;
 
@@ -115,11 +115,10 @@ impl CommandTask {
             }
         }
         let result = match name {
-            "ping" => Ok(serde_json::json!({
-                "agent_version": crate::AGENT_VERSION,
-                "model": *self.model.read().unwrap_or_else(|e| e.into_inner()),
-                "uptime_s": self.started.elapsed().as_secs(),
-            })),
+            "ping" => {
+                let model = self.model.read().unwrap_or_else(|e| e.into_inner()).clone();
+                Ok(to_value(PingResult { agent_version: crate::AGENT_VERSION, model: &model, uptime_s: self.started.elapsed().as_secs() }))
+            }
             "rollback" | "pin" | "unpin" => match self.models.clone() {
                 None => Err(CommandError::NoRegistry),
                 Some(models) => {
@@ -127,9 +126,9 @@ impl CommandTask {
                     let name = name.to_string();
                     // Loading a model takes a while: off the async workers.
                     tokio::task::spawn_blocking(move || match (name.as_str(), version) {
-                        ("rollback", _) => Ok(models.rollback()?),
-                        ("unpin", _) => Ok(models.unpin()?),
-                        (_, Some(version)) => Ok(models.pin(version)?),
+                        ("rollback", _) => Ok(to_value(models.rollback()?)),
+                        ("unpin", _) => Ok(to_value(models.unpin()?)),
+                        (_, Some(version)) => Ok(to_value(models.pin(version)?)),
                         (_, None) => Err(CommandError::NoVersion),
                     })
                     .await
@@ -140,6 +139,11 @@ impl CommandTask {
         };
         (id, result)
     }
+}
+
+/// A reply's `result` (a typed payload from `wire`).
+fn to_value(result: impl serde::Serialize) -> Value {
+    serde_json::to_value(result).unwrap_or_default()
 }
 
 #[cfg(test)]

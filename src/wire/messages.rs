@@ -75,3 +75,23 @@ pub struct CommandReply<'a> {
     pub result: Option<serde_json::Value>,
     pub at: String,
 }
+
+/// The `result` of a `ping` reply.
+#[derive(Debug, Serialize)]
+pub struct PingResult<'a> {
+    pub agent_version: &'a str,
+    pub model: &'a ModelIdentity,
+    pub uptime_s: u64,
+}
+
+/// The `result` of a `rollback`, `pin` or `unpin` reply.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ModelChoice {
+    /// The version serving now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+}

@@ -8,7 +8,9 @@
 pub mod events;
 pub mod messages;
 pub mod model;
+pub mod releases;
 pub mod retrain;
+pub mod samples;
 pub mod telemetry;
 pub mod time;
 pub mod topics;

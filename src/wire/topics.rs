@@ -11,6 +11,11 @@ impl Topics {
         Topics { root: topic_root.to_string(), base: format!("{topic_root}/{device_id}") }
     }
 
+    /// `<topic_root>/fleet/models/<model>`: where the trainer announces a release (retained).
+    pub fn release_announcement(topic_root: &str, model_name: &str) -> String {
+        format!("{topic_root}/fleet/models/{model_name}")
+    }
+
     /// `<root>/fleet/models/`: the trainer announces releases under it (retained).
     pub fn fleet_models_prefix(&self) -> String {
         format!("{}/fleet/models/", self.root)
