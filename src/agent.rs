@@ -86,20 +86,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     // New models for the inference thread, from the updater and operator commands.
     let (swap_tx, swap_rx) = std::sync::mpsc::sync_channel(1);
     let switch = config.registry.as_ref().map(|registry| {
-        Arc::new(ModelSwitch {
-            store: ModelStore::new(&registry.models_dir),
-            keys: keys.clone(),
-            configured: config.model.clone(),
-            swap: swap_tx.clone(),
-            active: context.active_model.clone(),
-        })
+        Arc::new(ModelSwitch::new(&context, &registry.models_dir, keys.clone(), config.model.clone(), swap_tx.clone()))
     });
     let commands = CommandTask::new(&context, switch, &mut routes);
 
     // Samples: the sampler thread encodes and saves crops the inference thread offers.
     let (sample_tap, samples) = if config.samples.enabled {
         let (sampler, tap, tx, rx) = Sampler::new(config.samples.clone(), config.device_id.clone(), context.topics.samples_prefix(), context.outgoing.downgrade());
-        let stats = sampler.stats.clone();
+        let stats = sampler.stats();
         // Not joined: it ends when the inference thread and the monitor let go of it.
         std::thread::Builder::new().name("sampler".into()).spawn(move || sampler.run(rx)).map_err(AgentError::Thread)?;
         (Some(tap), Some((tx, stats)))

@@ -20,10 +20,13 @@ enum Job {
     Flush(mpsc::SyncSender<()>),
 }
 
+/// Rollbacks waiting to be written (at most one per release, so this never fills in practice).
+const QUEUE: usize = 8;
+
 /// The inference thread's side: never waits.
 #[derive(Clone)]
 pub struct RollbackRecorder {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::SyncSender<Job>,
 }
 
 /// The thread's side: ends when every recorder is gone.
@@ -34,20 +37,24 @@ pub struct RecorderThread {
 
 impl RollbackRecorder {
     pub fn new(models_dir: &Path) -> (RollbackRecorder, RecorderThread) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         (RollbackRecorder { tx }, RecorderThread { store: ModelStore::new(models_dir), rx })
     }
 
     pub fn record(&self, rollback: Rollback) {
-        if self.tx.send(Job::Record(rollback)).is_err() {
-            tracing::error!("the model store's thread has stopped; the failed model may serve again after a restart");
+        if let Err(error) = self.tx.try_send(Job::Record(rollback)) {
+            let why = match error {
+                mpsc::TrySendError::Full(_) => "has too many rollbacks to write",
+                mpsc::TrySendError::Disconnected(_) => "has stopped",
+            };
+            tracing::error!(why, "the model store's thread cannot take the rollback; the failed model may serve again after a restart");
         }
     }
 
     /// Waits (up to `timeout`) until every rollback recorded so far is on disk: at shutdown.
     pub fn flush(&self, timeout: std::time::Duration) -> bool {
         let (done, wait) = mpsc::sync_channel(1);
-        self.tx.send(Job::Flush(done)).is_ok() && wait.recv_timeout(timeout).is_ok()
+        self.tx.try_send(Job::Flush(done)).is_ok() && wait.recv_timeout(timeout).is_ok()
     }
 }
 

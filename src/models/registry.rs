@@ -58,8 +58,8 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 
-/// What went wrong talking to the registry. [`RegistryError::is_transient`]
-/// tells the updater whether to try again or give up on a release.
+/// What went wrong talking to the registry. [`RegistryError::condemns_release`]
+/// tells the updater whether to give up on a release or try again.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -91,15 +91,15 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// Worth trying again later: nothing says the content itself is bad
-    /// (no answer, a 5xx or 429, a broken-off answer, a local file error).
-    /// A digest mismatch, a malformed manifest or another 4xx is not.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            RegistryError::Unreachable(_) | RegistryError::Body { .. } | RegistryError::File(_) => true,
-            RegistryError::Status { code, .. } => *code >= 500 || *code == 429,
-            _ => false,
-        }
+    /// The answer proves the release itself bad, so no later attempt can
+    /// cure it: bytes that do not match their digest, a blob over its limit,
+    /// a manifest (whose bytes matched its digest) that is not one. Anything
+    /// else — no answer, any error status (a 5xx, but also an expired
+    /// credential's 401/403 or a registry that lags behind its tag with a
+    /// 404), bytes garbled in transit, a broken-off answer, a local file
+    /// error — says nothing about the release and is tried again.
+    pub fn condemns_release(&self) -> bool {
+        matches!(self, RegistryError::DigestMismatch { .. } | RegistryError::TooLarge { .. } | RegistryError::Manifest(_))
     }
 }
 
@@ -235,15 +235,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_errors_a_later_attempt_can_cure_are_transient() {
+    fn only_errors_that_prove_the_release_bad_condemn_it() {
         let status = |code| RegistryError::Status { url: "http://r/v2/x".into(), code, body: String::new() };
-        assert!(status(503).is_transient() && status(429).is_transient());
-        assert!(!status(404).is_transient() && !status(400).is_transient());
+        for code in [503, 429, 404, 401, 403, 400] {
+            assert!(!status(code).condemns_release(), "{code}");
+        }
+        assert!(!RegistryError::ManifestMismatch { digest: "sha256:00".into() }.condemns_release());
         let mismatch = RegistryError::DigestMismatch { digest: "sha256:00".into() };
-        assert!(!mismatch.is_transient());
+        assert!(mismatch.condemns_release());
+        assert!(RegistryError::TooLarge { digest: "sha256:00".into(), size: 2, max: 1 }.condemns_release());
         assert!(mismatch.to_string().contains("does not match its digest"), "{mismatch}");
         let unreachable = Registry::new("http://127.0.0.1:1/roadside/vc").unwrap().tag_digest("champion").unwrap_err();
-        assert!(matches!(unreachable, RegistryError::Unreachable(_)) && unreachable.is_transient(), "{unreachable}");
+        assert!(matches!(unreachable, RegistryError::Unreachable(_)) && !unreachable.condemns_release(), "{unreachable}");
         assert!(unreachable.to_string().contains("check registry.url"), "{unreachable}");
     }
 

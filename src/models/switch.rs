@@ -6,6 +6,7 @@
 use std::sync::mpsc::SyncSender;
 
 use crate::config::ModelConfig;
+use crate::context::Context;
 use crate::models::probation::ModelUpdate;
 use crate::infer::{ActiveModel, Classifier, ModelError};
 use crate::models::store::{InstalledModel, ModelStore, StoreError};
@@ -13,11 +14,11 @@ use crate::models::release::{numeric_version, PublicKey};
 use crate::wire::messages::ModelChoice;
 
 pub struct ModelSwitch {
-    pub store: ModelStore,
-    pub keys: Vec<PublicKey>,
-    pub configured: ModelConfig,
-    pub swap: SyncSender<ModelUpdate>,
-    pub active: ActiveModel,
+    store: ModelStore,
+    keys: Vec<PublicKey>,
+    configured: ModelConfig,
+    swap: SyncSender<ModelUpdate>,
+    active: ActiveModel,
 }
 
 /// A model the device may serve: the configured one (None) or an installed release.
@@ -42,6 +43,12 @@ pub enum SwitchError {
 }
 
 impl ModelSwitch {
+    /// Chooses among the releases in `models_dir` and the `configured` model;
+    /// a choice goes to the inference thread through `swap`.
+    pub fn new(context: &Context, models_dir: &std::path::Path, keys: Vec<PublicKey>, configured: ModelConfig, swap: SyncSender<ModelUpdate>) -> ModelSwitch {
+        ModelSwitch { store: ModelStore::new(models_dir), keys, configured, swap, active: context.active_model.clone() }
+    }
+
     fn active_version(&self) -> u64 {
         self.active.read().map(|m| numeric_version(&m.version)).unwrap_or(0)
     }

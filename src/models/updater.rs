@@ -7,7 +7,10 @@
 //! serving on — if a file does not match its digest, the record is not
 //! signed by a pinned key, has expired, is not newer than the active
 //! version, needs a newer agent, does not load, does not match its record's
-//! shapes, or is too slow on this device.
+//! shapes, or is too slow on this device. A registry that cannot be
+//! reached or answers with an error status (server trouble, credentials, a
+//! tag that points at what it does not serve yet) only means "try again at
+//! the next poll" (`RegistryError::condemns_release`).
 
 use opencv::core::{Mat, Rect, Scalar, CV_8UC3};
 use opencv::prelude::*;
@@ -187,12 +190,13 @@ enum Rejection {
     Invalid(ValidationError),
 }
 
-/// A registry error while fetching a release: try again if it may pass, else refuse the release.
+/// A registry error while fetching a release: refuse the release only if
+/// the error proves it bad; anything else is tried again at the next poll.
 fn registry_failure(error: RegistryError, version: Option<u64>) -> Outcome {
-    if error.is_transient() {
-        Outcome::Retry(RetryReason::Registry(error))
-    } else {
+    if error.condemns_release() {
         Outcome::Rejected { version, reason: Rejection::Registry(error) }
+    } else {
+        Outcome::Retry(RetryReason::Registry(error))
     }
 }
 

@@ -45,7 +45,8 @@ use feedback::LabelBook;
 use samples::{SampleStats, SamplerInput};
 
 /// Inputs waiting for the monitor; more are dropped (counted in telemetry).
-pub const QUEUE: usize = 1024;
+/// Each classified frame brings two (its digest and its stored notice).
+pub const QUEUE: usize = 2048;
 /// How often alerts are judged and figures refreshed.
 const TICK: Duration = Duration::from_secs(1);
 /// At most one `feedback_rejected` event per this interval; the rest are counted in it.

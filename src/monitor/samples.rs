@@ -260,18 +260,23 @@ struct Encoded {
 pub use crate::wire::samples::{Reason, SampleChunk, SampleMeta};
 
 pub struct Sampler {
-    pub config: SamplesConfig,
-    pub device_id: String,
+    config: SamplesConfig,
+    device_id: String,
     /// `…/samples/` (the id follows).
-    pub topic_prefix: String,
-    pub publisher: WeakSender<Outgoing>,
-    pub stats: Arc<SampleStats>,
+    topic_prefix: String,
+    publisher: WeakSender<Outgoing>,
+    stats: Arc<SampleStats>,
     recent: VecDeque<Encoded>,
     /// Saved samples on disk, oldest first: (id, bytes of both files).
     on_disk: VecDeque<(String, u64)>,
 }
 
 impl Sampler {
+    /// Figures shared with the monitor and telemetry.
+    pub fn stats(&self) -> Arc<SampleStats> {
+        self.stats.clone()
+    }
+
     /// The thread's state and the inference thread's tap.
     pub fn new(config: SamplesConfig, device_id: String, topic_prefix: String, publisher: WeakSender<Outgoing>) -> (Sampler, SampleTap, SyncSender<SamplerInput>, Receiver<SamplerInput>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);

@@ -77,16 +77,10 @@ impl TelemetryTask {
         let started = Instant::now();
         let mut dropped = 0u64;
         let (root, state_dir) = (self.sysfs_root.clone(), self.state_dir.clone());
-        let sampler = tokio::task::spawn_blocking(move || SystemSampler::new(root, state_dir))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let mut sampler = match sampler {
-            Ok(sampler) => sampler,
-            Err(error) => {
-                tracing::error!(%error, "cannot read system figures; telemetry is off");
-                return;
-            }
+        let mut sampler = match tokio::task::spawn_blocking(move || SystemSampler::new(root, state_dir)).await {
+            Ok(Ok(sampler)) => sampler,
+            Ok(Err(error)) => return tracing::error!(%error, "cannot read system figures; telemetry is off"),
+            Err(error) => return tracing::error!(%error, "system sampling failed to start; telemetry is off"),
         };
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -32,9 +32,30 @@ const MAX_SKIPS: usize = SKIP_STEPS.len();
 /// Frame rate assumed for realtime replay when the file does not say.
 const FALLBACK_FPS: f64 = 25.0;
 
+/// Why a camera stopped or would not start; each says what to check. The
+/// camera thread retries every kind with backoff.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CameraError(String);
+pub enum CameraError {
+    #[error("video file {} does not exist: fix the camera's `url`", .0.display())]
+    NoFile(std::path::PathBuf),
+    #[error("device {} does not exist: is the camera plugged in?", .0.display())]
+    NoDevice(std::path::PathBuf),
+    #[error("cannot open {url}: {source}")]
+    Open { url: String, source: opencv::Error },
+    /// OpenCV said nothing opened; `hint` says what to check for this kind of source.
+    #[error("cannot open {url}: {hint}")]
+    NotOpened { url: String, hint: &'static str },
+    #[error("{url} opened but gave no frame: is it a video file that OpenCV's FFmpeg can decode?")]
+    NoFrame { url: String },
+    #[error("reading {url}: {source}")]
+    Read { url: String, source: opencv::Error },
+    #[error("{url} stopped delivering frames: check that the camera is powered and reachable")]
+    Stopped { url: String },
+    #[error("cannot set up region finding: {0}")]
+    RegionSetup(opencv::Error),
+    #[error("finding regions in frame {frame}: {source}")]
+    Regions { frame: u64, source: opencv::Error },
+}
 
 /// How a successful `run_once` ended.
 enum Ended {
@@ -142,7 +163,7 @@ impl CameraWorker {
         let source = self.config.source();
         let mut capture = open(&source, &self.config.url)?;
         let mut finder = RegionFinder::new(&self.config.regions, &self.config.motion)
-            .map_err(|e| CameraError(format!("cannot set up region finding: {e}")))?;
+            .map_err(CameraError::RegionSetup)?;
         let is_file = matches!(source, SourceKind::File(_));
         let wait_for_inference = is_file && self.config.replay == Replay::Asap;
         let pace = is_file && self.config.replay == Replay::Realtime;
@@ -161,17 +182,14 @@ impl CameraWorker {
                 return Ok(Ended::Shutdown);
             }
             self.heartbeat.beat();
-            let got = capture.read(&mut frame).map_err(|e| CameraError(format!("reading {}: {e}", self.config.url)))?;
+            let got = capture.read(&mut frame).map_err(|source| CameraError::Read { url: self.config.url.clone(), source })?;
             if got && !frame.empty() {
                 skips = 0;
             }
             if !got || frame.empty() {
                 if is_file {
                     if frame_index == 0 {
-                        return Err(CameraError(format!(
-                            "{} opened but gave no frame: is it a video file that OpenCV's FFmpeg can decode?",
-                            self.config.url
-                        )));
+                        return Err(CameraError::NoFrame { url: self.config.url.clone() });
                     }
                     // A damaged stretch mid-file: seek past it instead of ending the file.
                     if skips < MAX_SKIPS && frame_index + 1 < frame_count {
@@ -185,10 +203,7 @@ impl CameraWorker {
                     }
                     return Ok(if self.config.loop_file { Ended::Rewind } else { Ended::Finished });
                 }
-                return Err(CameraError(format!(
-                    "{} stopped delivering frames: check that the camera is powered and reachable",
-                    self.config.url
-                )));
+                return Err(CameraError::Stopped { url: self.config.url.clone() });
             }
             if frame_index == 0 {
                 self.stats.set_state(CameraState::Running);
@@ -207,7 +222,7 @@ impl CameraWorker {
             }
             let regions = finder
                 .find(&frame, self.config.max_regions)
-                .map_err(|e| CameraError(format!("finding regions in frame {frame_index}: {e}")))?;
+                .map_err(|source| CameraError::Regions { frame: frame_index, source })?;
             if regions.is_empty() {
                 CameraStats::add(&self.stats.frames_without_regions, 1);
             } else {
@@ -241,13 +256,13 @@ fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
     let capture = match source {
         SourceKind::File(path) => {
             if !path.exists() {
-                return Err(CameraError(format!("video file {} does not exist: fix the camera's `url`", path.display())));
+                return Err(CameraError::NoFile(path.clone()));
             }
             VideoCapture::from_file(url, videoio::CAP_ANY)
         }
         SourceKind::Device(path) => {
             if !path.exists() {
-                return Err(CameraError(format!("device {} does not exist: is the camera plugged in?", path.display())));
+                return Err(CameraError::NoDevice(path.clone()));
             }
             VideoCapture::from_file(url, videoio::CAP_V4L2)
         }
@@ -262,7 +277,7 @@ fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
             VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &params)
         }
     }
-    .map_err(|e| CameraError(format!("cannot open {url}: {e}")))?;
+    .map_err(|source| CameraError::Open { url: url.to_string(), source })?;
     // OpenCV returns Ok even when nothing opened.
     if !capture.is_opened().unwrap_or(false) {
         let hint = match source {
@@ -270,7 +285,7 @@ fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
             SourceKind::Device(_) => "is it a V4L2 capture device, and may the agent's user open it?",
             SourceKind::Stream(_) => "check the URL, the credentials, and that the camera is reachable",
         };
-        return Err(CameraError(format!("cannot open {url}: {hint}")));
+        return Err(CameraError::NotOpened { url: url.to_string(), hint });
     }
     Ok(capture)
 }
