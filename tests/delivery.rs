@@ -74,6 +74,9 @@ fn the_broker_restarting_three_times_loses_no_prediction() {
     let frames = road_clip_frames();
 
     for round in 1..=3 {
+        // Each outage must find the agent connected: after a restart its backoff can
+        // outlast the subscriber's own catching up, which alone would satisfy the wait below.
+        agent.wait_for_log("connected to MQTT broker", round, Duration::from_secs(60));
         let before = numbered(&sub).len();
         sub.wait_until(Duration::from_secs(60), &format!("predictions before outage {round}"), |_| numbered(&sub).len() >= before + 15);
         broker.stop();
