@@ -68,7 +68,7 @@ pub enum RegistryError {
     #[error("cannot reach the registry ({0}): check registry.url and the device's network")]
     Unreachable(Box<ureq::Transport>),
     /// The registry answered an error status; `body` is the start of its answer.
-    #[error("{url} answered {code}: {body}")]
+    #[error("{url} answered {code}: {body} ({})", status_advice(*code))]
     Status { url: String, code: u16, body: String },
     /// An answer broke off while it was read.
     #[error("{what}: {source}")]
@@ -100,6 +100,16 @@ impl RegistryError {
     /// error — says nothing about the release and is tried again.
     pub fn condemns_release(&self) -> bool {
         matches!(self, RegistryError::DigestMismatch { .. } | RegistryError::TooLarge { .. } | RegistryError::Manifest(_))
+    }
+}
+
+/// What an operator should check for an error status from the registry.
+fn status_advice(code: u16) -> &'static str {
+    match code {
+        401 | 403 => "the registry refused this device: check its credentials and access to the repository",
+        404 => "check the repository in registry.url and registry.tag; the release is tried again at the next poll",
+        429 | 500..=599 => "the registry is overloaded or failing; the agent tries again at the next poll",
+        _ => "check registry.url; the agent tries again at the next poll",
     }
 }
 

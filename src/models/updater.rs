@@ -142,7 +142,7 @@ impl Updater {
 enum Outcome {
     /// Nothing new at the tag.
     Unchanged,
-    /// The registry could not be reached or answered oddly: try again next poll.
+    /// The registry could not be reached or answered with an error status: try again next poll.
     Retry(RetryReason),
     /// An operator pinned a version: look again after `unpin`.
     Paused,
@@ -171,7 +171,7 @@ enum RetryReason {
 enum Rejection {
     #[error("the manifest's config is {0}, not a release record")]
     NotARecord(String),
-    /// A digest mismatch, an oversized or malformed piece, a 4xx for it.
+    /// An answer that proves the release bad (`RegistryError::condemns_release`).
     #[error(transparent)]
     Registry(RegistryError),
     #[error("the release has no signature layer")]

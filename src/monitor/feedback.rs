@@ -4,7 +4,7 @@
 //! window of labelled regions, from which it computes the active model's
 //! precision and per-class precision and recall.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -89,23 +89,18 @@ struct Remembered {
 pub const MAX_REGIONS: usize = 32;
 const UNKNOWN_CLASS: u8 = u8::MAX;
 
-/// A labelled region in the window.
-#[derive(Debug, Clone, Serialize)]
+/// A labelled region in the window (a retrain request lists mistakes as `wire::retrain::Mistake`).
+#[derive(Debug, Clone)]
 pub struct Labelled {
     pub seq: u64,
     pub region: usize,
     pub camera: String,
     pub predicted: String,
     pub truth: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(skip)]
     pub prediction_id: u64,
-    #[serde(skip)]
     pub model: Arc<ModelIdentity>,
-    #[serde(skip)]
     pub at: Instant,
-    #[serde(skip)]
     pub wall: SystemTime,
 }
 
