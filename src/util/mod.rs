@@ -1,7 +1,9 @@
 //! Small shared pieces that know nothing of the agent's features: files
 //! ([`fs`]), one shutdown signal ([`shutdown`]), and progress tracking for
-//! the watchdog ([`health`]).
+//! the watchdog ([`health`]), and rate limits for repeated log lines
+//! ([`throttle`]).
 
 pub mod fs;
 pub mod health;
 pub mod shutdown;
+pub mod throttle;
