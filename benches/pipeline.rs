@@ -160,6 +160,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         loop_file: false,
         max_regions: 8,
         motion: MotionConfig::default(),
+        max_frame_pixels: 4096 * 3072,
     };
     let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
     let classes = cctv_agent::monitor::feedback_classes(&classifier.spec().taxonomy);

@@ -162,7 +162,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             .name(format!("camera-{}", camera.id))
             .spawn(move || worker.run())
             .map_err(AgentError::Thread)?;
-        cameras.push(handle);
+        cameras.push((camera.id.clone(), handle));
     }
 
     if let Some(updater) = updater {
@@ -182,7 +182,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     // opens time out after 5 s), or after READY_WAIT whatever they do.
     notifier.status("opening cameras");
     let opening = std::time::Instant::now();
-    while camera_stats.iter().any(|c| c.state() == CameraState::Starting) && opening.elapsed() < READY_WAIT {
+    while camera_stats.iter().any(|c| c.state() == CameraState::Starting) && opening.elapsed() < READY_WAIT && !shutdown.is_triggered() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(device = %config.device_id, cameras = cameras.len(), "agent serving");
@@ -205,31 +205,56 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     tracing::info!("shutting down");
     notifier.stopping();
     notifier.status("shutting down: finishing queued frames, flushing MQTT");
-    let stop = async move {
-        // Closing first wakes cameras waiting for room; what is queued is still classified.
-        queue.close();
-        tokio::task::spawn_blocking(move || cameras.into_iter().for_each(|c| drop(c.join()))).await.ok();
-        let result = match early_end {
-            Some(result) => result,
-            None => inference_result.await,
-        };
-        if let Some(recorder) = recorder {
-            // A rollback decided on the last frames must survive the restart.
-            tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(2))).await.ok();
+    // Each part leaves this list when it has stopped; whatever is left at the
+    // deadline is named in the log (a camera stuck in its driver, a broker
+    // that does not acknowledge), and left behind: main does not wait for it.
+    let stopping = Stopping::default();
+    let stop = {
+        let stopping = stopping.clone();
+        async move {
+            // Closing first wakes cameras waiting for room; what is queued is still classified.
+            queue.close();
+            let joins: Vec<_> = cameras
+                .into_iter()
+                .map(|(id, handle)| {
+                    let part = stopping.add(format!("camera {id}"));
+                    let stopping = stopping.clone();
+                    tokio::task::spawn_blocking(move || {
+                        drop(handle.join());
+                        stopping.done(&part);
+                    })
+                })
+                .collect();
+            for join in joins {
+                join.await.ok();
+            }
+            let part = stopping.add("inference (finishing queued frames)".into());
+            let result = match early_end {
+                Some(result) => result,
+                None => inference_result.await,
+            };
+            stopping.done(&part);
+            if let Some(recorder) = recorder {
+                // A rollback decided on the last frames must survive the restart.
+                tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(2))).await.ok();
+            }
+            let _ = telemetry.await;
+            if let Some(monitor) = monitor {
+                let _ = monitor.await;
+            }
+            // The command task holds a sender; the publisher ends only without it.
+            commands.abort();
+            let part = stopping.add("the publisher (is the broker reachable?)".into());
+            let _ = publisher.await;
+            stopping.done(&part);
+            result
         }
-        let _ = telemetry.await;
-        if let Some(monitor) = monitor {
-            let _ = monitor.await;
-        }
-        // The command task holds a sender; the publisher ends only without it.
-        commands.abort();
-        let _ = publisher.await;
-        result
     };
     let result = match tokio::time::timeout(SHUTDOWN_DEADLINE, stop).await {
         Ok(result) => result,
         Err(_) => {
-            tracing::error!(deadline_s = SHUTDOWN_DEADLINE.as_secs(), "shutdown took too long (is the broker reachable?); exiting with messages undelivered");
+            let waiting_for = stopping.list();
+            tracing::error!(deadline_s = SHUTDOWN_DEADLINE.as_secs(), %waiting_for, "shutdown took too long; exiting without it (undelivered messages wait in the outbox)");
             return Ok(());
         }
     };
@@ -237,6 +262,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(AgentError::Inference(error)),
         Err(_) => Err(AgentError::Panicked("the inference thread".into())),
+    }
+}
+
+/// The parts a shutdown still waits for.
+#[derive(Clone, Default)]
+struct Stopping(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Stopping {
+    fn add(&self, part: String) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(part.clone());
+        part
+    }
+
+    fn done(&self, part: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| p != part);
+    }
+
+    fn list(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).join(", ")
     }
 }
 

@@ -460,10 +460,22 @@ pub struct CameraConfig {
     pub max_regions: usize,
     #[serde(default)]
     pub motion: MotionConfig,
+    /// Frames larger than this (width × height) are refused before they are
+    /// decoded: an 8000×8000 stream would take ~850 MB.
+    #[serde(default = "default_max_frame_pixels")]
+    pub max_frame_pixels: u64,
 }
 
 fn default_max_regions() -> usize {
     8
+}
+
+const MIN_FRAME_PIXELS: u64 = 64 * 64;
+const MAX_FRAME_PIXELS: u64 = 8192 * 8192;
+
+/// 4096 × 3072 (12.6 MP): above every common CCTV resolution up to 4K and 12 MP.
+fn default_max_frame_pixels() -> u64 {
+    4096 * 3072
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -788,6 +800,9 @@ impl Config {
             }
             if camera.max_regions == 0 {
                 return Err(invalid(&key("max_regions"), "must be at least 1".into()));
+            }
+            if !(MIN_FRAME_PIXELS..=MAX_FRAME_PIXELS).contains(&camera.max_frame_pixels) {
+                return Err(invalid(&key("max_frame_pixels"), format!("must be between {MIN_FRAME_PIXELS} (64×64) and {MAX_FRAME_PIXELS} (8192×8192)")));
             }
             let streaming = !matches!(camera.source(), SourceKind::File(_));
             if streaming && (camera.loop_file || camera.replay == Replay::Asap) {

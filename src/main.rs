@@ -209,11 +209,16 @@ fn run(config: Config) -> Result<ExitCode> {
         std::env::set_var("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp");
     }
     let runtime = runtime()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = Shutdown::new();
         tokio::spawn(stop_on_signals(shutdown.clone()));
         cctv_agent::agent::run(config, shutdown).await
-    })?;
+    });
+    // Dropping the runtime would wait for every blocking task, including a
+    // join on a camera thread stuck in its driver: the agent has already
+    // given up on those (and said so), so the process must not wait either.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

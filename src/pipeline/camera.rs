@@ -40,8 +40,16 @@ pub enum CameraError {
     NoFile(std::path::PathBuf),
     #[error("device {} does not exist: is the camera plugged in?", .0.display())]
     NoDevice(std::path::PathBuf),
+    /// A FIFO, socket or other special file: opening one can block for
+    /// ever (a FIFO waits for a writer) while holding OpenCV's FFmpeg lock,
+    /// which stops every other camera from opening.
+    #[error("{} is {kind}, not a video file: point the camera's `url` at a file, a /dev/video device or an rtsp:// stream", .path.display())]
+    NotAFile { path: std::path::PathBuf, kind: &'static str },
     #[error("cannot open {url}: {source}")]
     Open { url: String, source: opencv::Error },
+    /// Refused before decoding: one such frame costs hundreds of megabytes.
+    #[error("{url} sends {width}×{height} frames, over the camera's `max_frame_pixels` ({max}): lower the camera's resolution or raise the limit")]
+    FrameTooLarge { url: String, width: u64, height: u64, max: u64 },
     /// OpenCV said nothing opened; `hint` says what to check for this kind of source.
     #[error("cannot open {url}: {hint}")]
     NotOpened { url: String, hint: &'static str },
@@ -162,6 +170,9 @@ impl CameraWorker {
     fn run_once(&self) -> Result<Ended, CameraError> {
         let source = self.config.source();
         let mut capture = open(&source, &self.config.url)?;
+        // What the container or stream declares, checked before the first decode.
+        let declared = |property| capture.get(property).ok().filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0) as u64;
+        self.check_frame_size(declared(videoio::CAP_PROP_FRAME_WIDTH), declared(videoio::CAP_PROP_FRAME_HEIGHT))?;
         let mut finder = RegionFinder::new(&self.config.regions, &self.config.motion)
             .map_err(CameraError::RegionSetup)?;
         let is_file = matches!(source, SourceKind::File(_));
@@ -185,6 +196,8 @@ impl CameraWorker {
             let got = capture.read(&mut frame).map_err(|source| CameraError::Read { url: self.config.url.clone(), source })?;
             if got && !frame.empty() {
                 skips = 0;
+                // A stream may change resolution after it opened.
+                self.check_frame_size(frame.cols() as u64, frame.rows() as u64)?;
             }
             if !got || frame.empty() {
                 if is_file {
@@ -250,13 +263,43 @@ impl CameraWorker {
     }
 }
 
+impl CameraWorker {
+    fn check_frame_size(&self, width: u64, height: u64) -> Result<(), CameraError> {
+        let max = self.config.max_frame_pixels;
+        if width.saturating_mul(height) > max {
+            return Err(CameraError::FrameTooLarge { url: self.config.url.clone(), width, height, max });
+        }
+        Ok(())
+    }
+}
+
+/// What kind of special file `file_type` is, or `None` for a regular file.
+fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_file() {
+        None
+    } else if file_type.is_fifo() {
+        Some("a FIFO")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_dir() {
+        Some("a folder")
+    } else {
+        Some("a device")
+    }
+}
+
 /// Opens a source with OpenCV; a source that did not open is an error that
 /// says what to check.
 fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
     let capture = match source {
         SourceKind::File(path) => {
-            if !path.exists() {
+            // stat, unlike open, never waits on a FIFO's writer.
+            let Ok(metadata) = std::fs::metadata(path) else {
                 return Err(CameraError::NoFile(path.clone()));
+            };
+            if let Some(kind) = special_kind(metadata.file_type()) {
+                return Err(CameraError::NotAFile { path: path.clone(), kind });
             }
             VideoCapture::from_file(url, videoio::CAP_ANY)
         }
