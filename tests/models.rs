@@ -201,8 +201,8 @@ fn bad_releases_are_rejected_with_the_reason_and_the_old_model_keeps_serving() {
     assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"));
     sub.assert_seq_gapless();
     assert!(sub.events("model_activated").is_empty());
-    let versions: Vec<Option<u64>> = sub.events("model_rejected").iter().map(|e| e["version"].as_u64()).collect();
-    assert_eq!(versions, [Some(2), Some(3), Some(1), Some(4), Some(5), Some(6)]);
+    let versions: Vec<Option<String>> = sub.events("model_rejected").iter().map(|e| e["version"].as_str().map(String::from)).collect();
+    assert_eq!(versions, ["2", "3", "1", "4", "5", "6"].map(|v| Some(v.to_string())), "versions are strings in every model event");
     assert!(agent.terminate().success());
 }
 
@@ -553,4 +553,216 @@ fn closed_loop_feedback_alert_retrain_request_release_swap_and_clear() {
     println!("after the swap: {feedback}");
     assert!(feedback["precision"].as_f64().unwrap() >= 0.5);
     assert!(agent.terminate().success(), "{}", agent.log());
+}
+
+/// The record and manifest of the release at `from`, the record edited,
+/// signed again with the trainer's own key (as a stolen key or a buggy
+/// trainer tool would), pushed, and `champion` moved to it.
+fn push_edited(registry: &OciRegistry, trainer: &Trainer, from: &str, edit: impl Fn(&mut Value)) {
+    use cctv_agent::models::registry::{Registry, RECORD_TYPE, SIGNATURE_TYPE};
+    let client = Registry::new(&registry.url()).unwrap();
+    let (mut manifest, _) = client.manifest(&client.tag_digest(from).unwrap().unwrap()).unwrap();
+    let mut record: Value = serde_json::from_slice(&client.blob(&manifest.config, 1 << 20).unwrap()).unwrap();
+    edit(&mut record);
+    let bytes = serde_json::to_vec_pretty(&record).unwrap();
+    let key = cctv_agent::models::release::SecretKey::load(&trainer.dir.path().join("trainer.key")).unwrap();
+    manifest.config = client.push_blob(RECORD_TYPE, &bytes, None).unwrap();
+    let signature = manifest.layers.iter_mut().find(|l| l.media_type == SIGNATURE_TYPE).unwrap();
+    *signature = client.push_blob(SIGNATURE_TYPE, &key.sign(&bytes), Some("release.sig")).unwrap();
+    client.push_manifest("champion", &manifest).unwrap();
+}
+
+/// Every path under `dir` (files and folders), relative to it; none if it does not exist.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else { continue };
+        for entry in entries.flatten() {
+            found.push(entry.path().strip_prefix(dir).unwrap().display().to_string());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_signed_release_named_outside_the_models_folder_is_refused_and_nothing_outside_is_touched() {
+    let (broker, registry, trainer, sub) = start();
+    trainer.publish(&registry.url(), "base", 2, &[]);
+    // Where `../../victim` (from <dir>/state/models) and an absolute name
+    // would install, each holding what an unrelated folder holds.
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    for victim in [dir.path().join("victim-2"), elsewhere.path().join("victim-3")] {
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("keep.txt"), b"not the agent's").unwrap();
+    }
+    let outside_before = tree(elsewhere.path());
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "");
+    let mut agent = Agent::start_in(dir, &config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+
+    push_edited(&registry, &trainer, "base", |r| r["name"] = "../../victim".into());
+    wait_for_rejection(&sub, 1, "model name \"../../victim\" is not a plain name");
+    let absolute = elsewhere.path().join("victim").display().to_string();
+    push_edited(&registry, &trainer, "base", |r| {
+        r["name"] = absolute.clone().into();
+        r["version"] = 3.into();
+    });
+    wait_for_rejection(&sub, 2, "is not a plain name");
+
+    let before = predictions(&sub).len();
+    sub.wait_until(Duration::from_secs(30), "more predictions", |_| predictions(&sub).len() > before + 5);
+    assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"), "the bundled model kept serving");
+    assert!(sub.events("model_downloading").is_empty() && sub.events("model_activated").is_empty());
+    let versions: Vec<Value> = sub.events("model_rejected").iter().map(|e| e["version"].clone()).collect();
+    assert_eq!(versions, ["2", "3"], "versions are strings in every model event");
+    assert!(agent.terminate().success());
+    // Nothing outside the models folder was created, removed or changed.
+    let root = agent.into_dir();
+    assert_eq!(std::fs::read(root.path().join("victim-2/keep.txt")).unwrap(), b"not the agent's");
+    assert_eq!(tree(&root.path().join("victim-2")), ["keep.txt"]);
+    assert_eq!(tree(elsewhere.path()), outside_before);
+    let models = tree(&root.path().join("state/models"));
+    assert!(models.iter().all(|p| !p.contains("victim")), "{models:?}");
+
+    // The trainer's tool refuses such a name before pushing anything.
+    let named = bundled_model_with("efficientnet_lite0.toml", |spec| spec.replace("name = \"efficientnet_lite0\"", "name = \"../../victim\""));
+    let out = Command::new(BIN)
+        .args(["release", "publish", "--registry", &registry.url(), "--tag", "bad", "--version", "9", "--key"])
+        .arg(trainer.dir.path().join("trainer.key"))
+        .arg("--model")
+        .arg(named.path().join("efficientnet_lite0.onnx"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not a plain name"), "{stderr}");
+}
+
+#[test]
+fn a_release_whose_file_sizes_wrap_around_is_refused_before_any_download() {
+    let (broker, registry, trainer, sub) = start();
+    trainer.publish(&registry.url(), "base", 2, &[]);
+    let proxy = FaultyProxy::start(registry.port);
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "").replace(&registry.url(), &proxy.url());
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+    // Two sizes whose u64 sum wraps to 100: under every limit if added unchecked.
+    push_edited(&registry, &trainer, "base", |r| {
+        let files = r["files"].as_array_mut().unwrap();
+        let n = files.len() as u64;
+        files[0]["size"] = (u64::MAX - 50).into();
+        files[1]["size"] = (151 - (n - 2)).into();
+        for f in &mut files[2..] {
+            f["size"] = 1.into();
+        }
+    });
+    wait_for_rejection(&sub, 1, "add up to more than 2^64 bytes");
+    let blobs: Vec<String> = proxy.requests().into_iter().filter(|r| r.contains("/blobs/")).collect();
+    assert_eq!(blobs.len(), 2, "only the record and its signature were fetched: {blobs:?}");
+    assert!(sub.events("model_downloading").is_empty());
+    let staging = agent.state_dir().join("models/staging");
+    assert!(!staging.exists() || tree(&staging).is_empty(), "{:?}", tree(&staging));
+    assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"));
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_transient_503_and_a_broken_off_download_are_retried_with_backoff_and_the_release_installs() {
+    let (broker, registry, trainer, sub) = start();
+    trainer.publish(&registry.url(), "champion", 2, &[]);
+    let client = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap();
+    let (manifest, _) = client.manifest(&client.tag_digest("champion").unwrap().unwrap()).unwrap();
+    let model = manifest.layers.iter().find(|l| l.title() == Some("efficientnet_lite0.onnx")).unwrap();
+    let proxy = FaultyProxy::start(registry.port);
+    proxy.inject(&format!("blobs/{}", manifest.config.digest), Fault::Status(503), 1);
+    proxy.inject(&format!("blobs/{}", model.digest), Fault::BreakAfter(3 << 20), 1);
+    // Polling once an hour: only the retry's backoff can bring it in.
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "poll_seconds = 3600").replace(&registry.url(), &proxy.url());
+    let mut agent = Agent::start(&config);
+
+    sub.wait_until(Duration::from_secs(90), "version 2 serving", |_| predictions(&sub).iter().any(|p| p["model"]["version"] == "2"));
+    assert!(sub.events("model_rejected").is_empty(), "{:?}", sub.events("model_rejected"));
+    let record_gets = proxy.requests().iter().filter(|r| r.contains(&manifest.config.digest)).count();
+    assert!(record_gets >= 2, "the record was fetched again after the 503: {:?}", proxy.requests());
+    assert!(agent.log().contains("will retry") && agent.log().contains("resuming an interrupted download"), "{}", agent.log());
+    // One model_downloading for the release, not one per attempt; versions as strings.
+    let downloading = sub.events("model_downloading");
+    assert_eq!(downloading.len(), 1, "{downloading:?}");
+    assert_eq!(downloading[0]["version"], "2");
+    assert_matches_schema(&downloading[0], "event.json");
+    assert!(agent.terminate().success());
+    let installed = agent.state_dir().join("models/efficientnet_lite0-2/efficientnet_lite0.onnx");
+    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(repo("models/efficientnet_lite0.onnx")).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&installed), mode(installed.parent().unwrap())), (0o600, 0o700));
+}
+
+#[test]
+fn a_release_refused_as_not_newer_is_taken_once_a_rollback_makes_it_newer() {
+    let (broker, registry, trainer, sub) = start();
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "probation_frames = 0");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+    for version in [2, 4] {
+        trainer.publish(&registry.url(), "champion", version, &[]);
+        let v = version.to_string();
+        sub.wait_until(Duration::from_secs(60), "the new version serving", |_| newest_version(&sub, 0).as_deref() == Some(v.as_str()));
+    }
+    trainer.publish(&registry.url(), "candidate", 3, &[]);
+    promote(&registry, "candidate");
+    wait_for_rejection(&sub, 1, "not newer than the active version 4");
+
+    // The operator rolls 4 back to 2: now 3, still at the tag, is newer.
+    publish(broker.port, "cctv/test-pole/cmd/rollback", br#"{"id": "r1"}"#);
+    sub.wait_until(Duration::from_secs(30), "the rollback reply", |_| !sub.replies("rollback").is_empty());
+    assert_eq!(sub.replies("rollback")[0]["result"]["version"], 2, "{}", sub.replies("rollback")[0]);
+    let before = predictions(&sub).len();
+    sub.wait_until(Duration::from_secs(60), "version 3 serving", |_| newest_version(&sub, before).as_deref() == Some("3"));
+    assert_eq!(sub.events("model_rejected").len(), 1);
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_flood_of_announcements_costs_a_few_registry_requests_and_log_lines() {
+    let (broker, registry, trainer, sub) = start();
+    let proxy = FaultyProxy::start(registry.port);
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "poll_seconds = 3600").replace(&registry.url(), &proxy.url());
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+    let heads = || proxy.requests().iter().filter(|r| r.starts_with("HEAD")).count();
+    let before = heads();
+    let started = std::time::Instant::now();
+    publish_many(broker.port, "cctv/fleet/models/efficientnet_lite0", br#"{"name": "efficientnet_lite0"}"#, 20_000);
+    std::thread::sleep(Duration::from_secs(4));
+    let seconds = started.elapsed().as_secs_f64();
+    let asked = heads() - before;
+    println!("20000 announcements in {seconds:.1} s: {asked} registry HEADs");
+    assert!(asked >= 1 && (asked as f64) <= seconds / 2.0 + 2.0, "{asked} HEADs in {seconds:.1} s");
+    let lines = agent.log().matches("model release announced").count();
+    assert!(lines <= 3, "{lines} log lines");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn release_keygen_refuses_a_key_id_that_leaves_its_dir_and_writes_keys_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("keys");
+    for key_id in ["../evil", "/tmp/evil", "a/b", ".hidden"] {
+        let out = Command::new(BIN).args(["release", "keygen", "--key-id", key_id, "--dir"]).arg(&dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("not a plain name"), "{key_id}: {stderr}");
+    }
+    assert_eq!(tree(root.path()), Vec::<String>::new(), "nothing written anywhere");
+    assert!(!std::path::Path::new("/tmp/evil.key").exists());
+    let out = Command::new(BIN).args(["release", "keygen", "--key-id", "trainer-2", "--dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&dir), mode(&dir.join("trainer-2.key")), mode(&dir.join("trainer-2.pub"))), (0o700, 0o600, 0o600));
 }

@@ -14,6 +14,13 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub const RECORD_SCHEMA: u32 = 1;
+/// Longest model name, file name or key id a release may carry.
+pub const MAX_NAME_LEN: usize = 64;
+/// Largest release version: JSON's safe integers (2^53 − 1), so that every
+/// consumer reads a version exactly, whatever its JSON library.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+/// Most files a release may list (model, spec, labels, taxonomy, golden set and its images).
+pub const MAX_FILES: usize = 256;
 
 /// Why a key file or a release record is not accepted. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +49,20 @@ pub enum ReleaseError {
     BadSignature { key_id: String },
     #[error("the record names {name} but does not list it in files")]
     Unlisted { name: String },
-    #[error("a file name in the record is not a plain file name")]
-    FileName,
+    /// A name that would reach a path: the model's (its folder), a file's, a key id.
+    #[error("the {what} {name:?} is not a plain name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -, not starting with a dot", MAX_NAME_LEN = MAX_NAME_LEN)]
+    Name { what: &'static str, name: String },
+    #[error("version {version} is outside 1 to {MAX_VERSION} (JSON's safe integers); publish a version in that range", MAX_VERSION = MAX_VERSION)]
+    Version { version: u64 },
+    #[error("the record lists {count} files, more than {MAX_FILES}", MAX_FILES = MAX_FILES)]
+    TooManyFiles { count: usize },
+    #[error("the record lists {name} twice")]
+    DuplicateFile { name: String },
+    #[error("the sha256 of {name} in the record is not 64 lowercase hex digits")]
+    Sha256Format { name: String },
+    /// Sizes chosen to wrap around a u64 sum and slip under the size limits.
+    #[error("the file sizes in the record add up to more than 2^64 bytes")]
+    SizeOverflow,
     #[error("expires_at {expires_at:?}: {source}")]
     ExpiryFormat { expires_at: String, source: humantime::TimestampError },
     #[error("the release expired at {expires_at}; the trainer must sign a fresh record")]
@@ -127,6 +146,7 @@ pub struct PublicKey {
 impl SecretKey {
     /// A new key from the operating system's random source.
     pub fn generate(key_id: &str) -> Result<SecretKey, ReleaseError> {
+        check_name("key id", key_id)?;
         let mut seed = [0u8; 32];
         use std::io::Read;
         std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).map_err(ReleaseError::Random)?;
@@ -170,6 +190,7 @@ fn read_key_file(path: &Path, kind: &'static str) -> Result<(String, Vec<u8>), R
     let parts: Vec<&str> = text.split_whitespace().collect();
     match parts.as_slice() {
         [k, key_id, data] if *k == kind => {
+            check_name("key id", key_id)?;
             let bytes = BASE64.decode(data).map_err(|source| ReleaseError::KeyBase64 { path: path.to_path_buf(), source })?;
             Ok((key_id.to_string(), bytes))
         }
@@ -198,24 +219,78 @@ pub fn verify(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey], active_
 /// The record, if a pinned key signed these exact bytes and it is well formed
 /// (all an installed model needs at start: it may have expired since).
 pub fn verify_signature(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey]) -> Result<ReleaseRecord, ReleaseError> {
-    let record: ReleaseRecord = serde_json::from_slice(record_bytes).map_err(ReleaseError::Malformed)?;
-    if record.schema != RECORD_SCHEMA {
-        return Err(ReleaseError::Schema { schema: record.schema });
-    }
+    let record = parse_record(record_bytes)?;
     let key = keys.iter().find(|k| k.key_id == record.key_id).ok_or_else(|| ReleaseError::UnknownKey { key_id: record.key_id.clone() })?;
     let signature: [u8; 64] = signature.try_into().map_err(|_| ReleaseError::SignatureLength)?;
     key.key
         .verify(record_bytes, &Signature::from_bytes(&signature))
         .map_err(|_| ReleaseError::BadSignature { key_id: record.key_id.clone() })?;
-    for name in [&record.model_file, &record.spec_file].into_iter().chain(&record.golden_file) {
-        if record.file(name).is_none() {
-            return Err(ReleaseError::Unlisted { name: name.clone() });
+    Ok(record)
+}
+
+/// The record in these bytes, every field that reaches a path, a sum or an
+/// event checked (signed or not: a trainer's key can be stolen, and a bug
+/// in a trainer's tool must not become a path outside the models folder).
+pub fn parse_record(record_bytes: &[u8]) -> Result<ReleaseRecord, ReleaseError> {
+    let record: ReleaseRecord = serde_json::from_slice(record_bytes).map_err(ReleaseError::Malformed)?;
+    if record.schema != RECORD_SCHEMA {
+        return Err(ReleaseError::Schema { schema: record.schema });
+    }
+    check_record(&record)?;
+    Ok(record)
+}
+
+/// The bounds of [`parse_record`], for a record about to be signed too.
+pub fn check_record(record: &ReleaseRecord) -> Result<(), ReleaseError> {
+    check_name("model name", &record.name)?;
+    check_name("key id", &record.key_id)?;
+    if record.version == 0 || record.version > MAX_VERSION {
+        return Err(ReleaseError::Version { version: record.version });
+    }
+    if record.files.len() > MAX_FILES {
+        return Err(ReleaseError::TooManyFiles { count: record.files.len() });
+    }
+    for (i, file) in record.files.iter().enumerate() {
+        check_name("file name", &file.name)?;
+        if record.files[..i].iter().any(|f| f.name == file.name) {
+            return Err(ReleaseError::DuplicateFile { name: file.name.clone() });
+        }
+        if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ReleaseError::Sha256Format { name: file.name.clone() });
         }
     }
-    if record.files.iter().any(|f| f.name.contains('/') || f.name.starts_with('.') || f.name.is_empty()) {
-        return Err(ReleaseError::FileName);
+    total_size(record)?;
+    for name in [&record.model_file, &record.spec_file].into_iter().chain(&record.golden_file) {
+        if record.file(name).is_none() {
+            return Err(ReleaseError::Unlisted { name: shown(name) });
+        }
     }
-    Ok(record)
+    Ok(())
+}
+
+/// The sum of the record's file sizes, if it fits in a u64.
+pub fn total_size(record: &ReleaseRecord) -> Result<u64, ReleaseError> {
+    record.files.iter().try_fold(0u64, |sum, f| sum.checked_add(f.size)).ok_or(ReleaseError::SizeOverflow)
+}
+
+/// A name that becomes part of a path (a model's folder, a file, a key
+/// file): 1 to 64 of `[A-Za-z0-9._-]`, not starting with a dot (so neither
+/// `..`, a hidden file, nor anything with a `/`).
+pub fn check_name(what: &'static str, name: &str) -> Result<(), ReleaseError> {
+    let plain = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        Ok(())
+    } else {
+        Err(ReleaseError::Name { what, name: shown(name) })
+    }
+}
+
+/// At most 80 characters of a name from outside, for an error message.
+fn shown(name: &str) -> String {
+    name.chars().take(80).collect()
 }
 
 fn version_tuple(version: &str) -> Vec<u64> {
@@ -233,8 +308,8 @@ mod tests {
     use super::*;
 
     fn record(version: u64, expires_at: &str, key_id: &str) -> Vec<u8> {
-        let file = FileRecord { name: "m.onnx".into(), sha256: "00".into(), size: 1 };
-        let spec = FileRecord { name: "m.toml".into(), sha256: "00".into(), size: 1 };
+        let file = FileRecord { name: "m.onnx".into(), sha256: "0".repeat(64), size: 1 };
+        let spec = FileRecord { name: "m.toml".into(), sha256: "0".repeat(64), size: 1 };
         serde_json::to_vec(&ReleaseRecord {
             schema: 1,
             name: "m".into(),
@@ -288,5 +363,106 @@ mod tests {
         let public = PublicKey::load(&dir.path().join("k1.pub")).unwrap();
         let bytes = record(5, "2999-01-01T00:00:00Z", "k1");
         assert!(verify(&bytes, &loaded.sign(&bytes), &[public], 0).is_ok());
+    }
+
+    fn signed_with(trainer: &SecretKey, edit: impl Fn(&mut serde_json::Value)) -> Result<ReleaseRecord, ReleaseError> {
+        let mut value: serde_json::Value = serde_json::from_slice(&record(2, "2999-01-01T00:00:00Z", "trainer")).unwrap();
+        edit(&mut value);
+        let bytes = serde_json::to_vec(&value).unwrap();
+        verify(&bytes, &trainer.sign(&bytes), &[trainer.public()], 1)
+    }
+
+    #[test]
+    fn a_signed_record_with_a_name_that_leaves_the_models_folder_or_an_unsafe_version_is_refused() {
+        let trainer = SecretKey::generate("trainer").unwrap();
+        for name in ["../../victim", "/tmp/victim", "a/b", ".hidden", "", "x y", &"n".repeat(65), "é"] {
+            let err = signed_with(&trainer, |r| r["name"] = name.into()).unwrap_err();
+            assert!(matches!(err, ReleaseError::Name { what: "model name", .. }), "{name:?}: {err}");
+            let err = signed_with(&trainer, |r| r["files"][0]["name"] = name.into()).unwrap_err();
+            assert!(matches!(err, ReleaseError::Name { what: "file name", .. }), "{name:?}: {err}");
+        }
+        assert!(signed_with(&trainer, |r| r["name"] = "road-v2_final.1".into()).is_ok());
+        for version in [0, MAX_VERSION + 1, u64::MAX] {
+            let err = signed_with(&trainer, |r| r["version"] = version.into()).unwrap_err();
+            assert!(matches!(err, ReleaseError::Version { .. }) && err.to_string().contains("safe integers"), "{err}");
+        }
+        assert_eq!(signed_with(&trainer, |r| r["version"] = MAX_VERSION.into()).unwrap().version, MAX_VERSION);
+        // Sizes that wrap a u64 sum around to a small number.
+        let err = signed_with(&trainer, |r| {
+            r["files"][0]["size"] = (u64::MAX - 50).into();
+            r["files"][1]["size"] = 151.into();
+        })
+        .unwrap_err();
+        assert!(matches!(err, ReleaseError::SizeOverflow), "{err}");
+        let err = signed_with(&trainer, |r| r["files"][1]["name"] = "m.onnx".into()).unwrap_err();
+        assert!(matches!(err, ReleaseError::DuplicateFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn key_ids_are_plain_names() {
+        for key_id in ["../evil", "/etc/evil", "a/b", ".k", ""] {
+            assert!(matches!(SecretKey::generate(key_id), Err(ReleaseError::Name { what: "key id", .. })), "{key_id:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pub");
+        std::fs::write(&path, format!("ed25519-public ../evil {}\n", BASE64.encode([0u8; 32]))).unwrap();
+        assert!(matches!(PublicKey::load(&path), Err(ReleaseError::Name { .. })));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn any_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[A-Za-z0-9._-]{1,64}",
+                "[A-Za-z0-9./_-]{0,70}",
+                "(\\.\\./)+[a-z]{1,8}",
+                "/[a-z/]{1,20}",
+                any::<String>(),
+            ]
+        }
+
+        fn any_file() -> impl Strategy<Value = serde_json::Value> {
+            (any_name(), prop_oneof!["[0-9a-f]{64}", any::<String>()], any::<u64>())
+                .prop_map(|(name, sha256, size)| serde_json::json!({"name": name, "sha256": sha256, "size": size}))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_record(&bytes);
+            }
+
+            #[test]
+            fn a_parsed_record_is_always_within_its_bounds(
+                name in any_name(),
+                key_id in any_name(),
+                version in prop_oneof![any::<u64>(), 0..=MAX_VERSION + 2, Just(MAX_VERSION)],
+                files in proptest::collection::vec(any_file(), 0..6),
+                model in any::<prop::sample::Index>(),
+            ) {
+                let model_file = files.get(model.index(files.len().max(1))).map(|f| f["name"].clone()).unwrap_or("m.onnx".into());
+                let value = serde_json::json!({
+                    "schema": 1, "name": name, "version": version, "created_at": "2026-01-01T00:00:00Z",
+                    "expires_at": "2999-01-01T00:00:00Z", "min_agent_version": "0.1.0", "files": files,
+                    "model_file": model_file, "spec_file": model_file, "input_shape": [1, 3, 224, 224],
+                    "output_classes": 3, "key_id": key_id,
+                });
+                let bytes = serde_json::to_vec(&value).unwrap();
+                if let Ok(record) = parse_record(&bytes) {
+                    prop_assert!((1..=MAX_VERSION).contains(&record.version));
+                    for n in std::iter::once(&record.name).chain(&[record.key_id.clone()]).chain(record.files.iter().map(|f| &f.name)) {
+                        prop_assert!(!n.is_empty() && n.len() <= MAX_NAME_LEN && !n.starts_with('.') && !n.contains('/'), "{n:?}");
+                        prop_assert!(!std::path::Path::new(n).is_absolute());
+                    }
+                    prop_assert!(total_size(&record).is_ok());
+                    prop_assert!(record.files.iter().map(|f| f.size as u128).sum::<u128>() <= u64::MAX as u128);
+                    prop_assert!(record.file(&record.model_file).is_some());
+                }
+            }
+        }
     }
 }

@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::fs::{sha256_file, write_atomically, FileError};
+use super::private::{self, write_atomically};
 use crate::models::release::{self, PublicKey, ReleaseError, ReleaseRecord};
+use crate::util::fs::{sha256_file, FileError};
 
 const ACTIVE: &str = "active";
 /// Versions an operator rolled back from: never installed again.
@@ -31,10 +32,12 @@ pub enum StoreError {
     Release(#[from] ReleaseError),
     #[error("{} does not match its release record: the installed model was altered; the configured model serves until a new release installs", path.display())]
     Altered { path: PathBuf },
-    #[error("cannot copy {name} into {}: {source}", dir.display())]
-    Copy { name: String, dir: PathBuf, source: std::io::Error },
     #[error("cannot rename {} to {}: {source}", from.display(), to.display())]
     Rename { from: PathBuf, to: PathBuf, source: std::io::Error },
+    /// A name that would make a path outside the models folder: refused
+    /// here too, whatever checked it before (defence in depth).
+    #[error("{name:?} is not a plain name inside the models folder; nothing was written")]
+    OutsideModels { name: String },
 }
 
 /// A verified, installed release.
@@ -61,8 +64,19 @@ impl ModelStore {
 
     /// Where a release's files are downloaded (kept across restarts, so a
     /// download resumes).
-    pub fn staging(&self, manifest_digest: &str) -> PathBuf {
-        self.dir.join("staging").join(manifest_digest.trim_start_matches("sha256:"))
+    /// The digest comes from the registry: anything but `sha256:<64 hex>`
+    /// gets no folder at all.
+    pub fn staging(&self, manifest_digest: &str) -> Result<PathBuf, StoreError> {
+        if !super::registry::is_digest(manifest_digest) {
+            return Err(StoreError::OutsideModels { name: manifest_digest.chars().take(80).collect() });
+        }
+        Ok(self.dir.join("staging").join(manifest_digest.trim_start_matches("sha256:")))
+    }
+
+    /// `<models_dir>/<name>`, if `name` is a plain name (no `/`, no `..`, not absolute).
+    fn inside(&self, name: &str) -> Result<PathBuf, StoreError> {
+        release::check_name("installed release", name).map_err(|_| StoreError::OutsideModels { name: name.chars().take(80).collect() })?;
+        Ok(self.dir.join(name))
     }
 
     /// The active model, checked again: signature by a pinned key and every
@@ -73,7 +87,7 @@ impl ModelStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(FileError::new("read", &self.dir.join(ACTIVE), e).into()),
         };
-        self.check(&self.dir.join(&name), keys).map(Some)
+        self.check(&self.inside(&name)?, keys).map(Some)
     }
 
     /// Signature and files of the release installed in `dir`.
@@ -124,7 +138,7 @@ impl ModelStore {
     pub fn refuse(&self, version: u64) -> Result<(), StoreError> {
         let mut refused = self.refused();
         refused.push(version);
-        std::fs::create_dir_all(&self.dir).map_err(FileError::at("create", &self.dir))?;
+        private::create_dir(&self.dir)?;
         let text: Vec<String> = refused.iter().map(u64::to_string).collect();
         Ok(write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes())?)
     }
@@ -136,7 +150,7 @@ impl ModelStore {
     pub fn set_pinned(&self, version: Option<u64>) -> Result<(), StoreError> {
         match version {
             Some(v) => {
-                std::fs::create_dir_all(&self.dir).map_err(FileError::at("create", &self.dir))?;
+                private::create_dir(&self.dir)?;
                 Ok(write_atomically(&self.dir.join(PINNED), v.to_string().as_bytes())?)
             }
             None => {
@@ -150,15 +164,19 @@ impl ModelStore {
     /// makes it the active one.
     pub fn install(&self, staging: &Path, record_bytes: &[u8], signature: &[u8], record: &ReleaseRecord) -> Result<InstalledModel, StoreError> {
         let name = format!("{}-{}", record.name, record.version);
-        let dir = self.dir.join(&name);
-        let partial = self.dir.join(format!("{name}.partial"));
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial).map_err(FileError::at("create", &partial))?;
+        // Every path below is checked to be a plain name in the models folder
+        // before anything is removed or written.
+        let dir = self.inside(&name)?;
+        let partial = self.inside(&format!("{name}.partial"))?;
         for file in &record.files {
-            std::fs::copy(staging.join(&file.name), partial.join(&file.name))
-                .map_err(|source| StoreError::Copy { name: file.name.clone(), dir: partial.clone(), source })?;
+            release::check_name("file name", &file.name).map_err(|_| StoreError::OutsideModels { name: file.name.chars().take(80).collect() })?;
+        }
+        private::create_dir(&self.dir)?;
+        let _ = std::fs::remove_dir_all(&partial);
+        private::create_dir(&partial)?;
+        for file in &record.files {
             let copied = partial.join(&file.name);
-            std::fs::File::open(&copied).and_then(|f| f.sync_all()).map_err(FileError::at("sync", &copied))?;
+            private::copy(&staging.join(&file.name), &copied)?;
         }
         write_atomically(&partial.join(RECORD), record_bytes)?;
         write_atomically(&partial.join(SIGNATURE), signature)?;
@@ -167,5 +185,67 @@ impl ModelStore {
         write_atomically(&self.dir.join(ACTIVE), name.as_bytes())?;
         let _ = std::fs::remove_dir_all(staging);
         Ok(InstalledModel { dir, record: record.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::release::FileRecord;
+
+    fn record(name: &str, file: &str) -> ReleaseRecord {
+        ReleaseRecord {
+            schema: 1,
+            name: name.into(),
+            version: 2,
+            created_at: String::new(),
+            expires_at: String::new(),
+            min_agent_version: "0.1.0".into(),
+            files: vec![FileRecord { name: file.into(), sha256: "0".repeat(64), size: 1 }],
+            model_file: file.into(),
+            spec_file: file.into(),
+            input_shape: vec![],
+            output_classes: 1,
+            golden_file: None,
+            key_id: "k".into(),
+        }
+    }
+
+    /// Even a record that skipped verification cannot make install touch a
+    /// path outside the models folder.
+    #[test]
+    fn install_refuses_names_outside_the_models_folder_and_touches_nothing_there() {
+        let root = tempfile::tempdir().unwrap();
+        let models = root.path().join("state/models");
+        let staging = root.path().join("staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("m.onnx"), b"m").unwrap();
+        // What `../../victim` and an absolute name would have replaced.
+        let victim = root.path().join("victim-2");
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("keep"), b"precious").unwrap();
+        let store = ModelStore::new(&models);
+        let absolute = format!("{}/victim", root.path().display());
+        for (name, file) in [("../../victim", "m.onnx"), (absolute.as_str(), "m.onnx"), ("ok", "../m.onnx"), ("ok", "/etc/passwd")] {
+            let err = store.install(&staging, b"{}", b"sig", &record(name, file)).unwrap_err();
+            assert!(matches!(err, StoreError::OutsideModels { .. }), "{name} {file}: {err}");
+        }
+        assert_eq!(std::fs::read(victim.join("keep")).unwrap(), b"precious");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+        assert!(!models.join(ACTIVE).exists() && !root.path().join("active").exists());
+        assert!(matches!(store.staging("sha256:../../x"), Err(StoreError::OutsideModels { .. })));
+
+        // A plain name installs, owner-only.
+        use std::os::unix::fs::PermissionsExt;
+        let installed = store.install(&staging, b"{}", b"sig", &record("road", "m.onnx")).unwrap();
+        assert_eq!(installed.dir, models.join("road-2"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&models), mode(&installed.dir)), (0o700, 0o700));
+        for file in ["m.onnx", RECORD, SIGNATURE] {
+            assert_eq!(mode(&installed.dir.join(file)), 0o600, "{file}");
+        }
+        assert_eq!(mode(&models.join(ACTIVE)), 0o600);
+        std::fs::write(models.join(ACTIVE), "../../victim-2").unwrap();
+        assert!(matches!(store.active(&[]), Err(StoreError::OutsideModels { .. })));
     }
 }

@@ -16,8 +16,6 @@ use crate::util::fs::FileError;
 /// Why `release keygen` or `release publish` failed; each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {
-    #[error("the key id must be a word without spaces")]
-    KeyId,
     #[error("cannot create {} (it must not exist yet): {source}", path.display())]
     KeyExists { path: PathBuf, source: std::io::Error },
     /// Making, reading or using a key.
@@ -46,25 +44,21 @@ pub enum TrainerError {
     Queue { topic: String, source: rumqttc::ClientError },
 }
 
-/// Writes `<dir>/<key_id>.key` (secret, mode 0600) and `<dir>/<key_id>.pub`.
+/// Writes `<dir>/<key_id>.key` (the secret) and `<dir>/<key_id>.pub`, both
+/// 0600 (`dir`, if created, 0700). The key id is a plain name, so both stay
+/// inside `dir`.
 pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), TrainerError> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
-    if key_id.is_empty() || key_id.contains(char::is_whitespace) {
-        return Err(TrainerError::KeyId);
-    }
-    std::fs::create_dir_all(dir).map_err(FileError::at("create", dir))?;
+    crate::models::release::check_name("key id", key_id)?;
+    super::private::create_dir(dir)?;
     let key = SecretKey::generate(key_id)?;
     let secret = dir.join(format!("{key_id}.key"));
     let public = dir.join(format!("{key_id}.pub"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&secret)
-        .map_err(|source| TrainerError::KeyExists { path: secret.clone(), source })?;
-    file.write_all(key.to_file_text().as_bytes()).map_err(FileError::at("write", &secret))?;
-    std::fs::write(&public, key.public().to_file_text()).map_err(FileError::at("write", &public))?;
+    // Never overwrite a secret key; the public one is derived, so it may be.
+    for (path, text, new) in [(&secret, key.to_file_text(), true), (&public, key.public().to_file_text(), false)] {
+        let mut file = super::private::open_file(path, new, false).map_err(|e| TrainerError::KeyExists { path: path.clone(), source: e.source })?;
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(FileError::at("write", path))?;
+    }
     Ok((secret, public))
 }
 
@@ -151,6 +145,8 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), TrainerError>
         golden_file: golden_bytes.map(|(name, _)| name),
         key_id: key.key_id.clone(),
     };
+    // What devices would refuse is refused here, before anything is pushed.
+    crate::models::release::check_record(&record)?;
     let record_bytes = serde_json::to_vec_pretty(&record).map_err(|source| TrainerError::Encode { what: "the release record", source })?;
     let signature = key.sign(&record_bytes);
 

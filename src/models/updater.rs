@@ -8,9 +8,15 @@
 //! signed by a pinned key, has expired, is not newer than the active
 //! version, needs a newer agent, does not load, does not match its record's
 //! shapes, or is too slow on this device. A registry that cannot be
-//! reached or answers with an error status (server trouble, credentials, a
-//! tag that points at what it does not serve yet) only means "try again at
-//! the next poll" (`RegistryError::condemns_release`).
+//! reached, answers with an error status (server trouble, credentials, a
+//! tag that points at what it does not serve yet), breaks off or trickles
+//! only means "try again" (`RegistryError::condemns_release`): with backoff
+//! from 1 s up to `poll_seconds`, and the release is not remembered as seen.
+//! A refusal that depended on the active version ("not newer") is judged
+//! again once the active version changes (an operator's rollback).
+//!
+//! Announcements only wake the thread: however many arrive, it checks the
+//! registry at most once per [`MIN_CHECK_INTERVAL`].
 
 use opencv::core::{Mat, Rect, Scalar, CV_8UC3};
 use opencv::prelude::*;
@@ -33,6 +39,7 @@ use crate::models::registry::{Registry, RegistryError, RECORD_TYPE, SIGNATURE_TY
 use crate::models::release::{self, GoldenSet, PublicKey, ReleaseError, ReleaseRecord};
 use crate::util::fs::FileError;
 use crate::util::shutdown::Shutdown;
+use crate::util::throttle::Throttle;
 
 /// Why a downloaded release fails its checks on this device.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,9 @@ pub enum ValidationError {
     GoldenRead(std::io::Error),
     #[error("the golden set is not valid: {0}")]
     GoldenInvalid(serde_json::Error),
+    /// Only the release's own files are read (a name from the set never reaches a path unchecked).
+    #[error("golden image {image:?} is not one of the release's files")]
+    GoldenNotInRelease { image: String },
     #[error("cannot read golden image {image}: {source}")]
     GoldenImage { image: String, source: opencv::Error },
     #[error("golden image {image} cannot be decoded")]
@@ -64,11 +74,14 @@ pub enum ValidationError {
 }
 
 /// Classifies every golden image (whole image) and counts the right road classes.
-fn golden_accuracy(classifier: &mut Classifier, staging: &Path, golden: &str) -> Result<(usize, usize, f32), ValidationError> {
+fn golden_accuracy(classifier: &mut Classifier, staging: &Path, record: &ReleaseRecord, golden: &str) -> Result<(usize, usize, f32), ValidationError> {
     let text = std::fs::read(staging.join(golden)).map_err(ValidationError::GoldenRead)?;
     let set: GoldenSet = serde_json::from_slice(&text).map_err(ValidationError::GoldenInvalid)?;
     let mut correct = 0;
     for sample in &set.samples {
+        if record.file(&sample.image).is_none() {
+            return Err(ValidationError::GoldenNotInRelease { image: sample.image.chars().take(80).collect() });
+        }
         let path = staging.join(&sample.image);
         let image = opencv::imgcodecs::imread(&path, opencv::imgcodecs::IMREAD_COLOR)
             .map_err(|source| ValidationError::GoldenImage { image: sample.image.clone(), source })?;
@@ -90,6 +103,10 @@ fn golden_accuracy(classifier: &mut Classifier, staging: &Path, golden: &str) ->
 const MAX_SMALL_BLOB: u64 = 1 << 20;
 /// Free space to leave on the models' file system after a download.
 const MIN_FREE_AFTER: u64 = 64 << 20;
+/// However many announcements arrive, the registry is asked at most this often.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// First wait after a transient failure; it doubles up to `poll_seconds`.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Updater {
     config: RegistryConfig,
@@ -118,9 +135,13 @@ impl Updater {
         recorder: RollbackRecorder,
         routes: &mut Routes,
     ) -> Updater {
+        // One pending wake-up at most: a flood of announcements is one check.
         let (wake_tx, wake) = std::sync::mpsc::sync_channel(1);
+        let announced_log = Throttle::for_warnings();
         routes.add("model updater", format!("{}+", context.topics.fleet_models_prefix()), move |inbound: Inbound| {
-            tracing::info!(topic = %inbound.topic, "model release announced");
+            if let Some(suppressed) = announced_log.allow() {
+                tracing::info!(topic = %inbound.topic, suppressed, "model release announced");
+            }
             let _ = wake_tx.try_send(());
         });
         Updater {
@@ -164,9 +185,12 @@ enum RetryReason {
     Install(StoreError),
     #[error("the inference thread has stopped")]
     InferenceStopped,
+    #[error("the registry named {0}")]
+    Store(StoreError),
 }
 
-/// Why a release is refused for good; its Display is the `model_rejected` event's reason.
+/// Why a release is refused (for good, or until the active version changes);
+/// its Display is the `model_rejected` event's reason.
 #[derive(Debug, thiserror::Error)]
 enum Rejection {
     #[error("the manifest's config is {0}, not a release record")]
@@ -182,6 +206,7 @@ enum Rejection {
     RolledBack(u64),
     #[error("the release is {total} bytes, over registry.max_model_bytes ({max})")]
     TooLarge { total: u64, max: u64 },
+
     #[error("the release has no layer for {0}")]
     NoLayer(String),
     #[error("the layer for {0} does not match the signed record")]
@@ -200,40 +225,93 @@ fn registry_failure(error: RegistryError, version: Option<u64>) -> Outcome {
     }
 }
 
+/// A release judged for good, so the tag's digest is not fetched again
+/// while it stays put, unless the judgement depended on the active version.
+#[derive(Debug, Clone, PartialEq)]
+struct Judged {
+    digest: String,
+    /// The active version a "not newer" refusal was made against.
+    against: Option<u64>,
+}
+
+impl Judged {
+    fn covers(&self, digest: &str, active: u64) -> bool {
+        self.digest == digest && self.against.is_none_or(|v| v == active)
+    }
+}
+
+/// What the thread remembers between checks.
+#[derive(Debug, Default)]
+struct Memory {
+    judged: Option<Judged>,
+    /// The digest whose `model_downloading` was sent: once, not per retry.
+    downloading: Option<String>,
+}
+
+/// The wait after the n-th transient failure in a row: 1 s doubling, at most `cap`.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    FIRST_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(cap)
+}
+
 impl Updater {
     pub fn run(self) {
         let registry = match Registry::new(&self.config.url) {
             Ok(registry) => registry,
             Err(error) => return tracing::error!(%error, "model updates are off: fix registry.url"),
         };
-        let mut seen: Option<String> = None;
+        let mut memory = Memory::default();
         let poll = Duration::from_secs(self.config.poll_seconds);
+        let mut failures = 0u32;
+        // Transient failures repeat at every retry: one line per minute, with the count.
+        let retry_log = Throttle::new(Duration::from_secs(60));
         loop {
-            match self.check(&registry, &mut seen) {
-                Outcome::Unchanged | Outcome::Activated | Outcome::Paused => {}
-                Outcome::Retry(error) => tracing::warn!(%error, url = %self.config.url, "cannot check the model registry; will retry"),
-                Outcome::Rejected { version, reason } => {
-                    tracing::warn!(version, %reason, "model release rejected; the current model keeps serving");
-                    self.events.send_blocking(Event::ModelRejected { version, reason: reason.to_string() });
+            let checked = Instant::now();
+            let wait = match self.check(&registry, &mut memory) {
+                Outcome::Retry(error) => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(failures, poll);
+                    if let Some(suppressed) = retry_log.allow() {
+                        tracing::warn!(%error, url = %self.config.url, failures, retry_in_s = wait.as_secs(), suppressed, "cannot fetch the model release; will retry");
+                    }
+                    wait
                 }
+                outcome => {
+                    if failures > 0 {
+                        tracing::info!(failures, "the model registry answers again");
+                    }
+                    failures = 0;
+                    if let Outcome::Rejected { version, reason } = outcome {
+                        tracing::warn!(version, %reason, "model release rejected; the current model keeps serving");
+                        self.events.send_blocking(Event::ModelRejected { version: version.map(|v| v.to_string()), reason: reason.to_string() });
+                    }
+                    poll
+                }
+            };
+            if self.wait(checked, wait) {
+                return;
             }
-            // Until the next poll, an announcement, or shutdown (checked twice a second).
-            let next_poll = Instant::now() + poll;
-            loop {
-                if self.shutdown.is_triggered() {
-                    return;
-                }
-                let left = next_poll.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match self.wake.recv_timeout(left.min(Duration::from_millis(500))) {
-                    Ok(()) => break,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        if self.shutdown.sleep(left.min(Duration::from_millis(500))) {
-                            return;
-                        }
+        }
+    }
+
+    /// Until `checked + wait`, or an announcement (but not before
+    /// `checked + MIN_CHECK_INTERVAL`), or shutdown (checked twice a
+    /// second); true on shutdown.
+    fn wait(&self, checked: Instant, wait: Duration) -> bool {
+        let mut next = checked + wait;
+        loop {
+            if self.shutdown.is_triggered() {
+                return true;
+            }
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.wake.recv_timeout(left.min(Duration::from_millis(500))) {
+                Ok(()) => next = next.min(checked + MIN_CHECK_INTERVAL),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    if self.shutdown.sleep(left.min(Duration::from_millis(500))) {
+                        return true;
                     }
                 }
             }
@@ -244,26 +322,35 @@ impl Updater {
         self.active.read().map(|m| release::numeric_version(&m.version)).unwrap_or(0)
     }
 
-    fn check(&self, registry: &Registry, seen: &mut Option<String>) -> Outcome {
+    fn check(&self, registry: &Registry, memory: &mut Memory) -> Outcome {
         let digest = match registry.tag_digest(&self.config.tag) {
             Ok(Some(digest)) => digest,
             Ok(None) => return Outcome::Unchanged,
             Err(error) => return Outcome::Retry(RetryReason::Registry(error)),
         };
-        if seen.as_deref() == Some(digest.as_str()) {
+        let active = self.active_version();
+        if memory.judged.as_ref().is_some_and(|j| j.covers(&digest, active)) {
             return Outcome::Unchanged;
         }
-        let outcome = self.try_release(registry, &digest);
+        let staging = match self.store.staging(&digest) {
+            Ok(staging) => staging,
+            Err(error) => return Outcome::Retry(RetryReason::Store(error)),
+        };
+        let outcome = self.try_release(registry, &digest, &staging, active, memory);
         if let Outcome::Rejected { .. } = outcome {
-            let _ = std::fs::remove_dir_all(self.store.staging(&digest));
+            let _ = std::fs::remove_dir_all(&staging);
         }
-        if !matches!(outcome, Outcome::Retry(_) | Outcome::Paused) {
-            *seen = Some(digest);
+        match &outcome {
+            Outcome::Retry(_) | Outcome::Paused => {}
+            Outcome::Rejected { reason: Rejection::Release(ReleaseError::NotNewer { .. }), .. } => {
+                memory.judged = Some(Judged { digest, against: Some(active) });
+            }
+            _ => memory.judged = Some(Judged { digest, against: None }),
         }
         outcome
     }
 
-    fn try_release(&self, registry: &Registry, digest: &str) -> Outcome {
+    fn try_release(&self, registry: &Registry, digest: &str, staging: &Path, active: u64, memory: &mut Memory) -> Outcome {
         let rejected = |version: Option<u64>, reason: Rejection| Outcome::Rejected { version, reason };
         let (manifest, _) = match registry.manifest(digest) {
             Ok(m) => m,
@@ -283,9 +370,10 @@ impl Updater {
             Ok(bytes) => bytes,
             Err(error) => return registry_failure(error, None),
         };
-        let record = match release::verify(&record_bytes, &signature, &self.keys, self.active_version()) {
+        let record = match release::verify(&record_bytes, &signature, &self.keys, active) {
             Ok(record) => record,
             Err(reason) => {
+                // For the event only: the version as the (unverified) record states it.
                 let version = serde_json::from_slice::<ReleaseRecord>(&record_bytes).ok().map(|r| r.version);
                 return rejected(version, Rejection::Release(reason));
             }
@@ -298,19 +386,24 @@ impl Updater {
             tracing::info!(pinned, release = record.version, "pinned by an operator: not installing (send cmd/unpin to allow updates)");
             return Outcome::Paused;
         }
-        tracing::info!(name = %record.name, version = record.version, "downloading a new model release");
-        self.events.send_blocking(Event::ModelDownloading { name: record.name.clone(), version: record.version });
-
-        let total: u64 = record.files.iter().map(|f| f.size).sum();
+        // Checked again here (verify did) so that no sum below can wrap.
+        let total = match release::total_size(&record) {
+            Ok(total) => total,
+            Err(reason) => return rejected(version, Rejection::Release(reason)),
+        };
         if total > self.config.max_model_bytes {
             return rejected(version, Rejection::TooLarge { total, max: self.config.max_model_bytes });
         }
-        let staging = self.store.staging(digest);
-        if let Err(e) = std::fs::create_dir_all(&staging) {
-            return Outcome::Retry(RetryReason::Staging(FileError::new("create", &staging, e)));
+        if memory.downloading.as_deref() != Some(digest) {
+            tracing::info!(name = %record.name, version = record.version, "downloading a new model release");
+            self.events.send_blocking(Event::ModelDownloading { name: record.name.clone(), version: record.version.to_string() });
+            memory.downloading = Some(digest.to_string());
         }
-        if let Some(free) = crate::util::fs::free_bytes(&staging) {
-            if free < total + MIN_FREE_AFTER {
+        if let Err(e) = super::private::create_dir(staging) {
+            return Outcome::Retry(RetryReason::Staging(e));
+        }
+        if let Some(free) = crate::util::fs::free_bytes(staging) {
+            if total.checked_add(MIN_FREE_AFTER).is_none_or(|needed| free < needed) {
                 return Outcome::Retry(RetryReason::DiskFull { free, total });
             }
         }
@@ -325,9 +418,9 @@ impl Updater {
                 return registry_failure(error, version);
             }
         }
-        self.events.send_blocking(Event::ModelVerified { name: record.name.clone(), version: record.version });
+        self.events.send_blocking(Event::ModelVerified { name: record.name.clone(), version: record.version.to_string() });
 
-        let classifier = match self.validate(&staging, &record) {
+        let classifier = match self.validate(staging, &record) {
             Ok(classifier) => classifier,
             Err(reason) => return rejected(version, Rejection::Invalid(reason)),
         };
@@ -339,7 +432,7 @@ impl Updater {
                 None
             }
         };
-        let installed = match self.store.install(&staging, &record_bytes, &signature, &record) {
+        let installed = match self.store.install(staging, &record_bytes, &signature, &record) {
             Ok(installed) => installed,
             Err(error) => return Outcome::Retry(RetryReason::Install(error)),
         };
@@ -378,7 +471,7 @@ impl Updater {
         }
         let frame = Mat::new_rows_cols_with_default(400, 640, CV_8UC3, Scalar::all(128.0)).map_err(ValidationError::TestFrame)?;
         let rect = [Rect::new(0, 0, 640, 400)];
-        let mut times = Vec::with_capacity(self.config.validation_runs);
+        let mut times = Vec::with_capacity(self.config.validation_runs.clamp(1, 1024));
         for _ in 0..self.config.validation_runs.max(1) {
             let started = Instant::now();
             classifier.classify(&frame, &rect).map_err(ValidationError::FailsOnTestFrame)?;
@@ -390,7 +483,7 @@ impl Updater {
             return Err(ValidationError::TooSlow { p95, budget: self.config.latency_budget_ms });
         }
         if let Some(golden) = &record.golden_file {
-            let (correct, total, required) = golden_accuracy(&mut classifier, staging, golden)?;
+            let (correct, total, required) = golden_accuracy(&mut classifier, staging, record, golden)?;
             let accuracy = correct as f32 / total.max(1) as f32;
             if accuracy < required {
                 return Err(ValidationError::GoldenAccuracy { correct, total, accuracy, required });

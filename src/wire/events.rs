@@ -23,11 +23,12 @@ pub enum Event {
     /// The outbox is written to disk again.
     OutboxRestored { path: String },
     /// A new release passed its signature checks and is being downloaded.
-    ModelDownloading { name: String, version: u64 },
+    /// Every model event carries versions as strings, as `ModelIdentity` does.
+    ModelDownloading { name: String, version: String },
     /// Every file of it matched the signed record.
-    ModelVerified { name: String, version: u64 },
+    ModelVerified { name: String, version: String },
     /// A release was refused; the current model keeps serving.
-    ModelRejected { version: Option<u64>, reason: String },
+    ModelRejected { version: Option<String>, reason: String },
     /// The inference thread swapped models between two frames.
     ModelActivated { name: String, version: String, sha256: String, previous_version: String },
     /// A new release classified its first `registry.probation_frames` frames well.

@@ -738,3 +738,122 @@ impl NotifySocket {
         self.messages().iter().filter(|(at, m)| *at >= from && *at <= to && m.starts_with(prefix)).count()
     }
 }
+
+/// What [`FaultyProxy`] does to a request on cue.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Answers this status itself (the registry never sees the request).
+    Status(u16),
+    /// Passes the registry's answer on, but breaks the connection off after
+    /// this many bytes of it (headers included): a reset mid-download.
+    BreakAfter(usize),
+}
+
+/// An HTTP proxy in front of the real registry for what it cannot do on
+/// cue: a 503 or a broken-off answer for the next requests that match.
+/// It asks both sides to close after each answer, so it sees (and counts)
+/// every request.
+pub struct FaultyProxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// (part of the request line, fault, how many more times)
+    faults: Vec<(String, Fault, usize)>,
+    requests: Vec<String>,
+}
+
+impl FaultyProxy {
+    pub fn start(upstream: u16) -> FaultyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = FaultyProxy::relay(client, upstream, &state);
+                });
+            }
+        });
+        FaultyProxy { port, state }
+    }
+
+    fn relay(client: TcpStream, upstream: u16, state: &std::sync::Mutex<ProxyState>) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(client.try_clone()?);
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if !line.to_ascii_lowercase().starts_with("connection:") {
+                head.push(line);
+            }
+        }
+        let first = head.first().cloned().unwrap_or_default();
+        let fault = {
+            let mut state = state.lock().unwrap();
+            state.requests.push(first.trim().to_string());
+            let found = state.faults.iter_mut().find(|(needle, _, left)| *left > 0 && first.contains(needle.as_str()));
+            found.map(|(_, fault, left)| {
+                *left -= 1;
+                *fault
+            })
+        };
+        let mut client = client;
+        if let Some(Fault::Status(code)) = fault {
+            return write!(client, "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+        let mut server = TcpStream::connect(("127.0.0.1", upstream))?;
+        server.write_all(format!("{}Connection: close\r\n\r\n", head.concat()).as_bytes())?;
+        let limit = match fault {
+            Some(Fault::BreakAfter(n)) => n as u64,
+            _ => u64::MAX,
+        };
+        std::io::copy(&mut (&mut server).take(limit), &mut client)?;
+        client.shutdown(std::net::Shutdown::Both)
+    }
+
+    /// The repository URL through this proxy.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/roadside/vehicle-classifier", self.port)
+    }
+
+    /// The next `times` requests whose request line contains `needle` get `fault`.
+    pub fn inject(&self, needle: &str, fault: Fault, times: usize) {
+        self.state.lock().unwrap().faults.push((needle.to_string(), fault, times));
+    }
+
+    /// Request lines seen so far (`GET /v2/… HTTP/1.1`), faulted ones too.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+/// Publishes `count` QoS 0 messages on one connection, as fast as the broker takes them.
+pub fn publish_many(port: u16, topic: &str, payload: &[u8], count: usize) {
+    let mut options = MqttOptions::new(format!("test-flood-{}", free_port()), "127.0.0.1", port);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut connection) = rumqttc::Client::new(options, 64);
+    let (topic, payload) = (topic.to_string(), payload.to_vec());
+    let sender = std::thread::spawn(move || {
+        for _ in 0..count {
+            client.publish(&topic, rumqttc::QoS::AtMostOnce, false, payload.clone()).unwrap();
+        }
+        client.disconnect().unwrap();
+    });
+    for event in connection.iter() {
+        if event.is_err() {
+            break;
+        }
+    }
+    sender.join().unwrap();
+}
