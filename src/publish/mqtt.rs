@@ -162,6 +162,7 @@ pub struct Publisher {
     /// Warnings a flood could repeat thousands of times a second.
     client_full_log: Throttle,
     direct_dropped_log: Throttle,
+    refused_log: Throttle,
 }
 
 /// Messages refused for their size since the last `message_refused` event.
@@ -311,6 +312,7 @@ impl Publisher {
             refused: Mutex::default(),
             client_full_log: Throttle::for_warnings(),
             direct_dropped_log: Throttle::for_warnings(),
+            refused_log: Throttle::for_warnings(),
         }
     }
 
@@ -417,11 +419,11 @@ impl Publisher {
     fn refuse(&self, error: RefusedError) {
         let RefusedError::TooLarge { topic, bytes, .. } = &error;
         self.stats.refused.fetch_add(1, Ordering::SeqCst);
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        if refused.count == 0 || refused.reported_at.is_none_or(|at| at.elapsed() >= REFUSED_REPORT_INTERVAL) {
-            // A producer should have trimmed it: this is worth an error, but not one per message.
-            tracing::error!(%error, refused_before = refused.count, "message refused: not numbered, not sent");
+        // A producer should have trimmed it: worth an error, but not one per message.
+        if let Some(suppressed) = self.refused_log.allow() {
+            tracing::error!(%error, suppressed, "message refused: not numbered, not sent");
         }
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         refused.count += 1;
         refused.topic = topic.clone();
         refused.bytes = *bytes as u64;
@@ -978,7 +980,7 @@ mod tests {
         rig.connect();
         assert_eq!(rig.stored_topics(), ["cctv/pole/predictions/p0", "cctv/pole/predictions/p2"]);
         assert_eq!(rig.outbox.dropped_total(), 1);
-        assert_eq!(rig.outbox.take_dropped(), Some(super::super::outbox::Dropped { count: 1, first_seq: 2, last_seq: 2 }));
+        assert_eq!(rig.outbox.take_dropped(), Some(crate::publish::outbox::Dropped { count: 1, first_seq: 2, last_seq: 2 }));
     }
 
     #[tokio::test(flavor = "multi_thread")]
