@@ -102,7 +102,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     };
     let monitor = config.monitor.enabled.then(|| {
         let dir = config.state_dir.join("monitor");
-        MonitorTask::new(&context, config.monitor.clone(), dir, crate::monitor::feedback_classes(&classifier.spec().taxonomy), samples, &mut routes)
+        let (task, sender) =
+            MonitorTask::new(&context, config.monitor.clone(), dir, crate::monitor::feedback_classes(&classifier.spec().taxonomy), samples, &mut routes);
+        (task.with_max_message_bytes(config.mqtt.max_message_bytes), sender)
     });
 
     // Rollbacks decided on the inference thread are written by this one.
@@ -124,7 +126,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         mqtt::options(&config.mqtt, &config.mqtt.client_id(&config.device_id))?,
         config.outbox.clone(),
     )
-    .with_routes(routes);
+    .with_routes(routes)
+    .with_max_message_bytes(config.mqtt.max_message_bytes);
     if let Some((_, sender)) = &monitor {
         publisher = publisher.with_stored_hook(sender.stored_hook());
     }

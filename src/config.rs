@@ -121,7 +121,23 @@ pub struct MqttConfig {
     /// sent while the device was away still arrive (needs a fixed client id).
     #[serde(default = "default_persistent_session")]
     pub persistent_session: bool,
+    /// Largest message the agent sends (topic and payload, `seq` included),
+    /// kept below the broker's limit: larger ones are trimmed by their
+    /// producer or refused before they get a `seq`. MQTT 3.1.1 has no way
+    /// for the broker to say its limit, so set this at or below it.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
 }
+
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 10;
+
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+/// `mqtt.max_message_bytes` bounds: a sample chunk (~45 KiB) must fit, and
+/// no more than the agent accepts from the broker itself.
+pub const MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<usize> = (64 << 10)..=(8 << 20);
 
 fn default_persistent_session() -> bool {
     true
@@ -616,6 +632,7 @@ impl MqttConfig {
             password_file: None,
             queue_capacity: default_queue_capacity(),
             persistent_session: default_persistent_session(),
+            max_message_bytes: default_max_message_bytes(),
         }
     }
 
@@ -749,6 +766,10 @@ impl Config {
         }
         if self.mqtt.queue_capacity == 0 {
             return Err(invalid("mqtt.queue_capacity", "must be at least 1".into()));
+        }
+        if !MESSAGE_BYTES_RANGE.contains(&self.mqtt.max_message_bytes) {
+            let (min, max) = (MESSAGE_BYTES_RANGE.start(), MESSAGE_BYTES_RANGE.end());
+            return Err(invalid("mqtt.max_message_bytes", format!("is {}: must be between {min} (64 KiB) and {max} (8 MiB), at most the broker's message size limit", self.mqtt.max_message_bytes)));
         }
         for (key, value) in [("outbox.max_bytes", self.outbox.max_bytes), ("outbox.memory_bytes", self.outbox.memory_bytes)] {
             if value < MIN_OUTBOX_BYTES {

@@ -451,3 +451,66 @@ fn soak() {
         monitor["alerts"], monitor["samples"]);
     assert_eq!(lost, 0);
 }
+
+/// Issue 12, bug 1: 40 labels marking predictions wrong, each with a
+/// 250,000-byte `source`, once made a retrain request of ~7 MB that the MQTT
+/// client refused: the connection dropped and came back several times a
+/// second, telemetry stopped, and the request's seq vanished unreported.
+#[test]
+fn feedback_with_huge_sources_cannot_make_an_undeliverable_message_or_a_reconnect_storm() {
+    let broker = Mosquitto::start();
+    // cctv/#: the retrain request (numbered like the rest) goes to cctv/fleet/retrain/.
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    let config = format!(
+        "{}\n[monitor]\nfeedback_window = 40\nmin_labelled = 20\n",
+        agent_config(&broker, &camera("regions = \"full\"\nloop = true"))
+    );
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "60 predictions", |_| sub.on("/predictions/road").len() >= 60);
+    let predictions: Vec<(u64, String)> = sub.on("/predictions/road")[..40]
+        .iter()
+        .map(|m| (seq(m), m.payload["regions"][0]["class"].as_str().unwrap().to_string()))
+        .collect();
+
+    let attack_started = Instant::now();
+    let source = "x".repeat(250_000);
+    for (seq, class) in &predictions {
+        let wrong = if class == "car" { "truck" } else { "car" };
+        let label = serde_json::json!({"seq": seq, "region": 0, "class": wrong, "source": source});
+        publish(broker.port, "cctv/test-pole/feedback", &serde_json::to_vec(&label).unwrap());
+    }
+    let retrain = |sub: &Subscriber| -> Vec<Value> {
+        sub.all().into_iter().filter(|m| m.topic.starts_with("cctv/fleet/retrain/")).map(|m| m.payload).collect()
+    };
+    sub.wait_until(Duration::from_secs(30), "the retrain request", |_| !retrain(&sub).is_empty());
+    std::thread::sleep(Duration::from_secs(5)); // would a storm follow?
+    let attack_ended = Instant::now();
+
+    let request = &retrain(&sub)[0];
+    assert_matches_schema(request, "retrain.json");
+    let mistakes = request["evidence"]["mistakes"].as_array().unwrap();
+    assert!(!mistakes.is_empty(), "{request}");
+    let longest_source = mistakes.iter().map(|m| m["source"].as_str().unwrap().len()).max().unwrap();
+    let request_bytes = serde_json::to_vec(request).unwrap().len();
+    println!("retrain request: {request_bytes} bytes, {} mistakes, sources cut to {longest_source} bytes", mistakes.len());
+    assert!(longest_source <= 256, "a source of {longest_source} bytes was kept");
+    assert!(request_bytes <= 256 << 10, "{request_bytes} bytes");
+
+    // No reconnect storm: connected once, never announced offline.
+    let offline: Vec<Received> = sub.on("/status").into_iter().filter(|m| m.payload["state"] == "offline").collect();
+    assert!(offline.is_empty(), "the agent went offline {} times", offline.len());
+    assert_eq!(agent.log().matches("connected to MQTT broker").count(), 1, "{}", agent.log());
+    // Telemetry kept flowing (every second) through the attack.
+    let telemetry: Vec<Instant> = sub.on("/telemetry").iter().map(|m| m.at).filter(|at| *at >= attack_started && *at <= attack_ended).collect();
+    let longest_gap = telemetry.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    assert!(telemetry.len() >= 3 && longest_gap < Duration::from_secs(3), "{} telemetry messages, longest gap {longest_gap:?}", telemetry.len());
+    let last = sub.on("/telemetry").last().unwrap().payload.clone();
+    assert_matches_schema(&last, "telemetry.json");
+    assert_eq!(last["mqtt"]["connects"], 1, "{}", last["mqtt"]);
+    // Every number arrived, or was reported dropped.
+    let t = tally(&numbered(&sub));
+    let reported: u64 = sub.events("outbox_overflow").iter().map(|e| e["dropped"].as_u64().unwrap()).sum();
+    assert_eq!(t.distinct.first(), Some(&1));
+    assert_eq!(t.missing.len() as u64, reported, "missing {:?}", t.missing);
+    assert!(agent.terminate().success());
+}

@@ -738,7 +738,7 @@ fn a_flood_of_announcements_costs_a_few_registry_requests_and_log_lines() {
     let heads = || proxy.requests().iter().filter(|r| r.starts_with("HEAD")).count();
     let before = heads();
     let started = std::time::Instant::now();
-    publish_many(broker.port, "cctv/fleet/models/efficientnet_lite0", br#"{"name": "efficientnet_lite0"}"#, 20_000);
+    publish_many(broker.port, "cctv/fleet/models/efficientnet_lite0", vec![br#"{"name": "efficientnet_lite0"}"#.to_vec(); 20_000]);
     std::thread::sleep(Duration::from_secs(4));
     let seconds = started.elapsed().as_secs_f64();
     let asked = heads() - before;

@@ -15,6 +15,13 @@ use crate::infer::ModelIdentity;
 pub const MAX_FEEDBACK_BYTES: usize = 256 << 10;
 /// Most labels in one message.
 pub const MAX_LABELS_PER_MESSAGE: usize = 1000;
+/// Longest `source` kept (bytes); a longer one is cut at a character
+/// boundary. It travels in retrain requests, 100 at a time, so it must stay
+/// small whatever a sender writes.
+pub const MAX_SOURCE_BYTES: usize = 256;
+/// Longest `class` kept; no road class is this long, so a longer one is
+/// refused as unknown without quoting all of it back in the rejection.
+pub const MAX_CLASS_BYTES: usize = 64;
 
 /// One label: `{"seq": 1234, "region": 0, "class": "truck", "source": "loop-3"}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,7 +66,7 @@ pub fn parse(payload: &[u8]) -> Result<Vec<Label>, FeedbackError> {
         One(Label),
         Many(Vec<Label>),
     }
-    let labels = match serde_json::from_slice::<OneOrMany>(payload) {
+    let mut labels = match serde_json::from_slice::<OneOrMany>(payload) {
         Ok(OneOrMany::One(label)) => vec![label],
         Ok(OneOrMany::Many(labels)) => labels,
         Err(error) => return Err(FeedbackError::Malformed(error)),
@@ -67,7 +74,24 @@ pub fn parse(payload: &[u8]) -> Result<Vec<Label>, FeedbackError> {
     if labels.len() > MAX_LABELS_PER_MESSAGE {
         return Err(FeedbackError::TooManyLabels { count: labels.len() });
     }
+    for label in &mut labels {
+        if let Some(source) = &mut label.source {
+            truncate(source, MAX_SOURCE_BYTES);
+        }
+        if label.class.len() > MAX_CLASS_BYTES {
+            truncate(&mut label.class, MAX_CLASS_BYTES);
+            label.class.push('…');
+        }
+    }
     Ok(labels)
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+    }
 }
 
 /// What the book remembers of a prediction. There are `remember_predictions`
@@ -312,5 +336,59 @@ mod tests {
         assert!(parse(b"not json").unwrap_err().to_string().contains("\"seq\""));
         assert!(matches!(parse(br#"{"seq":3,"class":"car"}"#), Err(FeedbackError::Malformed(_))));
         assert!(parse(&vec![b' '; MAX_FEEDBACK_BYTES + 1]).unwrap_err().to_string().contains("limit"));
+    }
+
+    #[test]
+    fn a_long_source_is_cut_and_a_long_class_is_refused_without_being_quoted_back() {
+        let payload = serde_json::json!({"seq": 1, "region": 0, "class": "c".repeat(10_000), "source": "é".repeat(100_000)});
+        let label = parse(&serde_json::to_vec(&payload).unwrap()).unwrap().remove(0);
+        let source = label.source.clone().unwrap();
+        assert_eq!(source.len(), MAX_SOURCE_BYTES);
+        assert!(source.chars().all(|c| c == 'é'));
+        let v1 = model("1");
+        let mut book = book_with(3, &v1, "car");
+        let error = book.add(label).unwrap_err().to_string();
+        assert!(error.len() < 300, "{error}");
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes: no panic, and whatever is accepted is within bounds.
+        #[test]
+        fn any_payload_parses_within_bounds(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            check_bounds(&payload);
+        }
+
+        /// Well-formed labels with arbitrary text: the same bounds hold, and numbers are kept.
+        #[test]
+        fn any_label_parses_within_bounds(seq: u64, region in 0usize..100_000, class in ".{0,300}", source in proptest::option::of(".{0,2000}"), many: bool) {
+            let label = serde_json::json!({"seq": seq, "region": region, "class": class, "source": source});
+            let payload = if many { serde_json::json!([label, label]) } else { label };
+            let labels = check_bounds(&serde_json::to_vec(&payload).unwrap()).expect("a well-formed label");
+            proptest::prop_assert_eq!(labels.len(), if many { 2 } else { 1 });
+            proptest::prop_assert_eq!((labels[0].seq, labels[0].region), (seq, region));
+            if class.len() <= MAX_CLASS_BYTES {
+                proptest::prop_assert_eq!(&labels[0].class, &class);
+            }
+            if let Some(source) = source.filter(|s| s.len() <= MAX_SOURCE_BYTES) {
+                proptest::prop_assert_eq!(labels[0].source.as_deref(), Some(source.as_str()));
+            }
+        }
+    }
+
+    fn check_bounds(payload: &[u8]) -> Option<Vec<Label>> {
+        match parse(payload) {
+            Ok(labels) => {
+                assert!(labels.len() <= MAX_LABELS_PER_MESSAGE);
+                for label in &labels {
+                    assert!(label.source.as_ref().is_none_or(|s| s.len() <= MAX_SOURCE_BYTES), "{label:?}");
+                    assert!(label.class.len() <= MAX_CLASS_BYTES + '…'.len_utf8(), "{label:?}");
+                }
+                Some(labels)
+            }
+            Err(error) => {
+                assert!(error.to_string().len() < 400, "{error}");
+                None
+            }
+        }
     }
 }

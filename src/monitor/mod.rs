@@ -94,6 +94,8 @@ pub struct MonitorTask {
     /// Taken by `run`.
     inputs: Option<mpsc::Receiver<MonitorInput>>,
     shutdown: Shutdown,
+    /// `mqtt.max_message_bytes`: retrain requests are trimmed to fit it.
+    max_message_bytes: usize,
 }
 
 impl MonitorTask {
@@ -128,8 +130,15 @@ impl MonitorTask {
             dropped: sender.dropped.clone(),
             inputs: Some(inputs),
             shutdown: context.shutdown.clone(),
+            max_message_bytes: crate::config::DEFAULT_MAX_MESSAGE_BYTES,
         };
         (task, sender)
+    }
+
+    /// `mqtt.max_message_bytes`, as the publisher was given it.
+    pub fn with_max_message_bytes(mut self, max: usize) -> MonitorTask {
+        self.max_message_bytes = max;
+        self
     }
 
     /// The monitor's part of telemetry, refreshed every second.
@@ -342,7 +351,8 @@ impl MonitorTask {
         };
         self.alert(transition, "precision", None, rule, value, metrics.labelled, metrics.window_seconds, &model, advice).await;
         if transition == Transition::Raised {
-            let mistakes = books
+            let wrong = books.labels.labels_of(&model).filter(|l| !l.is_correct()).count();
+            let mistakes: Vec<Mistake> = books
                 .labels
                 .labels_of(&model)
                 .filter(|l| !l.is_correct())
@@ -362,10 +372,12 @@ impl MonitorTask {
                 window_seconds: metrics.window_seconds,
                 per_class: &metrics.per_class,
                 confusion: &metrics.confusion,
+                mistakes_left_out: wrong - mistakes.len(),
                 mistakes,
             };
-            let body = self.retrain_body(&model, "precision", value, rule, evidence);
-            self.request_retrain(books, &model, "precision", body).await;
+            if let Some(body) = self.retrain_body(&model, "precision", value, rule, evidence) {
+                self.request_retrain(books, &model, "precision", body).await;
+            }
         }
     }
 
@@ -400,8 +412,9 @@ impl MonitorTask {
                 };
                 self.alert(transition, what, Some(&camera), rule, value, evidence, 0.0, &model, advice).await;
                 if transition == Transition::Raised && model_related {
-                    let body = self.retrain_body(&model, what, value, rule, Evidence::Drift { camera: &camera, figures: &figures });
-                    self.request_retrain(books, &model, what, body).await;
+                    if let Some(body) = self.retrain_body(&model, what, value, rule, Evidence::Drift { camera: &camera, figures: &figures }) {
+                        self.request_retrain(books, &model, what, body).await;
+                    }
                 }
             }
         }
@@ -460,8 +473,9 @@ impl MonitorTask {
         }
     }
 
-    /// The serialised retrain request (made while the books are borrowed for the evidence).
-    fn retrain_body(&self, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: Evidence<'_>) -> Vec<u8> {
+    /// The serialised retrain request (made while the books are borrowed for
+    /// the evidence), trimmed to fit the message size cap.
+    fn retrain_body(&self, model: &ModelIdentity, reason: &str, value: f64, rule: Rule, evidence: Evidence<'_>) -> Option<Vec<u8>> {
         let request = RetrainRequest {
             device: &self.device_id,
             at: rfc3339(SystemTime::now()),
@@ -472,7 +486,11 @@ impl MonitorTask {
             evidence,
             samples: format!("{}+", self.topics.samples_prefix()),
         };
-        serde_json::to_vec(&request).unwrap_or_default()
+        let budget = crate::publish::mqtt::stored_body_budget(self.max_message_bytes, &self.topics.retrain(&model.name));
+        request
+            .to_json_within(budget)
+            .inspect_err(|error| tracing::error!(%error, reason, "retrain request not sent"))
+            .ok()
     }
 
     async fn request_retrain(&self, books: &mut Books, model: &ModelIdentity, reason: &str, body: Vec<u8>) {

@@ -15,6 +15,15 @@
 //! messages when the broker has lost the session; the driver keeps them
 //! across the reconnect (see [`drive`]), so nothing handed over is lost and
 //! the order of first transmissions is the order of hand-over.
+//!
+//! Size: every message is at most `mqtt.max_message_bytes` (topic, payload
+//! and `seq`), and rumqttc is told a packet limit just above that, so it
+//! never refuses what it was handed (it would drop the connection, and
+//! resend the same packet after every reconnect). A larger message is
+//! refused here, before it gets a `seq`, counted and reported; producers
+//! trim theirs to fit. MQTT 3.1.1 (rumqttc's v4 client, which the agent
+//! uses) has no Maximum Packet Size in CONNACK, so the broker cannot tell
+//! its limit: the config must.
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS, Request, Transport,
@@ -29,12 +38,19 @@ use crate::wire::events::{event_body, Event as AgentEvent};
 use crate::wire::messages::{model_state_payload, status_payload, DeviceState};
 use crate::wire::Topics;
 use super::outbox::{Mode, NewMessage, Outbox};
-use super::routes::{Inbound, Routes};
+use super::routes::{Delivery, Inbound, Routes};
 use crate::config::{MqttConfig, OutboxConfig, SYSTEM_CA_BUNDLE};
+use crate::util::throttle::Throttle;
 use crate::wire::ActiveModel;
 
-/// Largest message the agent sends; a frame with many regions is a few KiB.
-const MAX_OUTGOING_BYTES: usize = 1 << 20;
+/// A PUBLISH packet's bytes besides topic and payload: fixed header (at
+/// most 5), topic length (2), packet id (2), with room to spare.
+const PACKET_OVERHEAD: usize = 16;
+/// What `{"seq":N,` adds to a stored message's body, at most.
+const SEQ_ROOM: usize = 32;
+/// Unstored QoS 1 messages (replies, status) waiting for room with rumqttc;
+/// more are dropped and counted (`mqtt.replies_dropped`).
+const DIRECT_QUEUE: usize = 256;
 /// Largest packet accepted from the broker. Larger ones break the
 /// connection inside rumqttc before we could refuse them, so this is well
 /// above the command limit (brokers should set `message_size_limit`).
@@ -101,6 +117,12 @@ pub struct PublisherStats {
     pub acknowledged: AtomicU64,
     pub connects: AtomicU64,
     pub best_effort_dropped: AtomicU64,
+    /// Messages over the size cap, refused before they got a `seq`.
+    pub refused: AtomicU64,
+    /// Unstored QoS 1 messages (command replies) dropped: the queue to rumqttc was full.
+    pub direct_dropped: AtomicU64,
+    /// Inbound messages a consumer's full queue refused (see `Routes::add_counted`).
+    pub inbound_dropped: AtomicU64,
     pub outbox: Mutex<OutboxFigures>,
 }
 
@@ -133,6 +155,33 @@ pub struct Publisher {
     /// Where inbound messages go; filled by the consumers before the start.
     routes: Option<Routes>,
     on_stored: Option<StoredHook>,
+    /// `mqtt.max_message_bytes`: topic + payload (+ `seq`) of any message sent.
+    max_message_bytes: usize,
+    /// What was refused for its size and not yet reported (`message_refused`).
+    refused: Mutex<Refused>,
+    /// Warnings a flood could repeat thousands of times a second.
+    client_full_log: Throttle,
+    direct_dropped_log: Throttle,
+    refused_log: Throttle,
+}
+
+/// Messages refused for their size since the last `message_refused` event.
+#[derive(Debug, Default)]
+struct Refused {
+    count: u64,
+    topic: String,
+    bytes: u64,
+    reported_at: Option<std::time::Instant>,
+}
+
+/// At most one `message_refused` event per this interval (the count covers the rest).
+const REFUSED_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why the publisher would not take a message.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedError {
+    #[error("a message of {bytes} bytes (topic, payload and seq) on {topic} is over mqtt.max_message_bytes = {max}")]
+    TooLarge { topic: String, bytes: usize, max: usize },
 }
 
 /// Why the MQTT client cannot be set up from the config.
@@ -152,7 +201,9 @@ pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, Setu
     let broker = config.broker().map_err(SetupError::Url)?;
     let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(config.keep_alive_seconds.max(5)));
-    options.set_max_packet_size(MAX_INCOMING_BYTES, MAX_OUTGOING_BYTES);
+    // rumqttc refuses a larger packet by dropping the connection; the
+    // publisher never hands it one (see the module doc).
+    options.set_max_packet_size(MAX_INCOMING_BYTES, config.max_message_bytes + PACKET_OVERHEAD);
     options.set_clean_session(!config.persistent_session);
     options.set_inflight((WINDOW + DIRECT_ROOM) as u16);
     if broker.tls {
@@ -227,6 +278,23 @@ struct InFlight {
     handed_below: u64,
     /// Stored messages handed over and not acknowledged.
     handed: HashSet<u64>,
+    /// Unstored QoS 1 messages waiting for room (retained status first).
+    direct: VecDeque<Outgoing>,
+    /// Unstored QoS 1 messages handed over and not acknowledged, at most `DIRECT_ROOM`.
+    direct_unacked: usize,
+}
+
+impl InFlight {
+    fn new() -> InFlight {
+        InFlight {
+            awaiting_pkid: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            handed_below: 0,
+            handed: HashSet::new(),
+            direct: VecDeque::new(),
+            direct_unacked: 0,
+        }
+    }
 }
 
 impl Publisher {
@@ -240,7 +308,18 @@ impl Publisher {
             outbox,
             routes: None,
             on_stored: None,
+            max_message_bytes: crate::config::DEFAULT_MAX_MESSAGE_BYTES,
+            refused: Mutex::default(),
+            client_full_log: Throttle::for_warnings(),
+            direct_dropped_log: Throttle::for_warnings(),
+            refused_log: Throttle::for_warnings(),
         }
+    }
+
+    /// `mqtt.max_message_bytes`; use the same value as for [`options`].
+    pub fn with_max_message_bytes(mut self, max: usize) -> Publisher {
+        self.max_message_bytes = max;
+        self
     }
 
     /// Inbound messages go through `routes`; the publisher subscribes to each filter on every connect.
@@ -281,12 +360,7 @@ impl Publisher {
         } else if !outbox.is_empty() {
             tracing::info!(messages = outbox.len(), from_seq = outbox.first_seq(), "delivering what the outbox kept from the last run");
         }
-        let mut flight = InFlight {
-            awaiting_pkid: VecDeque::new(),
-            by_pkid: HashMap::new(),
-            handed_below: 0,
-            handed: Default::default(),
-        };
+        let mut flight = InFlight::new();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut drops_logged = DropLog { total: outbox.dropped_total(), at: None };
         let mut batch = Vec::with_capacity(BATCH);
@@ -303,19 +377,19 @@ impl Publisher {
                 }
                 _ = housekeeping.tick() => self.housekeeping(&mut outbox, &mut flight, &mut drops_logged),
             }
-            self.hand_over(&client, &outbox, &mut flight);
+            self.hand_over(&client, &mut outbox, &mut flight);
             self.update_figures(&outbox);
         }
 
         let offline = Outgoing::new(status_topic, self.status(DeviceState::Offline), Kind::Retained);
         self.send_direct(&client, offline, &mut flight);
         let deadline = tokio::time::Instant::now() + flush_deadline;
-        while !(outbox.is_empty() && flight.awaiting_pkid.is_empty() && flight.by_pkid.is_empty()) {
+        while !(outbox.is_empty() && flight.awaiting_pkid.is_empty() && flight.by_pkid.is_empty() && flight.direct.is_empty()) {
             tokio::select! {
                 Some(notice) = notices.recv() => self.on_notice(notice, &client, &filters, &mut outbox, &mut flight),
                 _ = tokio::time::sleep_until(deadline) => break,
             }
-            self.hand_over(&client, &outbox, &mut flight);
+            self.hand_over(&client, &mut outbox, &mut flight);
         }
         self.housekeeping(&mut outbox, &mut flight, &mut drops_logged);
         if let Err(error) = tokio::task::block_in_place(|| outbox.flush_acknowledged(true)) {
@@ -331,6 +405,51 @@ impl Publisher {
         }
     }
 
+    /// Stored messages count `seq` in; nothing larger than the cap reaches rumqttc.
+    fn check_size(&self, message: &Outgoing) -> Result<(), RefusedError> {
+        let seq = if message.kind == Kind::Stored { SEQ_ROOM } else { 0 };
+        let bytes = message.topic.len() + message.payload.len() + seq;
+        if bytes > self.max_message_bytes {
+            return Err(RefusedError::TooLarge { topic: message.topic.clone(), bytes, max: self.max_message_bytes });
+        }
+        Ok(())
+    }
+
+    /// Counts a message refused for its size; housekeeping reports it.
+    fn refuse(&self, error: RefusedError) {
+        let RefusedError::TooLarge { topic, bytes, .. } = &error;
+        self.stats.refused.fetch_add(1, Ordering::SeqCst);
+        // A producer should have trimmed it: worth an error, but not one per message.
+        if let Some(suppressed) = self.refused_log.allow() {
+            tracing::error!(%error, suppressed, "message refused: not numbered, not sent");
+        }
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.count += 1;
+        refused.topic = topic.clone();
+        refused.bytes = *bytes as u64;
+    }
+
+    /// The `message_refused` event for what was refused since the last one
+    /// (at most one per `REFUSED_REPORT_INTERVAL`).
+    fn report_refused(&self, outbox: &mut Outbox) {
+        let event = {
+            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            if refused.count == 0 || refused.reported_at.is_some_and(|at| at.elapsed() < REFUSED_REPORT_INTERVAL) {
+                return;
+            }
+            refused.reported_at = Some(std::time::Instant::now());
+            AgentEvent::MessageRefused {
+                refused: std::mem::take(&mut refused.count),
+                refused_total: self.stats.refused.load(Ordering::SeqCst),
+                topic: std::mem::take(&mut refused.topic),
+                bytes: refused.bytes,
+                max_bytes: self.max_message_bytes as u64,
+            }
+        };
+        let body = event_body(&self.device_id, &event);
+        tokio::task::block_in_place(|| outbox.append_report(NewMessage { topic: self.topics.events(), body }));
+    }
+
     fn status(&self, state: DeviceState) -> Vec<u8> {
         let model = self.active_model.read().map(|m| m.clone()).ok();
         status_payload(&self.device_id, state, model.as_ref())
@@ -341,6 +460,10 @@ impl Publisher {
         let mut stored = Vec::new();
         let mut tags = Vec::new();
         for message in batch {
+            if let Err(error) = self.check_size(&message) {
+                self.refuse(error);
+                continue;
+            }
             match message.kind {
                 Kind::Stored => {
                     if let Some(tag) = message.tag {
@@ -418,6 +541,9 @@ impl Publisher {
             let body = event_body(&self.device_id, &event);
             tokio::task::block_in_place(|| outbox.append_report(NewMessage { topic: self.topics.events(), body }));
         }
+        if connected {
+            self.report_refused(outbox);
+        }
         if outbox.mode() == Mode::Memory && tokio::task::block_in_place(|| outbox.retry_disk()) {
             tracing::info!(path = %self.outbox.path.display(), messages = outbox.len(), "the outbox is back on disk");
             // Older messages the disk kept while it could not be read are
@@ -459,6 +585,7 @@ impl Publisher {
                     self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
                 }
                 Some(None) => {
+                    flight.direct_unacked = flight.direct_unacked.saturating_sub(1);
                     self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
                 }
                 None => tracing::debug!(pkid, "acknowledgement for an unknown packet id"),
@@ -469,7 +596,8 @@ impl Publisher {
     /// Hands stored messages to rumqttc, oldest first, while connected and
     /// the window has room. While the broker is away they wait on disk,
     /// where the byte cap applies to all of them.
-    fn hand_over(&self, client: &impl Client, outbox: &Outbox, flight: &mut InFlight) {
+    fn hand_over(&self, client: &impl Client, outbox: &mut Outbox, flight: &mut InFlight) {
+        self.hand_over_direct(client, flight);
         if !self.stats.connected.load(Ordering::SeqCst) {
             return;
         }
@@ -485,11 +613,21 @@ impl Publisher {
                     flight.handed_below = entry.seq + 1;
                     continue;
                 }
+                if entry.topic.len() + entry.payload.len() > self.max_message_bytes {
+                    // Stored by an earlier run with a larger cap: numbered, so a
+                    // counted drop (reported by `outbox_overflow`), never a reconnect loop.
+                    tracing::error!(seq = entry.seq, bytes = entry.topic.len() + entry.payload.len(), max = self.max_message_bytes, "a stored message is over mqtt.max_message_bytes; dropped");
+                    outbox.give_up(entry.seq);
+                    flight.handed_below = entry.seq + 1;
+                    continue;
+                }
                 flight.awaiting_pkid.push_back(Some(entry.seq));
                 if let Err(error) = client.publish(entry.topic, QoS::AtLeastOnce, false, entry.payload) {
                     // Cannot happen while the window is smaller than the channel; try again later.
                     flight.awaiting_pkid.pop_back();
-                    tracing::warn!(%error, "MQTT client queue is full");
+                    if let Some(suppressed) = self.client_full_log.allow() {
+                        tracing::warn!(%error, suppressed, "MQTT client queue is full");
+                    }
                     return;
                 }
                 flight.handed.insert(entry.seq);
@@ -502,17 +640,50 @@ impl Publisher {
         }
     }
 
-    /// QoS 1, not stored: the status and command replies.
+    /// QoS 1, not stored: the status and command replies. They wait in a
+    /// bounded queue for room with rumqttc (the status ahead of replies);
+    /// when it is full a reply is dropped and counted, never silently.
     fn send_direct(&self, client: &impl Client, message: Outgoing, flight: &mut InFlight) {
-        let retain = message.kind == Kind::Retained;
-        flight.awaiting_pkid.push_back(None);
-        match client.publish(message.topic.clone(), QoS::AtLeastOnce, retain, message.payload) {
-            Ok(()) => {
-                self.stats.submitted.fetch_add(1, Ordering::SeqCst);
+        if flight.direct.len() >= DIRECT_QUEUE {
+            // The status must go out: it takes the place of the newest reply.
+            let dropped = if message.kind == Kind::Retained { flight.direct.pop_back() } else { None };
+            self.stats.direct_dropped.fetch_add(1, Ordering::SeqCst);
+            if let Some(suppressed) = self.direct_dropped_log.allow() {
+                let topic = dropped.as_ref().unwrap_or(&message).topic.as_str();
+                tracing::warn!(%topic, suppressed, queued = DIRECT_QUEUE, "too many replies waiting for the broker; one dropped (counted in telemetry as mqtt.replies_dropped)");
             }
-            Err(error) => {
-                flight.awaiting_pkid.pop_back();
-                tracing::warn!(topic = %message.topic, %error, "MQTT client queue is full; message not sent");
+            if dropped.is_none() {
+                return;
+            }
+        }
+        if message.kind == Kind::Retained {
+            let position = flight.direct.iter().take_while(|m| m.kind == Kind::Retained).count();
+            flight.direct.insert(position, message);
+        } else {
+            flight.direct.push_back(message);
+        }
+        self.hand_over_direct(client, flight);
+    }
+
+    /// Hands queued unstored messages to rumqttc while fewer than `DIRECT_ROOM` are unacknowledged.
+    fn hand_over_direct(&self, client: &impl Client, flight: &mut InFlight) {
+        while flight.direct_unacked < DIRECT_ROOM {
+            let Some(message) = flight.direct.pop_front() else { return };
+            let retain = message.kind == Kind::Retained;
+            flight.awaiting_pkid.push_back(None);
+            match client.publish(message.topic.clone(), QoS::AtLeastOnce, retain, message.payload.clone()) {
+                Ok(()) => {
+                    flight.direct_unacked += 1;
+                    self.stats.submitted.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(error) => {
+                    flight.awaiting_pkid.pop_back();
+                    flight.direct.push_front(message);
+                    if let Some(suppressed) = self.client_full_log.allow() {
+                        tracing::warn!(%error, suppressed, "MQTT client queue is full; replies wait");
+                    }
+                    return;
+                }
             }
         }
     }
@@ -567,8 +738,11 @@ async fn drive(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let inbound = Inbound { topic: publish.topic, payload: publish.payload.to_vec(), retained: publish.retain };
                 let topic = inbound.topic.clone();
-                if !routes.deliver(inbound) {
-                    tracing::debug!(%topic, "message on a topic no consumer registered; ignored");
+                match routes.deliver(inbound) {
+                    Delivery::Taken => {}
+                    // The consumer counted nothing (add_counted): its queue was full.
+                    Delivery::Refused => drop(stats.inbound_dropped.fetch_add(1, Ordering::SeqCst)),
+                    Delivery::NoRoute => tracing::debug!(%topic, "message on a topic no consumer registered; ignored"),
                 }
             }
             Ok(Event::Outgoing(MqttOutgoing::Disconnect)) => {
@@ -591,6 +765,12 @@ async fn drive(
             }
         }
     }
+}
+
+/// The most bytes a stored message's body on `topic` may have under the cap
+/// (`mqtt.max_message_bytes`), leaving room for the `seq` the outbox adds.
+pub fn stored_body_budget(max_message_bytes: usize, topic: &str) -> usize {
+    max_message_bytes.saturating_sub(topic.len() + SEQ_ROOM)
 }
 
 /// Sends a command reply (QoS 1, not stored) through the publisher's channel.
@@ -651,19 +831,19 @@ mod tests {
             let config = OutboxConfig { path: dir.path().join("outbox.redb"), ..Default::default() };
             let outbox = Outbox::open(&config.path, config.max_bytes, config.memory_bytes);
             let publisher = Publisher::new("pole", &Topics::new("cctv", "pole"), &active, MqttOptions::new("t", "localhost", 1883), config);
-            let flight = InFlight { awaiting_pkid: VecDeque::new(), by_pkid: HashMap::new(), handed_below: 0, handed: HashSet::new() };
+            let flight = InFlight::new();
             Rig { publisher, client: FakeClient::default(), outbox, flight, _dir: dir }
         }
 
         fn store(&mut self, messages: impl IntoIterator<Item = Outgoing>) {
             self.publisher.accept(messages.into_iter().collect(), &self.client, &mut self.outbox, &mut self.flight);
-            self.publisher.hand_over(&self.client, &self.outbox, &mut self.flight);
+            self.publisher.hand_over(&self.client, &mut self.outbox, &mut self.flight);
         }
 
         fn notice(&mut self, notice: Notice) {
             let filters = [("commands", "cctv/pole/cmd/+".to_string())];
             self.publisher.on_notice(notice, &self.client, &filters, &mut self.outbox, &mut self.flight);
-            self.publisher.hand_over(&self.client, &self.outbox, &mut self.flight);
+            self.publisher.hand_over(&self.client, &mut self.outbox, &mut self.flight);
         }
 
         fn connect(&mut self) {
@@ -739,7 +919,7 @@ mod tests {
         assert!(rig.stored_topics().is_empty());
         assert_eq!(rig.outbox.len(), 1);
         rig.client.queue_full.set(false);
-        rig.publisher.hand_over(&rig.client, &rig.outbox, &mut rig.flight);
+        rig.publisher.hand_over(&rig.client, &mut rig.outbox, &mut rig.flight);
         assert_eq!(rig.stored_topics(), ["cctv/pole/predictions/p0"]);
     }
 
@@ -764,5 +944,79 @@ mod tests {
         rig.store([Outgoing::new("cctv/pole/telemetry".into(), b"{}".to_vec(), Kind::BestEffort)]);
         assert!(rig.client.published.borrow().iter().any(|(t, qos, _)| t == "cctv/pole/telemetry" && *qos == QoS::AtMostOnce));
         assert_eq!(rig.outbox.len(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_message_over_the_cap_is_refused_before_it_gets_a_seq_counted_and_reported() {
+        let mut rig = Rig::new();
+        rig.publisher.max_message_bytes = 64 << 10;
+        let heard: Arc<Mutex<Vec<(u64, u64)>>> = Default::default();
+        let sink = heard.clone();
+        rig.publisher.on_stored = Some(Box::new(move |tag, seq| sink.lock().unwrap().push((tag, seq))));
+        let big = Outgoing::stored_tagged("cctv/pole/fleet".into(), format!("{{\"x\":\"{}\"}}", "x".repeat(64 << 10)).into_bytes(), 1);
+        rig.store([prediction(0), big, Outgoing::stored_tagged("t".into(), b"{}".to_vec(), 2)]);
+        // Numbers stay gapless: the refused message never got one, and tags pair with the right seq.
+        assert_eq!(rig.outbox.read(0, 10).iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(*heard.lock().unwrap(), [(2, 2)]);
+        assert_eq!(rig.publisher.stats.refused.load(Ordering::SeqCst), 1);
+        // An oversized reply never reaches the client either.
+        rig.connect();
+        rig.store([reply("cctv/pole/cmd/x/reply".into(), vec![b'x'; 70 << 10])]);
+        assert!(!rig.client.published.borrow().iter().any(|(t, _, _)| t.ends_with("/reply")));
+        // Once connected, housekeeping reports what was refused in one event.
+        let mut logged = DropLog { total: 0, at: None };
+        rig.publisher.housekeeping(&mut rig.outbox, &mut rig.flight, &mut logged);
+        let events: Vec<serde_json::Value> = rig.outbox.read(0, 10).iter().filter(|e| e.topic == "cctv/pole/events").map(|e| serde_json::from_slice(&e.payload).unwrap()).collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!((events[0]["kind"].as_str(), events[0]["refused"].as_u64(), events[0]["refused_total"].as_u64()), (Some("message_refused"), Some(2), Some(2)));
+        assert_eq!(events[0]["topic"], "cctv/pole/cmd/x/reply");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stored_message_over_the_cap_from_an_earlier_run_is_a_counted_drop_not_a_hand_over() {
+        let mut rig = Rig::new();
+        rig.store([prediction(0), Outgoing::stored("cctv/pole/x".into(), format!("{{\"x\":\"{}\"}}", "x".repeat(100 << 10)).into_bytes()), prediction(2)]);
+        rig.publisher.max_message_bytes = 64 << 10; // the config was lowered since
+        rig.connect();
+        assert_eq!(rig.stored_topics(), ["cctv/pole/predictions/p0", "cctv/pole/predictions/p2"]);
+        assert_eq!(rig.outbox.dropped_total(), 1);
+        assert_eq!(rig.outbox.take_dropped(), Some(crate::publish::outbox::Dropped { count: 1, first_seq: 2, last_seq: 2 }));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn replies_beyond_the_room_wait_in_a_bounded_queue_and_the_rest_are_counted() {
+        let mut rig = Rig::new();
+        rig.connect(); // status and model: two direct messages in flight
+        let replies = DIRECT_QUEUE + DIRECT_ROOM + 10;
+        rig.store((0..replies).map(|n| reply(format!("cctv/pole/cmd/ping/reply/{n}"), b"{}".to_vec())));
+        let sent = |rig: &Rig| rig.client.published.borrow().iter().filter(|(t, _, _)| t.contains("/reply")).count();
+        assert_eq!(sent(&rig), DIRECT_ROOM - 2, "at most DIRECT_ROOM unacknowledged");
+        assert_eq!(rig.flight.direct.len(), DIRECT_QUEUE);
+        assert_eq!(rig.publisher.stats.direct_dropped.load(Ordering::SeqCst) as usize, replies - (DIRECT_ROOM - 2) - DIRECT_QUEUE);
+        // Each acknowledgement lets the next one go, in order.
+        for pkid in 1..=DIRECT_ROOM as u16 {
+            rig.notice(Notice::Published(pkid));
+        }
+        rig.notice(Notice::Acknowledged(3));
+        assert_eq!(sent(&rig), DIRECT_ROOM - 1);
+        assert_eq!(rig.client.published.borrow().last().unwrap().0, format!("cctv/pole/cmd/ping/reply/{}", DIRECT_ROOM - 2));
+        // The status goes ahead of the waiting replies, and is never the one dropped.
+        rig.connect();
+        assert_eq!(rig.flight.direct.front().map(|m| m.topic.as_str()), Some("cctv/pole/status"));
+    }
+
+    #[test]
+    fn the_size_cap_is_bounded_in_the_config() {
+        let config = |value: &str| {
+            let text = crate::config::DEMO_CONFIG.replace("[mqtt]\n", &format!("[mqtt]\nmax_message_bytes = {value}\n"));
+            assert!(text.contains("max_message_bytes"), "the demo config has an [mqtt] section");
+            crate::config::Config::parse(&text, "test", std::path::Path::new("."))
+        };
+        for bad in ["1000", "1073741824"] {
+            let error = config(bad).unwrap_err().to_string();
+            assert!(error.contains("mqtt.max_message_bytes") && error.contains("between"), "{error}");
+        }
+        assert_eq!(config("131072").unwrap().mqtt.max_message_bytes, 131072);
+        assert_eq!(crate::config::Config::demo().unwrap().mqtt.max_message_bytes, 256 << 10);
     }
 }

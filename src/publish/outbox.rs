@@ -446,6 +446,15 @@ impl Outbox {
         }
     }
 
+    /// `seq` cannot be sent (over the size cap): it leaves the outbox like
+    /// an acknowledged message, counted and reported as a drop.
+    pub fn give_up(&mut self, seq: u64) {
+        if self.index.contains_key(&seq) {
+            self.acknowledge(seq);
+            self.count_drop(seq);
+        }
+    }
+
     /// The broker has `seq`; it leaves the outbox with the next write.
     pub fn acknowledge(&mut self, seq: u64) {
         if let Some(size) = self.index.remove(&seq) {

@@ -13,8 +13,19 @@ pub struct Inbound {
 }
 
 /// Hands a message on; runs on the MQTT driver's task, so it must never
-/// wait (`try_send`, and count or log what does not fit).
-pub type Deliver = Box<dyn Fn(Inbound) + Send + Sync>;
+/// wait (`try_send`). Returns false when the consumer could not take it
+/// (its queue is full): the publisher counts that (`mqtt.inbound_dropped`).
+pub type Deliver = Box<dyn Fn(Inbound) -> bool + Send + Sync>;
+
+/// What became of an inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Taken,
+    /// The route's consumer could not take it; counted by the publisher.
+    Refused,
+    /// No route matches the topic.
+    NoRoute,
+}
 
 struct Route {
     /// Who registered it, for logs.
@@ -34,8 +45,18 @@ impl Routes {
         Routes::default()
     }
 
-    /// Messages on `filter` (MQTT syntax: `+` one level, `#` the rest) go to `deliver`.
+    /// Messages on `filter` (MQTT syntax: `+` one level, `#` the rest) go to
+    /// `deliver`, which counts (or logs) what it cannot take itself.
     pub fn add(&mut self, name: &'static str, filter: String, deliver: impl Fn(Inbound) + Send + Sync + 'static) {
+        self.add_counted(name, filter, move |inbound| {
+            deliver(inbound);
+            true
+        });
+    }
+
+    /// Like [`Routes::add`]; `deliver` returns false for a message it could
+    /// not take, and the publisher counts it in telemetry.
+    pub fn add_counted(&mut self, name: &'static str, filter: String, deliver: impl Fn(Inbound) -> bool + Send + Sync + 'static) {
         self.routes.push(Route { name, filter, deliver: Box::new(deliver) });
     }
 
@@ -44,15 +65,14 @@ impl Routes {
         self.routes.iter().map(|r| (r.name, r.filter.as_str()))
     }
 
-    /// Hands `inbound` to the first route whose filter matches; false if none does.
-    pub fn deliver(&self, inbound: Inbound) -> bool {
+    /// Hands `inbound` to the first route whose filter matches.
+    pub fn deliver(&self, inbound: Inbound) -> Delivery {
         match self.routes.iter().find(|r| filter_matches(&r.filter, &inbound.topic)) {
             Some(route) => {
                 tracing::trace!(route = route.name, topic = %inbound.topic, bytes = inbound.payload.len(), "inbound message");
-                (route.deliver)(inbound);
-                true
+                if (route.deliver)(inbound) { Delivery::Taken } else { Delivery::Refused }
             }
-            None => false,
+            None => Delivery::NoRoute,
         }
     }
 }
@@ -98,14 +118,22 @@ mod tests {
             routes.add(name, filter.into(), move |m: Inbound| got.lock().unwrap().push((name, m.topic)));
         }
         let message = |topic: &str| Inbound { topic: topic.into(), payload: b"{}".to_vec(), retained: false };
-        assert!(routes.deliver(message("d/cmd/ping")));
-        assert!(routes.deliver(message("d/feedback")));
-        assert!(routes.deliver(message("d/other")));
-        assert!(!routes.deliver(message("elsewhere")));
+        assert_eq!(routes.deliver(message("d/cmd/ping")), Delivery::Taken);
+        assert_eq!(routes.deliver(message("d/feedback")), Delivery::Taken);
+        assert_eq!(routes.deliver(message("d/other")), Delivery::Taken);
+        assert_eq!(routes.deliver(message("elsewhere")), Delivery::NoRoute);
         assert_eq!(
             *got.lock().unwrap(),
             vec![("commands", "d/cmd/ping".to_string()), ("feedback", "d/feedback".into()), ("all", "d/other".into())]
         );
         assert_eq!(routes.filters().map(|(name, _)| name).collect::<Vec<_>>(), ["commands", "feedback", "all"]);
+    }
+
+    #[test]
+    fn a_consumer_that_cannot_take_a_message_says_so() {
+        let mut routes = Routes::new();
+        routes.add_counted("commands", "d/cmd/+".into(), |_| false);
+        let message = Inbound { topic: "d/cmd/ping".into(), payload: b"{}".to_vec(), retained: false };
+        assert_eq!(routes.deliver(message), Delivery::Refused);
     }
 }

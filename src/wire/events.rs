@@ -59,6 +59,10 @@ pub enum Event {
     /// class, or is malformed; it is ignored. At most one a second:
     /// `also_rejected` counts those not reported since the last one.
     FeedbackRejected { prediction_seq: Option<u64>, region: Option<usize>, reason: String, also_rejected: u64 },
+    /// Messages over `mqtt.max_message_bytes` were refused before they got a
+    /// `seq` (so they leave no gap): `refused` since the last such event,
+    /// the last one's `topic` and size.
+    MessageRefused { refused: u64, refused_total: u64, topic: String, bytes: u64, max_bytes: u64 },
 }
 
 /// Which side of an alert's threshold is bad.

@@ -174,5 +174,11 @@ pub struct MqttFigures {
     pub connects: u64,
     /// Telemetry messages dropped because the outgoing queue was full.
     pub telemetry_dropped: u64,
+    /// Messages over `mqtt.max_message_bytes`, refused before they got a `seq`.
+    pub refused: u64,
+    /// Command replies (unstored QoS 1) dropped: too many waiting for the broker.
+    pub replies_dropped: u64,
+    /// Commands dropped unread: they arrived faster than they are handled.
+    pub inbound_dropped: u64,
     pub outbox: OutboxFigures,
 }

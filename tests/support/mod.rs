@@ -838,22 +838,48 @@ impl FaultyProxy {
     }
 }
 
-/// Publishes `count` QoS 0 messages on one connection, as fast as the broker takes them.
-pub fn publish_many(port: u16, topic: &str, payload: &[u8], count: usize) {
-    let mut options = MqttOptions::new(format!("test-flood-{}", free_port()), "127.0.0.1", port);
+/// Publishes one retained QoS 1 message and waits for the broker's acknowledgement.
+pub fn publish_retained(port: u16, topic: &str, payload: &[u8]) {
+    let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
     options.set_max_packet_size(8 << 20, 8 << 20);
-    let (client, mut connection) = rumqttc::Client::new(options, 64);
-    let (topic, payload) = (topic.to_string(), payload.to_vec());
-    let sender = std::thread::spawn(move || {
-        for _ in 0..count {
-            client.publish(&topic, rumqttc::QoS::AtMostOnce, false, payload.clone()).unwrap();
-        }
-        client.disconnect().unwrap();
-    });
+    let (client, mut connection) = Client::new(options, 10);
+    client.publish(topic, QoS::AtLeastOnce, true, payload.to_vec()).unwrap();
     for event in connection.iter() {
-        if event.is_err() {
-            break;
+        match event {
+            Ok(Event::Incoming(Packet::PubAck(_))) => break,
+            Ok(_) => {}
+            Err(error) => panic!("publishing to {topic}: {error}"),
         }
     }
-    sender.join().unwrap();
+    let _ = client.disconnect();
+}
+
+/// Publishes every payload to `topic` (QoS 1) over one connection, as fast
+/// as the broker takes them; returns when the broker acknowledged them all.
+pub fn publish_many(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut options = MqttOptions::new(format!("test-flood-{}", free_port()), "127.0.0.1", port);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut connection) = Client::new(options, 1000);
+    let total = payloads.len();
+    let topic_owned = topic.to_string();
+    let sender = std::thread::spawn(move || {
+        for payload in payloads {
+            client.publish(topic_owned.as_str(), QoS::AtLeastOnce, false, payload).unwrap();
+        }
+        client
+    });
+    let mut acknowledged = 0;
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                acknowledged += 1;
+                if acknowledged == total {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => panic!("flooding {topic}: {error}"),
+        }
+    }
+    let _ = sender.join().unwrap().disconnect();
 }
