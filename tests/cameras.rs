@@ -15,6 +15,19 @@ fn camera_telemetry(sub: &Subscriber, id: &str) -> serde_json::Value {
     telemetry["cameras"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone()
 }
 
+/// Waits until the good camera has made 20 predictions and telemetry shows
+/// an error for `bad`; returns `bad`'s telemetry.
+fn wait_for_good_predictions_and_an_error_for(sub: &Subscriber, bad: &str) -> serde_json::Value {
+    sub.wait_until(Duration::from_secs(40), &format!("predictions from the good camera and an error for {bad}"), |messages| {
+        let good = messages.iter().filter(|m| m.topic.ends_with("/predictions/good")).count();
+        let bad_error = messages.iter().rev().find(|m| m.topic.ends_with("/telemetry")).is_some_and(|t| {
+            t.payload["cameras"].as_array().unwrap().iter().any(|c| c["id"] == bad && c["last_error"].is_string())
+        });
+        good >= 20 && bad_error
+    });
+    camera_telemetry(sub, bad)
+}
+
 /// A FIFO waits in open for a writer, and OpenCV's FFmpeg backend holds a
 /// process-wide lock while it opens: before the fix the other camera never
 /// opened and SIGTERM could not end the agent.
@@ -33,14 +46,7 @@ fn a_fifo_camera_is_refused_the_other_camera_serves_and_sigterm_exits_in_time() 
     ]
     .concat();
     let mut agent = Agent::start(&agent_config(&broker, &cameras));
-    sub.wait_until(Duration::from_secs(40), "predictions from the good camera and an error for the FIFO", |messages| {
-        let good = messages.iter().filter(|m| m.topic.ends_with("/predictions/good")).count();
-        let fifo_error = messages.iter().rev().find(|m| m.topic.ends_with("/telemetry")).is_some_and(|t| {
-            t.payload["cameras"].as_array().unwrap().iter().any(|c| c["id"] == "fifo" && c["last_error"].is_string())
-        });
-        good >= 20 && fifo_error
-    });
-    let fifo_state = camera_telemetry(&sub, "fifo");
+    let fifo_state = wait_for_good_predictions_and_an_error_for(&sub, "fifo");
     assert!(fifo_state["last_error"].as_str().unwrap().contains("is a FIFO, not a video file"), "{fifo_state}");
     assert_eq!(fifo_state["state"], "retrying");
     let lost = sub.events("camera_lost");
@@ -67,14 +73,7 @@ fn a_camera_over_max_frame_pixels_is_refused_before_decoding_and_the_other_serve
     ]
     .concat();
     let mut agent = Agent::start(&agent_config(&broker, &cameras));
-    sub.wait_until(Duration::from_secs(40), "predictions from the good camera and an error for the huge one", |messages| {
-        let good = messages.iter().filter(|m| m.topic.ends_with("/predictions/good")).count();
-        let huge_error = messages.iter().rev().find(|m| m.topic.ends_with("/telemetry")).is_some_and(|t| {
-            t.payload["cameras"].as_array().unwrap().iter().any(|c| c["id"] == "huge" && c["last_error"].is_string())
-        });
-        good >= 20 && huge_error
-    });
-    let huge = camera_telemetry(&sub, "huge");
+    let huge = wait_for_good_predictions_and_an_error_for(&sub, "huge");
     let error = huge["last_error"].as_str().unwrap();
     assert!(error.contains("`max_frame_pixels` (4096)"), "{huge}");
     assert_eq!(huge["frames_in"], 0, "no frame of the huge camera was decoded and counted: {huge}");

@@ -236,10 +236,14 @@ impl SlowProxy {
 
 /// Publishes one QoS 1 message and waits for the broker's acknowledgement.
 pub fn publish(port: u16, topic: &str, payload: &[u8]) {
+    publish_with(port, topic, payload, false)
+}
+
+fn publish_with(port: u16, topic: &str, payload: &[u8], retain: bool) {
     let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
     options.set_max_packet_size(8 << 20, 8 << 20);
     let (client, mut connection) = Client::new(options, 10);
-    client.publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).unwrap();
+    client.publish(topic, QoS::AtLeastOnce, retain, payload.to_vec()).unwrap();
     for event in connection.iter() {
         match event {
             Ok(Event::Incoming(Packet::PubAck(_))) => break,
@@ -840,18 +844,7 @@ impl FaultyProxy {
 
 /// Publishes one retained QoS 1 message and waits for the broker's acknowledgement.
 pub fn publish_retained(port: u16, topic: &str, payload: &[u8]) {
-    let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
-    options.set_max_packet_size(8 << 20, 8 << 20);
-    let (client, mut connection) = Client::new(options, 10);
-    client.publish(topic, QoS::AtLeastOnce, true, payload.to_vec()).unwrap();
-    for event in connection.iter() {
-        match event {
-            Ok(Event::Incoming(Packet::PubAck(_))) => break,
-            Ok(_) => {}
-            Err(error) => panic!("publishing to {topic}: {error}"),
-        }
-    }
-    let _ = client.disconnect();
+    publish_with(port, topic, payload, true)
 }
 
 /// Publishes every payload to `topic` (QoS 1) over one connection, as fast
