@@ -56,10 +56,23 @@ pub enum AgentError {
     Panicked(String),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// Unwritable at start: nothing that must survive a restart (the
+    /// outbox, with it `seq`) could be kept, so the agent does not serve.
+    #[error("state_dir cannot be written ({0}): make it writable by the agent's user (systemd: StateDirectory=), or set state_dir to a folder that is")]
+    StateDir(crate::util::fs::FileError),
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let notifier = Arc::new(Notifier::from_env());
+    // First, before anything could be stored only in memory: a state_dir
+    // that cannot be written at start is a setup error, and systemd (or the
+    // operator) hears of it by the exit status. A disk that fails later is
+    // survived instead (the outbox keeps messages in memory and retries).
+    let state_dir = config.state_dir.clone();
+    tokio::task::spawn_blocking(move || crate::util::fs::check_writable_dir(&state_dir))
+        .await
+        .map_err(|e| AgentError::Panicked(e.to_string()))?
+        .map_err(AgentError::StateDir)?;
     notifier.status("loading the model");
     let keys = match &config.registry {
         Some(registry) => registry.public_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(AgentError::Registry)?,

@@ -28,10 +28,44 @@ pub enum ConfigError {
     /// A device or camera id, or the topic root, cannot be a topic level.
     #[error("config {origin}: `{key}` {problem}")]
     TopicLevel { origin: String, key: String, problem: TopicLevelError },
+    /// A number or length outside what `run` can use.
+    #[error("config {origin}: `{key}` {problem}")]
+    Bound { origin: String, key: String, problem: BoundError },
+}
+
+impl ConfigError {
+    /// The key the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } | ConfigError::Parse { .. } => None,
+            ConfigError::Invalid { key, .. } | ConfigError::Url { key, .. } | ConfigError::TopicLevel { key, .. } | ConfigError::Bound { key, .. } => {
+                Some(key)
+            }
+        }
+    }
+}
+
+/// Why a value is outside what the agent can use, with the range it must be
+/// in; follows the key's name (`mqtt.queue_capacity is ...`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BoundError {
+    #[error("is {value}: write a whole number from {min} to {max}")]
+    Integer { value: u64, min: u64, max: u64 },
+    /// Also a NaN or an infinity, which no range contains.
+    #[error("is {value}: write a number from {min} to {max}")]
+    Number { value: f64, min: f64, max: f64 },
+    #[error("is {len} characters long: write at most {max}")]
+    Length { len: usize, max: usize },
+    #[error("has {count} entries: write from {min} to {max}")]
+    Count { count: usize, min: usize, max: usize },
+    /// Control characters in a name or path (they garble logs and payloads).
+    #[error("contains a control character: write printable text only")]
+    Control,
 }
 
 /// Why `mqtt.url` is not a broker address. Its text follows the key's name
-/// (`mqtt.url is ...`), so it is the problem, not a separate cause.
+/// (`mqtt.url is ...`), so it is the problem, not a separate cause. No
+/// variant repeats a URL that holds credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     #[error("is \"{url}\": write mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (e.g. mqtt://127.0.0.1:1883)")]
@@ -40,16 +74,33 @@ pub enum UrlError {
     Port { port: String },
     #[error("\"{url}\" has no host: write e.g. mqtt://127.0.0.1:1883")]
     NoHost { url: String },
+    #[error("has host \"{host}\", which is not a host name or address: write mqtt://HOST[:PORT] with no path")]
+    Host { host: String },
+    /// `user:password@` in the URL: it would be taken for the host, and the
+    /// URL is printed in logs. The URL is not repeated here.
+    #[error("contains a user name or password (\"…@\"), which is not repeated here: write mqtt://HOST[:PORT], the user name in mqtt.username and the password in the file mqtt.password_file (or $CCTV_MQTT_PASSWORD)")]
+    Credentials,
 }
 
-/// Why a value cannot be one level of an MQTT topic; follows the key's name.
+/// Why a value cannot be one level of an MQTT topic (a device or camera id,
+/// the topic root); follows the key's name. Ids also name state files and
+/// appear in every payload, so they are short and plain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicLevelError {
     #[error("is empty")]
     Empty,
-    #[error("\"{value}\" contains {reserved:?}, which MQTT topics reserve: use letters, digits, '-' or '_'")]
+    #[error("is {len} characters long: write at most {max} (letters, digits, '.', '-' or '_')", max = MAX_ID_CHARS)]
+    TooLong { len: usize },
+    #[error("{value:?} contains {reserved:?}, which MQTT topics reserve: use letters, digits, '.', '-' or '_'")]
     Reserved { value: String, reserved: char },
+    #[error("{value:?} starts with '$', which brokers keep for their own topics ($SYS): use letters, digits, '.', '-' or '_'")]
+    Dollar { value: String },
+    #[error("{value:?} contains {found:?}: use ASCII letters, digits, '.', '-' or '_'")]
+    Charset { value: String, found: char },
 }
+
+/// Longest device id, camera id or topic root.
+pub const MAX_ID_CHARS: usize = 64;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,16 +264,30 @@ pub enum RegistryUrlError {
     Scheme(String),
     #[error("registry url {0:?} names no repository (…/roadside/vehicle-classifier)")]
     NoRepository(String),
+    #[error("registry url {0:?} has no host")]
+    NoHost(String),
+    /// Not repeated: the URL is logged with every registry error.
+    #[error("registry url contains a user name or password (\"…@\"), which is not repeated here: remove it (URLs are logged)")]
+    Credentials,
 }
 
 impl RegistryUrl {
     /// `url` is `http(s)://host[:port]/<repository>`.
     pub fn parse(url: &str) -> Result<RegistryUrl, RegistryUrlError> {
+        if url.contains('@') {
+            return Err(RegistryUrlError::Credentials);
+        }
         let (scheme, rest) = url.split_once("://").ok_or_else(|| RegistryUrlError::NoScheme(url.to_string()))?;
         if scheme != "http" && scheme != "https" {
             return Err(RegistryUrlError::Scheme(url.to_string()));
         }
         let (host, repository) = rest.split_once('/').ok_or_else(|| RegistryUrlError::NoRepository(url.to_string()))?;
+        if host.is_empty() {
+            return Err(RegistryUrlError::NoHost(url.to_string()));
+        }
+        if repository.trim_end_matches('/').is_empty() {
+            return Err(RegistryUrlError::NoRepository(url.to_string()));
+        }
         Ok(RegistryUrl { base: format!("{scheme}://{host}"), repository: repository.trim_end_matches('/').to_string() })
     }
 }
@@ -596,6 +661,11 @@ pub struct BrokerAddress {
 
 impl MqttConfig {
     pub fn broker(&self) -> Result<BrokerAddress, UrlError> {
+        // First: `user:pw@host` would otherwise be taken for a host (or
+        // repeated by a scheme error), and printed.
+        if self.url.contains('@') {
+            return Err(UrlError::Credentials);
+        }
         let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtt://") {
             (false, rest)
         } else if let Some(rest) = self.url.strip_prefix("mqtts://") {
@@ -604,15 +674,18 @@ impl MqttConfig {
             return Err(UrlError::Scheme { url: self.url.clone() });
         };
         let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port.parse::<u16>().map_err(|_| UrlError::Port { port: port.to_string() })?;
-                (host.to_string(), port)
-            }
+        let (host, port) = match rest.rsplit_once(':').filter(|(_, port)| !port.ends_with(']')) {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => (host.to_string(), port),
+                _ => return Err(UrlError::Port { port: port.to_string() }),
+            },
             None => (rest.to_string(), if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(UrlError::NoHost { url: self.url.clone() });
+        }
+        if host.len() > 253 || host.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '@')) {
+            return Err(UrlError::Host { host });
         }
         Ok(BrokerAddress { host, port, tls })
     }
@@ -701,156 +774,294 @@ impl Config {
         }
     }
 
-    fn validate_monitor(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
-        let (m, d, s) = (&self.monitor, &self.monitor.drift, &self.samples);
-        for (key, value) in [
-            ("monitor.remember_predictions", m.remember_predictions),
-            ("monitor.feedback_window", m.feedback_window),
-            ("monitor.min_labelled", m.min_labelled),
-            ("monitor.drift.class_window", d.class_window),
-            ("monitor.drift.reference_regions", d.reference_regions),
-            ("monitor.drift.input_window", d.input_window),
-            ("monitor.drift.input_every_frames", d.input_every_frames as usize),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1".into()));
-            }
-        }
-        if m.min_labelled > m.feedback_window {
-            return Err(invalid("monitor.min_labelled", format!("is {} but the window holds only monitor.feedback_window = {}: lower it or widen the window", m.min_labelled, m.feedback_window)));
-        }
-        // Each pair: (alert key, alert value, clear key, clear value, true when the alert is for low values).
-        for (alert, a, clear, c, low) in [
-            ("monitor.precision_alert_below", m.precision_alert_below, "monitor.precision_clear_at", m.precision_clear_at, true),
-            ("monitor.drift.class_mix_alert_above", d.class_mix_alert_above, "monitor.drift.class_mix_clear_below", d.class_mix_clear_below, false),
-            ("monitor.drift.confidence_alert_below", d.confidence_alert_below, "monitor.drift.confidence_clear_at", d.confidence_clear_at, true),
-            ("monitor.drift.brightness_alert_below", d.brightness_alert_below, "monitor.drift.brightness_clear_at", d.brightness_clear_at, true),
-            ("monitor.drift.contrast_alert_below", d.contrast_alert_below, "monitor.drift.contrast_clear_at", d.contrast_clear_at, true),
-            ("monitor.drift.sharpness_alert_below", d.sharpness_alert_below, "monitor.drift.sharpness_clear_at", d.sharpness_clear_at, true),
-        ] {
-            if !a.is_finite() || !c.is_finite() || a < 0.0 || c < 0.0 {
-                return Err(invalid(alert, "and its clear value must be numbers ≥ 0".into()));
-            }
-            if (low && c < a) || (!low && c > a) {
-                let side = if low { "at or above" } else { "at or below" };
-                return Err(invalid(clear, format!("is {c}: it must be {side} {alert} ({a}), or the alert could never clear")));
-            }
-        }
-        if !(0.0..=1.0).contains(&s.random_rate) {
-            return Err(invalid("samples.random_rate", format!("is {}: write a share between 0 and 1", s.random_rate)));
-        }
-        if s.enabled && (s.max_side < 16 || s.max_bytes < 1 << 20) {
-            return Err(invalid("samples.max_side", "must be at least 16 and samples.max_bytes at least 1 MiB".into()));
-        }
-        Ok(())
-    }
-
+    /// Every key `run` uses, with the range it can use. One table per
+    /// section, so that a key added later is checked where its section is.
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: String| ConfigError::Invalid {
-            origin: origin.to_string(),
-            key: key.to_string(),
-            problem,
-        };
-        let topic_level = |key: &str, problem| ConfigError::TopicLevel { origin: origin.to_string(), key: key.to_string(), problem };
-        check_topic_level(&self.device_id).map_err(|p| topic_level("device_id", p))?;
-        check_topic_level(&self.mqtt.topic_root).map_err(|p| topic_level("mqtt.topic_root", p))?;
-        let broker = self.mqtt.broker().map_err(|problem| ConfigError::Url { origin: origin.to_string(), key: "mqtt.url".into(), problem })?;
-        if self.mqtt.require_tls && !broker.tls {
-            return Err(invalid("mqtt.url", format!("is \"{}\", plain text, but mqtt.require_tls is set: use mqtts://", self.mqtt.url)));
+        let check = Check { origin };
+        let invalid = |key: &str, problem: String| check.invalid(key, problem);
+        check.id("device_id", &self.device_id)?;
+        check.path("state_dir", &self.state_dir)?;
+
+        let mqtt = &self.mqtt;
+        check.text("mqtt.url", &mqtt.url, MAX_URL_CHARS)?;
+        let broker = mqtt.broker().map_err(|problem| ConfigError::Url { origin: origin.to_string(), key: "mqtt.url".into(), problem })?;
+        check.id("mqtt.topic_root", &mqtt.topic_root)?;
+        if let Some(client_id) = &mqtt.client_id {
+            // Brokers must take 23 characters; most take more, none unbounded.
+            check.text("mqtt.client_id", client_id, MAX_NAME_CHARS)?;
+            if client_id.is_empty() {
+                return Err(invalid("mqtt.client_id", "is empty: remove it for the default cctv-agent-<device_id>".into()));
+            }
         }
-        if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
+        if let Some(username) = &mqtt.username {
+            check.text("mqtt.username", username, MAX_NAME_CHARS)?;
+        }
+        for (key, path) in [
+            ("mqtt.ca_file", &mqtt.ca_file),
+            ("mqtt.client_cert_file", &mqtt.client_cert_file),
+            ("mqtt.client_key_file", &mqtt.client_key_file),
+            ("mqtt.password_file", &mqtt.password_file),
+        ] {
+            if let Some(path) = path {
+                check.path(key, path)?;
+            }
+        }
+        // MQTT's keep-alive is 16 bits of seconds.
+        check.int("mqtt.keep_alive_seconds", mqtt.keep_alive_seconds, 1..=u16::MAX as u64)?;
+        // A tokio channel of this many slots; producers wait when it is full.
+        check.int("mqtt.queue_capacity", mqtt.queue_capacity as u64, 1..=1 << 16)?;
+        if mqtt.require_tls && !broker.tls {
+            return Err(invalid("mqtt.url", format!("is \"{}\", plain text, but mqtt.require_tls is set: use mqtts://", mqtt.url)));
+        }
+        if mqtt.client_cert_file.is_some() != mqtt.client_key_file.is_some() {
             return Err(invalid("mqtt.client_cert_file", "and mqtt.client_key_file go together: set both for mutual TLS, or neither".into()));
         }
-        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
+        if mqtt.password_file.is_some() && mqtt.username.is_none() {
             return Err(invalid("mqtt.password_file", "is set without mqtt.username: add the user name".into()));
         }
-        if self.mqtt.queue_capacity == 0 {
-            return Err(invalid("mqtt.queue_capacity", "must be at least 1".into()));
-        }
-        if !MESSAGE_BYTES_RANGE.contains(&self.mqtt.max_message_bytes) {
-            let (min, max) = (MESSAGE_BYTES_RANGE.start(), MESSAGE_BYTES_RANGE.end());
-            return Err(invalid("mqtt.max_message_bytes", format!("is {}: must be between {min} (64 KiB) and {max} (8 MiB), at most the broker's message size limit", self.mqtt.max_message_bytes)));
-        }
-        for (key, value) in [("outbox.max_bytes", self.outbox.max_bytes), ("outbox.memory_bytes", self.outbox.memory_bytes)] {
-            if value < MIN_OUTBOX_BYTES {
-                return Err(invalid(key, format!("is {value}: must be at least {MIN_OUTBOX_BYTES} (16 KiB)")));
-            }
-        }
+        // Below the broker's packet limit (Mosquitto's default is none, many set 1 MiB or more).
+        check.int("mqtt.max_message_bytes", self.mqtt.max_message_bytes as u64, *MESSAGE_BYTES_RANGE.start() as u64..=*MESSAGE_BYTES_RANGE.end() as u64)?;
+
+        check.path("outbox.path", &self.outbox.path)?;
+        check.int("outbox.max_bytes", self.outbox.max_bytes, MIN_OUTBOX_BYTES..=1 << 40)?;
+        check.int("outbox.memory_bytes", self.outbox.memory_bytes, MIN_OUTBOX_BYTES..=1 << 30)?;
+
         if let Some(registry) = &self.registry {
+            check.text("registry.url", &registry.url, MAX_URL_CHARS)?;
             RegistryUrl::parse(&registry.url).map_err(|e| invalid("registry.url", e.to_string()))?;
+            check_tag(&registry.tag).map_err(|problem| invalid("registry.tag", problem))?;
+            check.int("registry.poll_seconds", registry.poll_seconds, 1..=7 * DAY)?;
             if registry.public_keys.is_empty() {
                 return Err(invalid("registry.public_keys", "is empty: pin at least one trainer key (cctv-agent release keygen)".into()));
             }
-            if registry.poll_seconds == 0 {
-                return Err(invalid("registry.poll_seconds", "must be at least 1".into()));
+            check.count("registry.public_keys", registry.public_keys.len(), 1..=64)?;
+            for (i, key) in registry.public_keys.iter().enumerate() {
+                check.path(&format!("registry.public_keys[{i}]"), key)?;
+            }
+            check.path("registry.models_dir", &registry.models_dir)?;
+            check.int("registry.max_model_bytes", registry.max_model_bytes, 1..=1 << 36)?;
+            check.num("registry.latency_budget_ms", registry.latency_budget_ms as f64, 0.01..=60_000.0)?;
+            // Each run is a full-frame classification, timed; they are kept to sort.
+            check.int("registry.validation_runs", registry.validation_runs as u64, 1..=1000)?;
+            check.int("registry.probation_frames", registry.probation_frames, 0..=1_000_000)?;
+            check.num("registry.probation_min_score_ratio", registry.probation_min_score_ratio as f64, 0.0..=1.0)?;
+        }
+
+        check.path("model.path", &self.model.path)?;
+        if let Some(spec) = &self.model.spec {
+            check.path("model.spec", spec)?;
+        }
+        check.int("model.intra_threads", self.model.intra_threads as u64, 1..=64)?;
+        check.int("telemetry.interval_seconds", self.telemetry.interval_seconds, 1..=DAY)?;
+        check.path("telemetry.sysfs_root", &self.telemetry.sysfs_root)?;
+        check.int("watchdog.stall_seconds", self.watchdog.stall_seconds, 1..=DAY)?;
+        self.validate_monitor(&check)?;
+        self.validate_cameras(&check)
+    }
+
+    fn validate_monitor(&self, check: &Check) -> Result<(), ConfigError> {
+        let (m, d, s) = (&self.monitor, &self.monitor.drift, &self.samples);
+        // Sizes of windows and books kept in memory.
+        for (key, value, max) in [
+            ("monitor.remember_predictions", m.remember_predictions as u64, 1_000_000),
+            ("monitor.feedback_window", m.feedback_window as u64, 100_000),
+            ("monitor.min_labelled", m.min_labelled as u64, 100_000),
+            ("monitor.drift.class_window", d.class_window as u64, 100_000),
+            ("monitor.drift.reference_regions", d.reference_regions as u64, 1_000_000),
+            ("monitor.drift.input_window", d.input_window as u64, 10_000),
+            ("monitor.drift.input_every_frames", d.input_every_frames, 100_000),
+        ] {
+            check.int(key, value, 1..=max)?;
+        }
+        check.int("monitor.feedback_window_seconds", m.feedback_window_seconds, 1..=366 * DAY)?;
+        check.int("monitor.retrain_interval_seconds", m.retrain_interval_seconds, 0..=366 * DAY)?;
+        if m.min_labelled > m.feedback_window {
+            return Err(check.invalid("monitor.min_labelled", format!("is {} but the window holds only monitor.feedback_window = {}: lower it or widen the window", m.min_labelled, m.feedback_window)));
+        }
+        // Each pair: (alert key, alert value, clear key, clear value, most either can be, true when the alert is for low values).
+        for (alert, a, clear, c, max, low) in [
+            ("monitor.precision_alert_below", m.precision_alert_below, "monitor.precision_clear_at", m.precision_clear_at, 1.0, true),
+            ("monitor.drift.class_mix_alert_above", d.class_mix_alert_above, "monitor.drift.class_mix_clear_below", d.class_mix_clear_below, 1.0, false),
+            ("monitor.drift.confidence_alert_below", d.confidence_alert_below, "monitor.drift.confidence_clear_at", d.confidence_clear_at, 1.0, true),
+            ("monitor.drift.brightness_alert_below", d.brightness_alert_below, "monitor.drift.brightness_clear_at", d.brightness_clear_at, 255.0, true),
+            ("monitor.drift.contrast_alert_below", d.contrast_alert_below, "monitor.drift.contrast_clear_at", d.contrast_clear_at, 255.0, true),
+            // The variance of the Laplacian of 8-bit pixels stays far below this.
+            ("monitor.drift.sharpness_alert_below", d.sharpness_alert_below, "monitor.drift.sharpness_clear_at", d.sharpness_clear_at, 1e7, true),
+        ] {
+            check.num(alert, a, 0.0..=max)?;
+            check.num(clear, c, 0.0..=max)?;
+            if (low && c < a) || (!low && c > a) {
+                let side = if low { "at or above" } else { "at or below" };
+                return Err(check.invalid(clear, format!("is {c}: it must be {side} {alert} ({a}), or the alert could never clear")));
             }
         }
-        if self.telemetry.interval_seconds == 0 {
-            return Err(invalid("telemetry.interval_seconds", "must be at least 1 (seconds)".into()));
-        }
-        self.validate_monitor(&invalid)?;
-        if self.watchdog.stall_seconds == 0 {
-            return Err(invalid("watchdog.stall_seconds", "must be at least 1 (seconds)".into()));
-        }
-        if self.model.intra_threads == 0 {
-            return Err(invalid("model.intra_threads", "must be at least 1".into()));
-        }
+        check.path("samples.dir", &s.dir)?;
+        check.num("samples.low_confidence_below", s.low_confidence_below as f64, 0.0..=1.0)?;
+        check.num("samples.random_rate", s.random_rate, 0.0..=1.0)?;
+        check.int("samples.max_per_hour", s.max_per_hour as u64, 0..=1_000_000)?;
+        check.int("samples.max_side", s.max_side as u64, 16..=4096)?;
+        check.int("samples.max_bytes", s.max_bytes, 1 << 20..=1 << 40)?;
+        // The recent ring holds decoded RGB crops of up to max_side² pixels.
+        let most_recent = (MAX_RECENT_BYTES / (3 * s.max_side as u64 * s.max_side as u64)).min(100_000);
+        check.int("samples.recent", s.recent as u64, 0..=most_recent)?;
+        Ok(())
+    }
+
+    fn validate_cameras(&self, check: &Check) -> Result<(), ConfigError> {
         if self.cameras.is_empty() {
-            return Err(invalid(
-                "cameras",
-                "is empty: add at least one [[cameras]] table with `id` and `url`".into(),
-            ));
+            return Err(check.invalid("cameras", "is empty: add at least one [[cameras]] table with `id` and `url`".into()));
         }
+        // Each camera is a thread with its own decoder.
+        check.count("cameras", self.cameras.len(), 1..=MAX_CAMERAS)?;
         let mut seen = HashSet::new();
         for (i, camera) in self.cameras.iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
-            check_topic_level(&camera.id).map_err(|p| topic_level(&key("id"), p))?;
+            check.id(&key("id"), &camera.id)?;
             if !seen.insert(camera.id.as_str()) {
-                return Err(invalid(&key("id"), format!("\"{}\" is used twice: give each camera its own id", camera.id)));
+                return Err(check.invalid(&key("id"), format!("\"{}\" is used twice: give each camera its own id", camera.id)));
             }
+            check.text(&key("url"), &camera.url, MAX_URL_CHARS)?;
             if camera.url.trim().is_empty() {
-                return Err(invalid(&key("url"), "is empty: write a file path, rtsp:// URL or /dev/videoN".into()));
+                return Err(check.invalid(&key("url"), "is empty: write a file path, rtsp:// URL or /dev/videoN".into()));
             }
             if let RegionsConfig::Fixed(rects) = &camera.regions {
                 if rects.is_empty() {
-                    return Err(invalid(&key("regions"), "is an empty list: give at least one [x, y, w, h], or write \"full\"".into()));
+                    return Err(check.invalid(&key("regions"), "is an empty list: give at least one [x, y, w, h], or write \"full\"".into()));
                 }
+                check.count(&key("regions"), rects.len(), 1..=MAX_FIXED_REGIONS)?;
                 if let Some(r) = rects.iter().find(|r| r[2] == 0 || r[3] == 0) {
-                    return Err(invalid(&key("regions"), format!("has {r:?} with zero width or height")));
+                    return Err(check.invalid(&key("regions"), format!("has {r:?} with zero width or height")));
+                }
+                // x + w and y + h stay far from overflowing any integer type.
+                if let Some(r) = rects.iter().find(|r| r[0] as u64 + r[2] as u64 > MAX_FRAME_SIDE || r[1] as u64 + r[3] as u64 > MAX_FRAME_SIDE) {
+                    return Err(check.invalid(&key("regions"), format!("has {r:?}, which ends beyond {MAX_FRAME_SIDE} pixels")));
                 }
             }
-            if camera.max_regions == 0 {
-                return Err(invalid(&key("max_regions"), "must be at least 1".into()));
-            }
-            if !(MIN_FRAME_PIXELS..=MAX_FRAME_PIXELS).contains(&camera.max_frame_pixels) {
-                return Err(invalid(&key("max_frame_pixels"), format!("must be between {MIN_FRAME_PIXELS} (64×64) and {MAX_FRAME_PIXELS} (8192×8192)")));
-            }
+            check.int(&key("max_regions"), camera.max_regions as u64, 1..=MAX_FIXED_REGIONS as u64)?;
+            // 64×64 to 8192×8192.
+            check.int(&key("max_frame_pixels"), camera.max_frame_pixels, MIN_FRAME_PIXELS..=MAX_FRAME_PIXELS)?;
             let streaming = !matches!(camera.source(), SourceKind::File(_));
             if streaming && (camera.loop_file || camera.replay == Replay::Asap) {
-                return Err(invalid(
-                    &key("replay"),
-                    "and `loop` apply to files only: remove them for a live camera".into(),
-                ));
+                return Err(check.invalid(&key("replay"), "and `loop` apply to files only: remove them for a live camera".into()));
             }
             let m = &camera.motion;
-            if !(0.0..1.0).contains(&m.min_area_fraction) || m.analysis_width < 32 || !(0.0..=1.0).contains(&m.learning_rate) {
-                return Err(invalid(
-                    &key("motion"),
-                    "needs 0 <= min_area_fraction < 1, analysis_width >= 32 and 0 <= learning_rate <= 1".into(),
-                ));
-            }
+            // Below 1: a blob the size of the frame is still reported.
+            check.num(&key("motion.min_area_fraction"), m.min_area_fraction, 0.0..=0.999)?;
+            check.int(&key("motion.warmup_frames"), m.warmup_frames as u64, 0..=100_000)?;
+            check.int(&key("motion.analysis_width"), m.analysis_width as u64, 32..=4096)?;
+            check.num(&key("motion.learning_rate"), m.learning_rate, 0.0..=1.0)?;
         }
         Ok(())
     }
 }
 
-/// A topic level must not contain MQTT wildcards or separators.
+const DAY: u64 = 86_400;
+/// Longest URL (broker, registry, camera).
+const MAX_URL_CHARS: usize = 2048;
+/// Longest client id or user name.
+const MAX_NAME_CHARS: usize = 256;
+/// Longest path in the config (Linux's PATH_MAX).
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_CAMERAS: usize = 64;
+const MAX_FIXED_REGIONS: usize = 64;
+/// Largest frame side a fixed region may reach.
+const MAX_FRAME_SIDE: u64 = 1 << 15;
+/// Most memory the samples' recent ring may take.
+const MAX_RECENT_BYTES: u64 = 512 << 20;
+
+/// Checks against bounds, turned into errors that name the key.
+struct Check<'a> {
+    origin: &'a str,
+}
+
+impl Check<'_> {
+    fn invalid(&self, key: &str, problem: String) -> ConfigError {
+        ConfigError::Invalid { origin: self.origin.to_string(), key: key.to_string(), problem }
+    }
+
+    fn bound(&self, key: &str, problem: BoundError) -> ConfigError {
+        ConfigError::Bound { origin: self.origin.to_string(), key: key.to_string(), problem }
+    }
+
+    fn int(&self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<(), ConfigError> {
+        if range.contains(&value) {
+            return Ok(());
+        }
+        Err(self.bound(key, BoundError::Integer { value, min: *range.start(), max: *range.end() }))
+    }
+
+    /// Refuses NaN and the infinities too: no range contains them.
+    fn num(&self, key: &str, value: f64, range: std::ops::RangeInclusive<f64>) -> Result<(), ConfigError> {
+        if range.contains(&value) {
+            return Ok(());
+        }
+        Err(self.bound(key, BoundError::Number { value, min: *range.start(), max: *range.end() }))
+    }
+
+    fn count(&self, key: &str, count: usize, range: std::ops::RangeInclusive<usize>) -> Result<(), ConfigError> {
+        if range.contains(&count) {
+            return Ok(());
+        }
+        Err(self.bound(key, BoundError::Count { count, min: *range.start(), max: *range.end() }))
+    }
+
+    /// Printable text of at most `max` characters.
+    fn text(&self, key: &str, value: &str, max: usize) -> Result<(), ConfigError> {
+        let len = value.chars().count();
+        if len > max {
+            return Err(self.bound(key, BoundError::Length { len, max }));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(self.bound(key, BoundError::Control));
+        }
+        Ok(())
+    }
+
+    fn path(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() > MAX_PATH_BYTES {
+            return Err(self.bound(key, BoundError::Length { len: bytes.len(), max: MAX_PATH_BYTES }));
+        }
+        if bytes.iter().any(|b| b.is_ascii_control()) {
+            return Err(self.bound(key, BoundError::Control));
+        }
+        Ok(())
+    }
+
+    fn id(&self, key: &str, value: &str) -> Result<(), ConfigError> {
+        check_topic_level(value).map_err(|problem| ConfigError::TopicLevel { origin: self.origin.to_string(), key: key.to_string(), problem })
+    }
+}
+
+/// A device id, camera id or topic root: one MQTT topic level, a file-name
+/// part and a payload field. Length first, so that the others can quote it.
 fn check_topic_level(value: &str) -> Result<(), TopicLevelError> {
-    if value.is_empty() {
+    let len = value.chars().count();
+    if len == 0 {
         return Err(TopicLevelError::Empty);
+    }
+    if len > MAX_ID_CHARS {
+        return Err(TopicLevelError::TooLong { len });
     }
     if let Some(reserved) = value.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_control()) {
         return Err(TopicLevelError::Reserved { value: value.to_string(), reserved });
+    }
+    if value.starts_with('$') {
+        return Err(TopicLevelError::Dollar { value: value.to_string() });
+    }
+    if let Some(found) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+        return Err(TopicLevelError::Charset { value: value.to_string(), found });
+    }
+    Ok(())
+}
+
+/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` (it goes into URL paths).
+fn check_tag(tag: &str) -> Result<(), String> {
+    let first_ok = tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let rest_ok = tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if tag.len() > 128 || !first_ok || !rest_ok {
+        return Err(format!("{:?} is not an OCI tag: write up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'", tag.chars().take(130).collect::<String>()));
     }
     Ok(())
 }
@@ -981,5 +1192,253 @@ loop = true
     #[test]
     fn the_demo_config_is_valid() {
         Config::demo().unwrap();
+    }
+
+    /// The configs of issue #12 that `check-config` passed and `run` then
+    /// crashed on or misbehaved with; each is refused, naming its key.
+    #[test]
+    fn values_run_cannot_use_are_refused_with_the_key_and_the_range() {
+        let registry = "[registry]\nurl = \"http://127.0.0.1:5000/roadside/vc\"\npublic_keys = [\"k.pub\"]\n";
+        let long_id = "x".repeat(70_000);
+        let camera_300 = "c".repeat(300);
+        let cases: Vec<(String, &str)> = vec![
+            (MINIMAL.replace("[model]", "queue_capacity = 4611686018427387904\n[model]"), "mqtt.queue_capacity"),
+            (format!("{MINIMAL}\n{registry}validation_runs = 1000000000000"), "registry.validation_runs"),
+            (format!("{MINIMAL}\n{registry}poll_seconds = 9223372036854775807"), "registry.poll_seconds"),
+            (format!("{MINIMAL}\n{registry}latency_budget_ms = nan"), "registry.latency_budget_ms"),
+            (format!("{MINIMAL}\n{registry}latency_budget_ms = -1.0"), "registry.latency_budget_ms"),
+            (format!("{MINIMAL}\n{registry}probation_min_score_ratio = -0.5"), "registry.probation_min_score_ratio"),
+            (format!("{MINIMAL}\n{registry}probation_min_score_ratio = nan"), "registry.probation_min_score_ratio"),
+            (format!("{MINIMAL}\n{registry}tag = \"../x\""), "registry.tag"),
+            (MINIMAL.replace("device_id = \"pole-17\"", &format!("device_id = \"{long_id}\"")), "device_id"),
+            (MINIMAL.replace("[model]", "topic_root = \"$SYS\"\n[model]"), "mqtt.topic_root"),
+            (MINIMAL.replace("[model]", "topic_root = \"a+b\"\n[model]"), "mqtt.topic_root"),
+            (MINIMAL.replace("id = \"north\"", &format!("id = \"{camera_300}\"")), "cameras[0].id"),
+            (MINIMAL.replace("id = \"north\"", "id = \"$north\""), "cameras[0].id"),
+            (MINIMAL.replace("id = \"north\"", "id = \"no#rth\""), "cameras[0].id"),
+            (MINIMAL.replace("interval_seconds = 10", "interval_seconds = 9223372036854775807"), "telemetry.interval_seconds"),
+            (MINIMAL.replace("[model]", "keep_alive_seconds = 70000\n[model]"), "mqtt.keep_alive_seconds"),
+            (format!("{MINIMAL}\n[samples]\nrandom_rate = nan"), "samples.random_rate"),
+            (format!("{MINIMAL}\n[samples]\nlow_confidence_below = -1.0"), "samples.low_confidence_below"),
+            (format!("{MINIMAL}\n[samples]\nrecent = 100000000"), "samples.recent"),
+            (format!("{MINIMAL}\n[monitor]\nremember_predictions = 1000000000000"), "monitor.remember_predictions"),
+            (format!("{MINIMAL}\n[monitor]\nfeedback_window_seconds = 9223372036854775807"), "monitor.feedback_window_seconds"),
+            (format!("{MINIMAL}\n[monitor.drift]\nsharpness_alert_below = inf\nsharpness_clear_at = inf"), "monitor.drift.sharpness_alert_below"),
+            (format!("{MINIMAL}\n[watchdog]\nstall_seconds = 9223372036854775807"), "watchdog.stall_seconds"),
+            (format!("{MINIMAL}\n[outbox]\nmemory_bytes = 9223372036854775807"), "outbox.memory_bytes"),
+            (MINIMAL.replace("intra_threads", "x").replace("[model]", "[model]\nintra_threads = 100000"), "model.intra_threads"),
+            (MINIMAL.replace("regions = \"motion\"", "regions = \"motion\"\nmax_regions = 1000000"), "cameras[0].max_regions"),
+            (MINIMAL.replace("regions = \"motion\"", "[cameras.motion]\nlearning_rate = nan"), "cameras[0].motion.learning_rate"),
+            (MINIMAL.replace("[[0, 0, 100, 50]", "[[4294967295, 0, 100, 50]"), "cameras[1].regions"),
+        ];
+        for (text, key) in &cases {
+            let err = parse(text).expect_err(key);
+            assert_eq!(err.key(), Some(*key), "{err}");
+            let message = err.to_string();
+            assert!(message.contains(&format!("`{key}`")) && message.len() < 400, "{key}: {message}");
+        }
+        let err = parse(&cases[0].0).unwrap_err();
+        assert!(matches!(err, ConfigError::Bound { problem: BoundError::Integer { value: 4611686018427387904, min: 1, max: 65536 }, .. }), "{err:?}");
+        assert!(err.to_string().ends_with("is 4611686018427387904: write a whole number from 1 to 65536"), "{err}");
+        let err = parse(&cases[3].0).unwrap_err();
+        assert!(matches!(err, ConfigError::Bound { problem: BoundError::Number { value, .. }, .. } if value.is_nan()), "{err:?}");
+        assert!(matches!(parse(&cases[8].0).unwrap_err(), ConfigError::TopicLevel { problem: TopicLevelError::TooLong { len: 70_000 }, .. }));
+        assert!(matches!(parse(&cases[9].0).unwrap_err(), ConfigError::TopicLevel { problem: TopicLevelError::Dollar { .. }, .. }));
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_without_repeating_them() {
+        for url in ["mqtt://user:pw-secret@127.0.0.1:1883", "mqtts://pw-secret@broker", "tcp://user:pw-secret@host"] {
+            let err = parse(&MINIMAL.replace("mqtt://127.0.0.1:1883", url)).unwrap_err();
+            assert!(matches!(&err, ConfigError::Url { key, problem: UrlError::Credentials, .. } if key == "mqtt.url"), "{err:?}");
+            let message = err.to_string();
+            assert!(!message.contains("pw-secret") && message.contains("mqtt.password_file"), "{message}");
+        }
+        let registry = format!("{MINIMAL}\n[registry]\nurl = \"https://u:pw-secret@registry.example/roadside/vc\"\npublic_keys = [\"k.pub\"]\n");
+        let err = parse(&registry).unwrap_err();
+        assert_eq!(err.key(), Some("registry.url"));
+        assert!(!err.to_string().contains("pw-secret"), "{err}");
+        for (url, problem) in [
+            ("mqtt://host:0", UrlError::Port { port: "0".into() }),
+            ("mqtt://host/path", UrlError::Host { host: "host/path".into() }),
+            ("mqtt://a b", UrlError::Host { host: "a b".into() }),
+        ] {
+            assert_eq!(MqttConfig::for_url(url).broker(), Err(problem), "{url}");
+        }
+        assert_eq!(MqttConfig::for_url("mqtt://[::1]:1884").broker().unwrap().port, 1884);
+    }
+
+    #[test]
+    fn ids_are_plain_short_topic_levels() {
+        for ok in ["pole-17", "cam.1", "cam_1", "A", &"x".repeat(MAX_ID_CHARS)] {
+            assert_eq!(check_topic_level(ok), Ok(()), "{ok}");
+        }
+        for (bad, problem) in [
+            ("", TopicLevelError::Empty),
+            (&"x".repeat(MAX_ID_CHARS + 1) as &str, TopicLevelError::TooLong { len: MAX_ID_CHARS + 1 }),
+            ("a/b", TopicLevelError::Reserved { value: "a/b".into(), reserved: '/' }),
+            ("a\nb", TopicLevelError::Reserved { value: "a\nb".into(), reserved: '\n' }),
+            ("$SYS", TopicLevelError::Dollar { value: "$SYS".into() }),
+            ("cam 1", TopicLevelError::Charset { value: "cam 1".into(), found: ' ' }),
+            ("北门", TopicLevelError::Charset { value: "北门".into(), found: '北' }),
+        ] {
+            assert_eq!(check_topic_level(bad), Err(problem), "{bad:?}");
+        }
+    }
+
+    /// What `run` can use, said independently of the bounds in `validate`:
+    /// durations within a year, memory-sized counts, finite non-negative
+    /// figures, plain ids, a broker address without credentials.
+    fn assert_usable(c: &Config) {
+        const YEAR: u64 = 366 * 86_400;
+        let secs = [c.mqtt.keep_alive_seconds, c.telemetry.interval_seconds, c.watchdog.stall_seconds, c.monitor.feedback_window_seconds, c.monitor.retrain_interval_seconds];
+        assert!(secs.iter().all(|s| *s <= YEAR) && c.mqtt.keep_alive_seconds <= u16::MAX as u64, "{secs:?}");
+        let (m, d, s) = (&c.monitor, &c.monitor.drift, &c.samples);
+        let counts = [c.mqtt.queue_capacity, c.model.intra_threads, m.remember_predictions, m.feedback_window, m.min_labelled, d.class_window, d.reference_regions, d.input_window, s.recent, c.cameras.len()];
+        assert!(counts.iter().all(|n| (*n as u64) <= 1_000_000), "{counts:?}");
+        assert!(c.mqtt.queue_capacity >= 1 && c.model.intra_threads >= 1 && d.input_every_frames >= 1);
+        assert!(c.outbox.max_bytes <= 1 << 40 && c.outbox.memory_bytes <= 1 << 40 && s.max_bytes <= 1 << 40);
+        assert!((s.recent as u64) * 3 * (s.max_side as u64).pow(2) <= 1 << 30);
+        let figures = [m.precision_alert_below, m.precision_clear_at, d.class_mix_alert_above, d.class_mix_clear_below, d.confidence_alert_below, d.confidence_clear_at, d.brightness_alert_below, d.brightness_clear_at, d.contrast_alert_below, d.contrast_clear_at, d.sharpness_alert_below, d.sharpness_clear_at, s.random_rate, s.low_confidence_below as f64];
+        assert!(figures.iter().all(|f| f.is_finite() && *f >= 0.0), "{figures:?}");
+        assert!(s.random_rate <= 1.0 && s.low_confidence_below <= 1.0);
+        if let Some(r) = &c.registry {
+            assert!(r.poll_seconds >= 1 && r.poll_seconds <= YEAR && r.validation_runs >= 1 && r.validation_runs <= 1_000_000);
+            assert!(r.latency_budget_ms.is_finite() && r.latency_budget_ms > 0.0);
+            assert!(r.probation_min_score_ratio.is_finite() && (0.0..=1.0).contains(&r.probation_min_score_ratio));
+            assert!(!r.url.contains('@') && RegistryUrl::parse(&r.url).is_ok());
+        }
+        let plain = |id: &str| !id.is_empty() && id.len() <= 64 && !id.starts_with('$') && id.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
+        assert!(plain(&c.device_id) && plain(&c.mqtt.topic_root), "{:?} {:?}", c.device_id, c.mqtt.topic_root);
+        assert!(c.cameras.iter().all(|cam| plain(&cam.id) && cam.motion.learning_rate.is_finite() && cam.motion.min_area_fraction.is_finite()));
+        assert!(!c.mqtt.url.contains('@') && c.mqtt.broker().is_ok());
+        // A message cap below 64 KiB could not carry a sample chunk; above 8 MiB no broker would take it.
+        assert!((64 << 10..=8 << 20).contains(&c.mqtt.max_message_bytes));
+        assert!(c.cameras.iter().all(|cam| (64 * 64..=8192 * 8192).contains(&cam.max_frame_pixels)));
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Int,
+        Float,
+        Bool,
+        Text,
+    }
+
+    /// A TOML literal of the kind a careless or hostile operator writes:
+    /// mostly of the key's type (else TOML's own type error is all that is
+    /// tested), at its edges.
+    fn literal(kind: Kind) -> proptest::strategy::BoxedStrategy<String> {
+        use proptest::prelude::*;
+        let int = prop_oneof![Just(0i64), Just(1), Just(-1), Just(1 << 62), Just(i64::MAX), Just(i64::MIN), 0i64..100, 0i64..100_000, 0i64..10_000_000_000, any::<i64>()].prop_map(|n| n.to_string());
+        let float = prop_oneof![
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("-inf".to_string()),
+            Just("-0.0".to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            (-1.0f64..2.0).prop_map(|f| format!("{f:?}")),
+            (0.0f64..1e6).prop_map(|f| format!("{f:?}")),
+        ];
+        let text = prop_oneof![
+            "[a-zA-Z0-9$#+/:@._ -]{0,80}".prop_map(|s| format!("{s:?}")),
+            "(mqtts?|https?|rtsp)://[a-z0-9:@./_-]{0,40}".prop_map(|s| format!("{s:?}")),
+            (1usize..100_000).prop_map(|n| format!("\"{}\"", "y".repeat(n))),
+            any::<String>().prop_map(|s| format!("{s:?}")),
+        ];
+        let typed = match kind {
+            Kind::Int => int.boxed(),
+            Kind::Float => prop_oneof![float, int].boxed(),
+            Kind::Bool => any::<bool>().prop_map(|b| b.to_string()).boxed(),
+            Kind::Text => text.boxed(),
+        };
+        prop_oneof![9 => typed, 1 => Just("\"x\"".to_string())].boxed()
+    }
+
+    /// Every key, by section (`[[cameras]]` as the first camera's).
+    const KEYS: &[(&str, &[(&str, Kind)])] = {
+        use Kind::*;
+        &[
+            ("", &[("device_id", Text), ("state_dir", Text)]),
+            ("mqtt", &[("url", Text), ("topic_root", Text), ("client_id", Text), ("keep_alive_seconds", Int), ("require_tls", Bool), ("username", Text), ("queue_capacity", Int), ("persistent_session", Bool), ("max_message_bytes", Int)]),
+            ("outbox", &[("max_bytes", Int), ("memory_bytes", Int), ("path", Text)]),
+            ("registry", &[("url", Text), ("tag", Text), ("poll_seconds", Int), ("max_model_bytes", Int), ("latency_budget_ms", Float), ("validation_runs", Int), ("probation_frames", Int), ("probation_min_score_ratio", Float)]),
+            ("model", &[("intra_threads", Int), ("path", Text)]),
+            ("telemetry", &[("interval_seconds", Int), ("sysfs_root", Text)]),
+            ("watchdog", &[("stall_seconds", Int)]),
+            ("monitor", &[("enabled", Bool), ("remember_predictions", Int), ("feedback_window", Int), ("feedback_window_seconds", Int), ("min_labelled", Int), ("precision_alert_below", Float), ("precision_clear_at", Float), ("retrain_interval_seconds", Int)]),
+            ("monitor.drift", &[("class_window", Int), ("reference_regions", Int), ("class_mix_alert_above", Float), ("class_mix_clear_below", Float), ("confidence_alert_below", Float), ("confidence_clear_at", Float), ("input_every_frames", Int), ("input_window", Int), ("brightness_alert_below", Float), ("brightness_clear_at", Float), ("contrast_alert_below", Float), ("contrast_clear_at", Float), ("sharpness_alert_below", Float), ("sharpness_clear_at", Float)]),
+            ("samples", &[("enabled", Bool), ("max_bytes", Int), ("low_confidence_below", Float), ("random_rate", Float), ("max_per_hour", Int), ("recent", Int), ("recent_before_feedback", Bool), ("max_side", Int), ("publish", Bool), ("dir", Text)]),
+            ("cameras", &[("id", Text), ("url", Text), ("regions", Text), ("replay", Text), ("loop", Bool), ("max_regions", Int), ("max_frame_pixels", Int)]),
+            ("cameras.motion", &[("min_area_fraction", Float), ("warmup_frames", Int), ("analysis_width", Int), ("learning_rate", Float)]),
+        ]
+    };
+
+    /// One key of `KEYS` (section, key) and a value for it.
+    fn an_override() -> impl proptest::strategy::Strategy<Value = (usize, usize, String)> {
+        use proptest::prelude::*;
+        (0..KEYS.len()).prop_flat_map(|section| (Just(section), 0..KEYS[section].1.len())).prop_flat_map(|(section, key)| (Just(section), Just(key), literal(KEYS[section].1[key].1)))
+    }
+
+    /// A valid config with `overrides` (section index, key index, literal) written over it.
+    fn config_with(overrides: &[(usize, usize, String)]) -> String {
+        let base: &[(&str, &[(&str, &str)])] = &[
+            ("", &[("device_id", "\"pole-17\"")]),
+            ("mqtt", &[("url", "\"mqtt://127.0.0.1:1883\"")]),
+            ("outbox", &[]),
+            ("registry", &[("url", "\"http://127.0.0.1:5000/roadside/vc\""), ("public_keys", "[\"k.pub\"]")]),
+            ("model", &[("path", "\"m.onnx\"")]),
+            ("telemetry", &[]),
+            ("watchdog", &[]),
+            ("monitor", &[]),
+            ("monitor.drift", &[]),
+            ("samples", &[]),
+            ("cameras", &[("id", "\"north\""), ("url", "\"clip.mp4\"")]),
+            ("cameras.motion", &[]),
+        ];
+        let mut text = String::new();
+        for (i, (section, keys)) in base.iter().enumerate() {
+            match *section {
+                "" => {}
+                "cameras" => text.push_str("[[cameras]]\n"),
+                name => text.push_str(&format!("[{name}]\n")),
+            }
+            let mine: Vec<(&str, String)> = overrides.iter().filter(|(s, _, _)| *s == i).map(|(_, k, v)| (KEYS[i].1[*k].0, v.clone())).collect();
+            for (key, value) in keys.iter().filter(|(k, _)| !mine.iter().any(|(m, _)| m == k)) {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+            for (key, value) in mine {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        text
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn any_text_is_refused_or_accepted_without_a_panic(text in proptest::prelude::any::<String>()) {
+            if let Ok(config) = parse(&text) {
+                assert_usable(&config);
+            }
+        }
+
+        #[test]
+        fn any_values_for_any_keys_are_refused_or_within_bounds(
+            overrides in proptest::collection::vec(an_override(), 1..4)
+        ) {
+            let text = config_with(&overrides);
+            match parse(&text) {
+                Ok(config) => assert_usable(&config),
+                // A refusal names a key, or is TOML's own error (which names the line).
+                Err(error) => proptest::prop_assert!(error.key().is_some() || matches!(error, ConfigError::Parse { .. }), "{error}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_generated_base_config_is_valid() {
+        parse(&config_with(&[])).unwrap();
     }
 }

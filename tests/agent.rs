@@ -332,6 +332,54 @@ fn a_config_with_a_wrong_key_is_refused_with_the_key_named() {
     assert!(example.status.success(), "the documented example must stay valid: {}", String::from_utf8_lossy(&example.stderr));
 }
 
+/// Issue #12, bug 6: configs that `check-config` passed and `run` then
+/// crashed on (a panic, a 4 TB allocation, a dead updater thread) or
+/// misbehaved with (never connected, a broker that drops everything, the
+/// password in every log line). Each is refused by both, naming its key.
+#[test]
+fn configs_run_cannot_use_are_refused_by_check_config_and_run_with_the_key_named() {
+    let password = "pw-Never-Printed-9";
+    let example = std::fs::read_to_string(repo("config/example.toml")).unwrap();
+    let registry = |extra: &str| format!("{example}\n[registry]\nurl = \"http://127.0.0.1:5000/roadside/vc\"\npublic_keys = [\"trainer.pub\"]\n{extra}\n");
+    let cases: Vec<(&str, String)> = vec![
+        ("mqtt.queue_capacity", example.replace("queue_capacity = 256", "queue_capacity = 4611686018427387904")),
+        ("registry.validation_runs", registry("validation_runs = 1000000000000")),
+        ("registry.poll_seconds", registry("poll_seconds = 9223372036854775807")),
+        ("registry.latency_budget_ms", registry("latency_budget_ms = nan")),
+        ("registry.latency_budget_ms", registry("latency_budget_ms = -5.0")),
+        ("registry.probation_min_score_ratio", registry("probation_min_score_ratio = nan")),
+        ("device_id", example.replace("device_id = \"pole-17\"", &format!("device_id = \"{}\"", "d".repeat(70_000)))),
+        ("mqtt.topic_root", example.replace("topic_root = \"cctv\"", "topic_root = \"$SYS\"")),
+        ("mqtt.url", example.replace("mqtt://127.0.0.1:1883", &format!("mqtt://pole:{password}@127.0.0.1:1883"))),
+        ("cameras[0].id", example.replace("id = \"north\"", &format!("id = \"{}\"", "c".repeat(300)))),
+        ("cameras[1].id", example.replace("id = \"lanes\"", "id = \"lanes/+\"")),
+        ("samples.random_rate", example.replace("random_rate = 0.002", "random_rate = nan")),
+        ("samples.low_confidence_below", example.replace("low_confidence_below = 0.5", "low_confidence_below = -1.0")),
+        ("monitor.drift.class_mix_alert_above", example.replace("class_mix_alert_above = 0.35", "class_mix_alert_above = -0.35")),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    for (key, config) in &cases {
+        std::fs::write(&path, config).unwrap();
+        let check = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(2), "{key}: check-config passed it: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "{key}: {stderr}");
+        assert!(!stderr.contains(password) && !String::from_utf8_lossy(&check.stdout).contains(password), "{key}: the password was printed: {stderr}");
+        assert!(stderr.len() < 1000, "{key}: {} bytes of error", stderr.len());
+
+        // The same validation at `run`: refused before anything starts.
+        let run = Command::new(BIN).arg("run").arg("--config").arg(&path).env("CCTV_LOG", "debug").output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && stderr.contains(&format!("`{key}`")), "{key}: run: {stderr}");
+        assert!(!stderr.contains(password), "{key}: run printed the password: {stderr}");
+    }
+    // The credentials case says where the password goes instead.
+    std::fs::write(&path, &cases.iter().find(|(key, _)| *key == "mqtt.url").unwrap().1).unwrap();
+    let check = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&check.stderr).contains("mqtt.password_file"), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
 #[test]
 fn a_model_that_is_not_onnx_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -700,4 +748,45 @@ fn broker_credentials_are_used_and_never_logged() {
     sub.wait_until(Duration::from_secs(30), "predictions with credentials", |m| !m.is_empty());
     assert!(agent.terminate().success());
     assert!(!agent.log().contains(password) && !refused.log().contains("not-it"), "a password reached the log");
+}
+
+/// ARCHITECTURE.md: a part that cannot recover makes the process exit
+/// non-zero. A state_dir that cannot be written at start used to leave the
+/// agent serving from a memory outbox (lost at the next stop) with ~10
+/// warnings a second; now it is refused at once, naming the key.
+#[test]
+fn an_unwritable_state_dir_stops_the_agent_at_start_with_an_error_naming_it() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the folder should be: no one can create it, not even root.
+    std::fs::write(dir.path().join("blocked"), "not a folder").unwrap();
+    let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), "regions = \"full\"\nloop = true"))
+        .replace("state_dir = \"state\"", "state_dir = \"blocked/state\"");
+    std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(dir.path().join("agent.toml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("the agent kept running with an unwritable state_dir");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("state_dir") && stderr.contains("blocked"), "{stderr}");
+    assert!(!stderr.contains("in memory"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sub.all().iter().all(|m| !m.topic.contains("/predictions/")), "it served");
 }

@@ -270,3 +270,126 @@ fn a_dark_and_a_blurred_camera_alert_for_themselves_only_and_a_foreign_class_mix
     assert!(["road", "dark", "blurred"].contains(&requests[0]["evidence"]["camera"].as_str().unwrap()));
     assert!(agent.terminate().success(), "{}", agent.log());
 }
+
+/// A clip of one still photo, `frames` frames long.
+fn still_clip(dir: &Path, photo: &str, frames: u32) -> std::path::PathBuf {
+    let out = dir.join(format!("{photo}.mp4"));
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-loop", "1", "-i"])
+        .arg(repo("media/sources").join(photo))
+        .args(["-frames:v", &frames.to_string(), "-r", "25", "-vf", "scale=640:400,format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg (apt-get install ffmpeg)");
+    assert!(status.success());
+    out
+}
+
+fn learned_baseline_log_lines(agent: &Agent) -> usize {
+    agent.log().matches("learned this camera's class mix baseline").count()
+}
+
+/// Issue #12, bug 7: `cam.1` and `cam_1` were both kept in
+/// `baseline-cam_1.json`, so after a restart one camera was judged against
+/// the other's baseline: a class_mix alert at 1.0 and a retrain request.
+#[test]
+fn cameras_whose_ids_differ_only_in_punctuation_keep_their_own_baselines_across_a_restart() {
+    let broker = Mosquitto::start();
+    let clips = tempfile::tempdir().unwrap();
+    // Each camera sees one still scene, so its class mix never drifts from its own baseline.
+    const FRAMES: usize = 100;
+    let motorcycle = still_clip(clips.path(), "motorcycle_left.png", FRAMES as u32);
+    let horses = still_clip(clips.path(), "horses.jpg", FRAMES as u32);
+    let cameras = [camera("cam.1", &motorcycle, ""), camera("cam_1", &horses, "")].concat();
+    let config = format!(
+        "{}\n[monitor.drift]\nclass_window = 30\nreference_regions = 30\n[samples]\nenabled = false\n",
+        agent_config(&broker, &cameras)
+    );
+    let all_frames = |sub: &Subscriber| ["cam.1", "cam_1"].iter().all(|c| sub.on(&format!("/predictions/{c}")).len() >= FRAMES);
+
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    let mut first = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(120), "every frame of both cameras", |_| all_frames(&sub));
+    let baselines = first.state_dir().join("monitor");
+    sub.wait_until(Duration::from_secs(10), "both baselines on disk", |_| std::fs::read_dir(&baselines).map(|d| d.count()).unwrap_or(0) >= 2);
+    std::thread::sleep(Duration::from_millis(2500)); // judgements against the baselines just learned
+    assert_eq!(learned_baseline_log_lines(&first), 2, "{}", first.log());
+    assert!(alerts(&sub, "raised").is_empty(), "{:?}", alerts(&sub, "raised"));
+    assert!(first.terminate().success(), "{}", first.log());
+
+    // Two files, each naming its camera, with mixes far enough apart that
+    // judging one camera by the other's baseline raises class_mix.
+    let mut files: BTreeMap<String, Value> = BTreeMap::new();
+    for entry in std::fs::read_dir(&baselines).unwrap() {
+        let file: Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        files.insert(file["camera"].as_str().unwrap().to_string(), file);
+    }
+    assert_eq!(files.keys().map(String::as_str).collect::<Vec<_>>(), ["cam.1", "cam_1"], "{files:?}");
+    let mix = |camera: &str| -> BTreeMap<String, f64> { serde_json::from_value(files[camera]["classes"].clone()).unwrap() };
+    let (a, b) = (mix("cam.1"), mix("cam_1"));
+    let distance = 0.5 * a.keys().chain(b.keys()).collect::<BTreeSet<_>>().iter().map(|c| (a.get(*c).unwrap_or(&0.0) - b.get(*c).unwrap_or(&0.0)).abs()).sum::<f64>();
+    assert!(distance > 0.35, "the two scenes must differ for this test to mean anything: {a:?} {b:?}");
+
+    // After a restart each camera is judged against its own baseline, loaded, not learned again.
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    let mut second = Agent::start_in(first.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(120), "every frame of both cameras again", |_| all_frames(&sub));
+    sub.wait_until(Duration::from_secs(10), "both full windows judged", |_| {
+        let cameras = latest_monitor(&sub)["cameras"].clone();
+        ["cam.1", "cam_1"].iter().all(|c| cameras[c]["class_mix_distance"].is_number())
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let cameras = latest_monitor(&sub)["cameras"].clone();
+    println!("{cameras:#}");
+    for camera in ["cam.1", "cam_1"] {
+        assert_eq!(cameras[camera]["baseline"], "learned", "{cameras}");
+        assert!(cameras[camera]["class_mix_distance"].as_f64().unwrap() < 0.1, "{camera} judged against another baseline: {cameras}");
+    }
+    assert!(alerts(&sub, "raised").is_empty(), "{:?}", alerts(&sub, "raised"));
+    assert!(retrain_requests(&sub).is_empty(), "{:?}", retrain_requests(&sub));
+    assert_eq!(learned_baseline_log_lines(&second), 0, "a baseline was learned again instead of loaded: {}", second.log());
+    assert!(!second.log().contains("belongs to another camera"), "{}", second.log());
+    assert!(second.terminate().success(), "{}", second.log());
+}
+
+/// Issue #12: the outbox, samples and baselines were created 0644 under a
+/// umask of 022 (systemd's UMask=0077 only hid it). What the agent keeps is
+/// its own, whoever starts it.
+#[test]
+fn files_under_state_dir_are_owner_only_whatever_the_umask() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    let config = format!(
+        "{}\n[monitor.drift]\nreference_regions = 20\n[samples]\nrandom_rate = 1.0\nmax_per_hour = 100000\n",
+        agent_config(&broker, &camera("road", &road_clip(), ""))
+    );
+    // SAFETY: umask is process-wide; it is inherited by the agent started
+    // here and put back at once (other tests' files do not depend on it).
+    let old = unsafe { libc::umask(0o022) };
+    let mut agent = Agent::start(&config);
+    unsafe { libc::umask(old) };
+    let state = agent.state_dir();
+    sub.wait_until(Duration::from_secs(60), "a baseline, samples and the outbox on disk", |_| {
+        state.join("outbox.redb").exists() && state.join("monitor/baseline-road.json").exists() && std::fs::read_dir(state.join("samples")).map(|d| d.count() >= 2).unwrap_or(false)
+    });
+    assert!(agent.terminate().success(), "{}", agent.log());
+
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = Vec::new();
+    let mut folders = vec![state.clone()];
+    while let Some(folder) = folders.pop() {
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", folder.display());
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+                seen.push(path);
+            }
+        }
+    }
+    assert!(seen.iter().any(|p| p.ends_with("outbox.redb")) && seen.iter().any(|p| p.extension().is_some_and(|e| e == "jpg")), "{seen:?}");
+}

@@ -34,6 +34,16 @@ pub struct Baseline {
     pub regions: u64,
 }
 
+/// A learned baseline as kept on disk (`<state_dir>/monitor/`). It names
+/// its camera: a file is taken only by the camera it names, whatever its
+/// file name says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineFile {
+    pub camera: String,
+    #[serde(flatten)]
+    pub baseline: Baseline,
+}
+
 /// Half the summed absolute differences of two class mixes: the share of
 /// regions that would have to change class to turn one into the other.
 pub fn total_variation(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> f64 {

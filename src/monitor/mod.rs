@@ -40,7 +40,7 @@ use crate::publish::Outgoing;
 use crate::wire::Topics;
 use crate::util::shutdown::Shutdown;
 use alerts::{AlertBook, Rule, Transition};
-use drift::{Baseline, BaselineSource, CameraDrift, DriftFigures, InputStats};
+use drift::{Baseline, BaselineFile, BaselineSource, CameraDrift, DriftFigures, InputStats};
 use feedback::LabelBook;
 use samples::{SampleStats, SamplerInput};
 
@@ -250,10 +250,10 @@ impl MonitorTask {
         if let Some(baseline) = learned {
             tracing::info!(camera = %digest.camera, regions = baseline.regions, classes = ?baseline.classes, "learned this camera's class mix baseline");
             let path = self.baseline_path(&digest.camera);
+            let file = BaselineFile { camera: digest.camera.clone(), baseline };
             tokio::task::spawn_blocking(move || {
-                let json = serde_json::to_vec_pretty(&baseline).unwrap_or_default();
-                let written = std::fs::create_dir_all(path.parent().expect("has a folder"))
-                    .map_err(crate::util::fs::FileError::at("create the folder of", &path))
+                let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+                let written = crate::util::fs::create_private_dir_all(path.parent().expect("has a folder"))
                     .and_then(|()| crate::util::fs::write_atomically(&path, &json));
                 if let Err(error) = written {
                     tracing::warn!(path = %path.display(), %error, "cannot keep the learned baseline (it is learned again after a restart): make state_dir writable");
@@ -265,6 +265,7 @@ impl MonitorTask {
         books.labels.remember(seq, digest.prediction_id, camera, model, &classes);
     }
 
+    /// Distinct for distinct ids (`file_safe` is injective).
     fn baseline_path(&self, camera: &str) -> PathBuf {
         self.dir.join(format!("baseline-{}.json", file_safe(camera)))
     }
@@ -281,14 +282,8 @@ impl MonitorTask {
             });
         }
         let path = self.baseline_path(camera);
-        let sha = model.sha256.clone();
-        tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).ok()?;
-            serde_json::from_slice::<Baseline>(&bytes).ok().filter(|b| b.model_sha256 == sha)
-        })
-        .await
-        .ok()
-        .flatten()
+        let (camera, sha) = (camera.to_string(), model.sha256.clone());
+        tokio::task::spawn_blocking(move || load_baseline(&path, &camera, &sha)).await.ok().flatten()
     }
 
     async fn on_feedback(&self, books: &mut Books, payload: &[u8]) {
@@ -563,5 +558,57 @@ impl MonitorSender {
     /// For a camera thread: brightness, contrast and sharpness every `every` frames.
     pub fn input_tap(&self, every: u64) -> taps::InputTap {
         taps::InputTap { sender: self.clone(), every: every.max(1) }
+    }
+}
+/// The baseline learned for `model_sha256` on `camera`, if `path` holds
+/// one. A file that names another camera (a copy, an older agent's naming
+/// that gave two ids one file) or cannot be read is ignored: the baseline
+/// is learned again rather than judged against the wrong one.
+fn load_baseline(path: &std::path::Path, camera: &str, model_sha256: &str) -> Option<Baseline> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, camera, "cannot read the learned baseline; learning it again");
+            return None;
+        }
+    };
+    let file: BaselineFile = match serde_json::from_slice(&bytes) {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, camera, "ignoring a learned baseline that is not this agent's format (it names no camera); learning it again");
+            return None;
+        }
+    };
+    if file.camera != camera {
+        tracing::warn!(path = %path.display(), camera, owner = %file.camera, "ignoring a learned baseline that belongs to another camera; learning this camera's again");
+        return None;
+    }
+    (file.baseline.model_sha256 == model_sha256).then_some(file.baseline)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(camera: &str, sha: &str) -> Vec<u8> {
+        let baseline = Baseline { source: BaselineSource::Learned, model_sha256: sha.into(), classes: [("car".to_string(), 1.0)].into(), mean_confidence: Some(0.9), regions: 10 };
+        serde_json::to_vec(&BaselineFile { camera: camera.into(), baseline }).unwrap()
+    }
+
+    #[test]
+    fn a_baseline_file_is_taken_only_by_the_camera_and_model_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baseline.json");
+        std::fs::write(&path, file("cam_1", "a")).unwrap();
+        assert!(load_baseline(&path, "cam_1", "a").is_some());
+        assert!(load_baseline(&path, "cam.1", "a").is_none(), "another camera's baseline was taken");
+        assert!(load_baseline(&path, "cam_1", "b").is_none(), "another model's baseline was taken");
+        // An older agent's file names no camera: not trusted.
+        let legacy = serde_json::json!({"source": "learned", "model_sha256": "a", "classes": {"car": 1.0}, "mean_confidence": 0.9, "regions": 10});
+        std::fs::write(&path, legacy.to_string()).unwrap();
+        assert!(load_baseline(&path, "cam_1", "a").is_none());
+        assert!(load_baseline(&dir.path().join("missing.json"), "cam_1", "a").is_none());
     }
 }

@@ -269,6 +269,8 @@ pub struct Sampler {
     recent: VecDeque<Encoded>,
     /// Saved samples on disk, oldest first: (id, bytes of both files).
     on_disk: VecDeque<(String, u64)>,
+    /// A full or read-only disk fails every save: one line per interval.
+    write_error_log: crate::util::throttle::Throttle,
 }
 
 impl Sampler {
@@ -303,13 +305,14 @@ impl Sampler {
             stats,
             recent: VecDeque::new(),
             on_disk: VecDeque::new(),
+            write_error_log: crate::util::throttle::Throttle::for_warnings(),
         };
         (sampler, tap, tx, rx)
     }
 
     /// Runs until every sender is gone.
     pub fn run(mut self, inputs: Receiver<SamplerInput>) {
-        if let Err(error) = std::fs::create_dir_all(&self.config.dir) {
+        if let Err(error) = crate::util::fs::create_private_dir_all(&self.config.dir) {
             tracing::error!(dir = %self.config.dir.display(), %error, "cannot create the samples folder; samples are not saved: make samples.dir writable");
         }
         self.on_disk = existing_samples(&self.config.dir);
@@ -378,7 +381,9 @@ impl Sampler {
         let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         if let Err(error) = write_sample(&self.config.dir, &id, &encoded.jpeg, &json) {
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(dir = %self.config.dir.display(), %error, "cannot save a sample; check samples.dir and free space");
+            if let Some(suppressed) = self.write_error_log.allow() {
+                tracing::warn!(dir = %self.config.dir.display(), %error, suppressed, "cannot save a sample; check samples.dir and free space");
+            }
             return;
         }
         let bytes = (encoded.jpeg.len() + json.len()) as u64;
@@ -534,7 +539,7 @@ mod tests {
         assert!(total <= 40_000 && total == figures.bytes, "{total} bytes on disk, {figures:?}");
         assert!(figures.evicted > 0);
         let newest = sample_id(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_011), "cam 1", 11, 0);
-        assert!(newest.contains("-cam_1-11-0"));
+        assert!(newest.contains("-cam_201-11-0"));
         let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(format!("{newest}.json"))).unwrap()).unwrap();
         assert_eq!((meta["reason"].as_str(), meta["truth"].as_str(), meta["seq"].as_u64()), (Some("feedback_wrong"), Some("truck"), Some(99)));
         let jpeg = image::load_from_memory(&std::fs::read(dir.path().join(format!("{newest}.jpg"))).unwrap()).unwrap();

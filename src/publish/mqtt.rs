@@ -1014,7 +1014,7 @@ mod tests {
         };
         for bad in ["1000", "1073741824"] {
             let error = config(bad).unwrap_err().to_string();
-            assert!(error.contains("mqtt.max_message_bytes") && error.contains("between"), "{error}");
+            assert!(error.contains("mqtt.max_message_bytes") && error.contains("from 65536 to 8388608"), "{error}");
         }
         assert_eq!(config("131072").unwrap().mqtt.max_message_bytes, 131072);
         assert_eq!(crate::config::Config::demo().unwrap().mqtt.max_message_bytes, 256 << 10);

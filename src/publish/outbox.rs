@@ -70,7 +70,7 @@ pub use crate::wire::telemetry::Mode;
 /// meanwhile); the text goes into the `outbox_unavailable` event.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    /// The folder of the file cannot be created.
+    /// The folder of the file cannot be created (or the file made owner-only).
     #[error(transparent)]
     Folder(FileError),
     #[error("cannot open {}: {source}", path.display())]
@@ -189,13 +189,15 @@ impl Outbox {
     /// Opens the file and adds what it holds to the index.
     fn open_disk(&mut self) -> Result<(), OutboxError> {
         let folder = self.folder().to_path_buf();
-        std::fs::create_dir_all(&folder).map_err(|e| OutboxError::Folder(FileError::new("create", &folder, e)))?;
+        crate::util::fs::create_private_dir_all(&folder).map_err(OutboxError::Folder)?;
         let legacy = folder.join(LEGACY_SEQ_FILE);
         // redb caches up to 1 GiB by default; the outbox is written once and read once.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&self.path)
             .map_err(|source| OutboxError::Open { path: self.path.clone(), source })?;
+        // redb creates the file with the umask's mode; the messages are ours alone.
+        crate::util::fs::make_private(&self.path).map_err(OutboxError::Folder)?;
         let txn = db.begin_write().map_err(store)?;
         {
             let mut meta = txn.open_table(META).map_err(store)?;

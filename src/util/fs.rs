@@ -27,16 +27,67 @@ impl FileError {
 }
 
 /// Writes `bytes` to `path` through a temporary file, synced, then renamed,
-/// and syncs the folder: after a crash the file is either old or new.
+/// and syncs the folder: after a crash the file is either old or new. The
+/// file is created owner-only (0600) whatever the umask: what the agent
+/// keeps (baselines, samples, model records) is nobody else's to read.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(FileError::at("write", &tmp))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(&tmp)
+        .map_err(FileError::at("write", &tmp))?;
+    // `mode` applies only when the file is created; a leftover keeps its own.
+    set_mode(&tmp, PRIVATE_FILE).map_err(FileError::at("write", &tmp))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(FileError::at("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(FileError::at("rename a file to", path))?;
     if let Some(dir) = path.parent() {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// Owner read and write.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Owner only.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// `create_dir_all`, with every folder it creates owner-only (0700)
+/// whatever the umask. Folders that already exist keep their mode (an
+/// operator may have opened one up on purpose), except `dir` itself when
+/// it was just made.
+pub fn create_private_dir_all(dir: &Path) -> Result<(), FileError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(dir).map_err(FileError::at("create", dir))?;
+    // The umask can only take bits away from 0700; this puts none back, but
+    // says what is meant if the umask was odd (e.g. 0100).
+    set_mode(dir, PRIVATE_DIR).map_err(FileError::at("create", dir))
+}
+
+/// Creates `dir` if needed (owner-only, see [`create_private_dir_all`]) and
+/// proves it can be written by creating and removing a file in it.
+pub fn check_writable_dir(dir: &Path) -> Result<(), FileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    create_private_dir_all(dir)?;
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(PRIVATE_FILE).open(&probe).map_err(FileError::at("create a file in", dir))?;
+    std::fs::remove_file(&probe).map_err(FileError::at("remove a file from", dir))
+}
+
+/// Makes sure `file` is owner-only (0600), e.g. one a library created.
+pub fn make_private(file: &Path) -> Result<(), FileError> {
+    set_mode(file, PRIVATE_FILE).map_err(FileError::at("set the mode of", file))
 }
 
 /// Free bytes for unprivileged writers on the file system holding `folder`.
@@ -71,7 +122,92 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A camera id as part of a file name: anything but letters, digits, `-` and `_` becomes `_`.
+/// A camera id as part of a file name, injectively: ASCII letters, digits
+/// and `-` stay, every other byte (`_` too) becomes `_xx` (lowercase hex),
+/// so `cam.1` → `cam_2e1` and `cam_1` → `cam_5f1` never meet, and
+/// [`file_safe_decode`] gives the id back.
 pub fn file_safe(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The name [`file_safe`] was given, or None if `safe` is not one of its results.
+pub fn file_safe_decode(safe: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(safe.len());
+    let mut rest = safe.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'_' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            if hex.bytes().any(|c| c.is_ascii_uppercase()) {
+                return None;
+            }
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else if b.is_ascii_alphanumeric() || b == b'-' {
+            bytes.push(b);
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn file_safe_names_are_distinct_for_distinct_ids_and_decode_back() {
+        let ids = ["cam.1", "cam_1", "cam-1", "cam 1", "cam_2e1", "Cam.1", "北门", "南门", "", "_", "__"];
+        let names: std::collections::HashSet<String> = ids.iter().map(|id| file_safe(id)).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
+        for id in ids {
+            let safe = file_safe(id);
+            assert!(safe.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{safe}");
+            assert_eq!(file_safe_decode(&safe).as_deref(), Some(id));
+        }
+        assert_eq!((file_safe("cam.1").as_str(), file_safe("cam_1").as_str(), file_safe("road").as_str()), ("cam_2e1", "cam_5f1", "road"));
+        assert_eq!(file_safe_decode("cam.1"), None);
+        assert_eq!(file_safe_decode("cam_2"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn file_safe_is_injective(a in ".{0,12}", b in ".{0,12}") {
+            proptest::prop_assert_eq!(file_safe(&a) == file_safe(&b), a == b);
+            proptest::prop_assert_eq!(file_safe_decode(&file_safe(&a)), Some(a));
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_folders_and_atomic_writes_are_owner_only_whatever_the_umask() {
+        let root = tempfile::tempdir().unwrap();
+        // SAFETY: umask only changes this process's file-creation mask; the
+        // other tests in this binary create files that do not check modes.
+        let old = unsafe { libc::umask(0o022) };
+        let dir = root.path().join("a/b");
+        let made = create_private_dir_all(&dir);
+        let file = dir.join("f.json");
+        std::fs::write(dir.join("f.tmp"), b"left over").unwrap();
+        std::fs::set_permissions(dir.join("f.tmp"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let written = write_atomically(&file, b"{}");
+        unsafe { libc::umask(old) };
+        made.unwrap();
+        written.unwrap();
+        assert_eq!((mode(&root.path().join("a")), mode(&dir), mode(&file)), (0o700, 0o700, 0o600));
+        assert_eq!(std::fs::read(&file).unwrap(), b"{}");
+    }
 }
