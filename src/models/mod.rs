@@ -4,7 +4,6 @@
 //! releases on disk ([`store`]), operator choices ([`switch`]), and what a
 //! new release must show on its first frames ([`probation`]).
 
-pub mod private;
 pub mod probation;
 pub mod recorder;
 pub mod registry;

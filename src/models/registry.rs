@@ -12,7 +12,6 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::private;
 use crate::config::{RegistryUrl, RegistryUrlError};
 use crate::util::fs::{hex, sha256_file, FileError};
 use std::collections::BTreeMap;
@@ -415,7 +414,7 @@ impl Registry {
                 let _ = std::fs::remove_file(path);
                 return Err(RegistryError::ResumeMismatch { digest: descriptor.digest.clone() });
             }
-            let mut file = private::open_file(path, false, resumed)?;
+            let mut file = crate::util::fs::open_private_file(path, false, resumed)?;
             let remaining = if resumed { descriptor.size - have } else { descriptor.size };
             let what = format!("downloading {}", descriptor.digest);
             let mut reader = Guarded::new(response.into_reader().take(remaining), self.limits, remaining);

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::private::{self, write_atomically};
+use crate::util::fs::{copy_private, create_private_dir_all, write_atomically};
 use crate::models::release::{self, PublicKey, ReleaseError, ReleaseRecord};
 use crate::util::fs::{sha256_file, FileError};
 
@@ -138,7 +138,7 @@ impl ModelStore {
     pub fn refuse(&self, version: u64) -> Result<(), StoreError> {
         let mut refused = self.refused();
         refused.push(version);
-        private::create_dir(&self.dir)?;
+        create_private_dir_all(&self.dir)?;
         let text: Vec<String> = refused.iter().map(u64::to_string).collect();
         Ok(write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes())?)
     }
@@ -150,7 +150,7 @@ impl ModelStore {
     pub fn set_pinned(&self, version: Option<u64>) -> Result<(), StoreError> {
         match version {
             Some(v) => {
-                private::create_dir(&self.dir)?;
+                create_private_dir_all(&self.dir)?;
                 Ok(write_atomically(&self.dir.join(PINNED), v.to_string().as_bytes())?)
             }
             None => {
@@ -171,12 +171,12 @@ impl ModelStore {
         for file in &record.files {
             release::check_name("file name", &file.name).map_err(|_| StoreError::OutsideModels { name: file.name.chars().take(80).collect() })?;
         }
-        private::create_dir(&self.dir)?;
+        create_private_dir_all(&self.dir)?;
         let _ = std::fs::remove_dir_all(&partial);
-        private::create_dir(&partial)?;
+        create_private_dir_all(&partial)?;
         for file in &record.files {
             let copied = partial.join(&file.name);
-            private::copy(&staging.join(&file.name), &copied)?;
+            copy_private(&staging.join(&file.name), &copied)?;
         }
         write_atomically(&partial.join(RECORD), record_bytes)?;
         write_atomically(&partial.join(SIGNATURE), signature)?;

@@ -50,13 +50,13 @@ pub enum TrainerError {
 pub fn keygen(key_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), TrainerError> {
     use std::io::Write;
     crate::models::release::check_name("key id", key_id)?;
-    super::private::create_dir(dir)?;
+    crate::util::fs::create_private_dir_all(dir)?;
     let key = SecretKey::generate(key_id)?;
     let secret = dir.join(format!("{key_id}.key"));
     let public = dir.join(format!("{key_id}.pub"));
     // Never overwrite a secret key; the public one is derived, so it may be.
     for (path, text, new) in [(&secret, key.to_file_text(), true), (&public, key.public().to_file_text(), false)] {
-        let mut file = super::private::open_file(path, new, false).map_err(|e| TrainerError::KeyExists { path: path.clone(), source: e.source })?;
+        let mut file = crate::util::fs::open_private_file(path, new, false).map_err(|e| TrainerError::KeyExists { path: path.clone(), source: e.source })?;
         file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(FileError::at("write", path))?;
     }
     Ok((secret, public))

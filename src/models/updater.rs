@@ -399,7 +399,7 @@ impl Updater {
             self.events.send_blocking(Event::ModelDownloading { name: record.name.clone(), version: record.version.to_string() });
             memory.downloading = Some(digest.to_string());
         }
-        if let Err(e) = super::private::create_dir(staging) {
+        if let Err(e) = crate::util::fs::create_private_dir_all(staging) {
             return Outcome::Retry(RetryReason::Staging(e));
         }
         if let Some(free) = crate::util::fs::free_bytes(staging) {

@@ -85,6 +85,32 @@ pub fn check_writable_dir(dir: &Path) -> Result<(), FileError> {
     std::fs::remove_file(&probe).map_err(FileError::at("remove a file from", dir))
 }
 
+/// Opens `path` for writing as an owner-only (0600) file: `new` refuses an
+/// existing one (keys); otherwise an existing file is truncated, or kept
+/// with `append` (resumed downloads), and its mode corrected.
+pub fn open_private_file(path: &Path, new: bool, append: bool) -> Result<std::fs::File, FileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(PRIVATE_FILE);
+    if new {
+        options.create_new(true);
+    } else {
+        options.create(true).append(append).truncate(!append);
+    }
+    let file = options.open(path).map_err(FileError::at("write", path))?;
+    set_mode(path, PRIVATE_FILE).map_err(FileError::at("set the mode of", path))?;
+    Ok(file)
+}
+
+/// Copies `from` into a new owner-only file `to` and syncs it
+/// (`std::fs::copy` would carry the source's mode over).
+pub fn copy_private(from: &Path, to: &Path) -> Result<(), FileError> {
+    let mut source = std::fs::File::open(from).map_err(FileError::at("read", from))?;
+    let mut target = open_private_file(to, false, false)?;
+    std::io::copy(&mut source, &mut target).map_err(FileError::at("write", to))?;
+    target.sync_all().map_err(FileError::at("write", to))
+}
+
 /// Makes sure `file` is owner-only (0600), e.g. one a library created.
 pub fn make_private(file: &Path) -> Result<(), FileError> {
     set_mode(file, PRIVATE_FILE).map_err(FileError::at("set the mode of", file))
@@ -204,10 +230,16 @@ mod tests {
         std::fs::write(dir.join("f.tmp"), b"left over").unwrap();
         std::fs::set_permissions(dir.join("f.tmp"), std::fs::Permissions::from_mode(0o644)).unwrap();
         let written = write_atomically(&file, b"{}");
+        let copied = copy_private(&file, &dir.join("copy"));
+        let opened = open_private_file(&dir.join("key"), true, false);
         unsafe { libc::umask(old) };
         made.unwrap();
         written.unwrap();
+        copied.unwrap();
+        drop(opened.unwrap());
         assert_eq!((mode(&root.path().join("a")), mode(&dir), mode(&file)), (0o700, 0o700, 0o600));
+        assert_eq!((mode(&dir.join("copy")), mode(&dir.join("key"))), (0o600, 0o600));
         assert_eq!(std::fs::read(&file).unwrap(), b"{}");
+        assert!(open_private_file(&dir.join("key"), true, false).is_err(), "`new` refuses an existing file");
     }
 }
