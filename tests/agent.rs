@@ -425,47 +425,45 @@ fn systemd_hears_ready_status_watchdog_pings_and_stopping() {
 
 #[test]
 fn the_watchdog_goes_quiet_while_a_camera_hangs_and_resumes_when_it_recovers() {
-    // A camera whose source is a FIFO nobody writes to: opening it blocks
-    // inside OpenCV for as long as the test wants, a real hang.
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("camera.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // An RTSP server stopped with SIGSTOP: the camera's read blocks inside
+    // OpenCV (up to its 5 s timeout, over `stall_seconds`), a real hang.
+    let server = RtspServer::serve(&road_clip());
     let broker = Mosquitto::start();
     let notify = NotifySocket::new();
     let started = std::time::Instant::now();
-    let cameras = [camera("road", &road_clip().display().to_string(), "loop = true"), camera("stuck", &fifo.display().to_string(), "")].concat();
+    let cameras = [camera("road", &road_clip().display().to_string(), "loop = true"), camera("stuck", &server.url(), "")].concat();
     let config = agent_config(&broker, &cameras).replace("[model]", "[watchdog]\nstall_seconds = 2\n[model]");
     let env = [("NOTIFY_SOCKET", notify.path.display().to_string()), ("WATCHDOG_USEC", "500000".to_string())];
     let mut agent = Agent::start_with_env(&config, &env);
 
     let ready = notify.wait_for("READY=1", started, Duration::from_secs(30));
-    let stalled = notify.wait_for("STATUS=stalled: ", ready, Duration::from_secs(15));
+    let reading = wait_for_status_containing(&notify, "stuck running", ready, Duration::from_secs(30));
+    server.freeze(true);
+    let stalled = notify.wait_for("STATUS=stalled: ", reading, Duration::from_secs(15));
     let status = notify.messages().into_iter().map(|(_, m)| m).find(|m| m.starts_with("STATUS=stalled")).unwrap();
-    // OpenCV opens FFmpeg sources under one process-wide lock, so the road
-    // camera may be stuck behind the FIFO too; the FIFO camera must be named.
     assert!(status.contains("camera stuck"), "{status}");
+    assert!(!status.contains("camera road"), "the other camera is not held up: {status}");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(notify.count("WATCHDOG=1", stalled, std::time::Instant::now()), 0, "pings must stop while a camera hangs");
 
-    // Feed the FIFO (again and again, as OpenCV may reopen it): the camera moves on and pings resume.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, fifo, clip) = (stop.clone(), fifo.clone(), std::fs::read(road_clip()).unwrap());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
-                    let _ = std::io::Write::write_all(&mut f, &clip);
-                }
-            }
-        })
-    };
-    let fed = std::time::Instant::now();
-    notify.wait_for("WATCHDOG=1", fed, Duration::from_secs(20));
+    // The server carries on: the camera reads again and pings resume.
+    server.freeze(false);
+    let thawed = std::time::Instant::now();
+    notify.wait_for("WATCHDOG=1", thawed, Duration::from_secs(20));
+    wait_for_status_containing(&notify, "stuck running", thawed, Duration::from_secs(30));
     assert!(agent.terminate().success(), "{}", agent.log());
-    // The writer may be blocked opening the FIFO for a reader that is gone;
-    // it is left behind, and ends with the test process.
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    drop(writer);
+}
+
+/// When a STATUS line after `after` first contained `text`.
+fn wait_for_status_containing(notify: &NotifySocket, text: &str, after: std::time::Instant, timeout: Duration) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some((at, _)) = notify.messages().into_iter().find(|(at, m)| *at > after && m.starts_with("STATUS=") && m.contains(text)) {
+            return at;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no STATUS with `{text}` within {timeout:?}; seen: {:?}", notify.messages());
 }
 
 /// Purges the package even when an assertion fails half-way.

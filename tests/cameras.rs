@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -29,10 +31,11 @@ fn wait_for_good_predictions_and_an_error_for(sub: &Subscriber, bad: &str) -> se
 }
 
 /// A FIFO waits in open for a writer, and OpenCV's FFmpeg backend holds a
-/// process-wide lock while it opens: before the fix the other camera never
-/// opened and SIGTERM could not end the agent.
+/// process-wide lock while it opens: before the fix a FIFO nobody wrote to
+/// kept the other camera from ever opening and SIGTERM could not end the
+/// agent. Now it is opened only once data waits in it.
 #[test]
-fn a_fifo_camera_is_refused_the_other_camera_serves_and_sigterm_exits_in_time() {
+fn a_fifo_camera_waits_for_its_writer_without_holding_up_the_other_camera_or_sigterm() {
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
     let dir = tempfile::tempdir().unwrap();
@@ -41,16 +44,31 @@ fn a_fifo_camera_is_refused_the_other_camera_serves_and_sigterm_exits_in_time() 
     assert!(made.success());
     // The FIFO camera first, so that it would take the lock before the good one opens.
     let cameras = [
-        camera("fifo", &fifo.display().to_string(), ""),
+        camera("fifo", &fifo.display().to_string(), "loop = true"),
         camera("good", &road_clip().display().to_string(), "loop = true"),
     ]
     .concat();
     let mut agent = Agent::start(&agent_config(&broker, &cameras));
     let fifo_state = wait_for_good_predictions_and_an_error_for(&sub, "fifo");
-    assert!(fifo_state["last_error"].as_str().unwrap().contains("is a FIFO, not a video file"), "{fifo_state}");
+    assert!(fifo_state["last_error"].as_str().unwrap().contains("nothing has written to the FIFO"), "{fifo_state}");
     assert_eq!(fifo_state["state"], "retrying");
     let lost = sub.events("camera_lost");
-    assert!(lost.iter().any(|e| e["camera"] == "fifo" && e["reason"].as_str().unwrap().contains("FIFO")), "{lost:?}");
+    assert!(lost.iter().any(|e| e["camera"] == "fifo" && e["reason"].as_str().unwrap().contains("start the process that feeds it")), "{lost:?}");
+
+    // A writer starts: the FIFO camera is classified too.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, fifo, clip) = (stop.clone(), fifo.clone(), std::fs::read(road_clip()).unwrap());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                    let _ = std::io::Write::write_all(&mut f, &clip);
+                }
+            }
+        })
+    };
+    sub.wait_until(Duration::from_secs(60), "predictions from the FIFO camera", |m| m.iter().filter(|m| m.topic.ends_with("/predictions/fifo")).count() >= 10);
+    assert!(sub.events("camera_back").iter().any(|e| e["camera"] == "fifo"));
 
     let asked = Instant::now();
     assert!(agent.terminate().success(), "{}", agent.log());
@@ -58,6 +76,25 @@ fn a_fifo_camera_is_refused_the_other_camera_serves_and_sigterm_exits_in_time() 
     // The shutdown bound is 8 s; a clean stop with a reachable broker takes well under it.
     assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}; log:\n{}", agent.log());
     assert!(!agent.log().contains("shutdown took too long"), "{}", agent.log());
+    // The writer may be blocked opening the FIFO for a reader that is gone; it ends with the test process.
+    stop.store(true, Ordering::SeqCst);
+    drop(writer);
+}
+
+#[test]
+fn a_socket_or_folder_as_a_camera_is_refused_with_what_to_point_it_at() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let dir = tempfile::tempdir().unwrap();
+    let cameras = [
+        camera("folder", &dir.path().display().to_string(), ""),
+        camera("good", &road_clip().display().to_string(), "loop = true"),
+    ]
+    .concat();
+    let mut agent = Agent::start(&agent_config(&broker, &cameras));
+    let folder = wait_for_good_predictions_and_an_error_for(&sub, "folder");
+    assert!(folder["last_error"].as_str().unwrap().contains("is a folder, not a video file"), "{folder}");
+    assert!(agent.terminate().success());
 }
 
 /// An 8000×8000 stream cost 843 MB before it was refused; the limit is

@@ -40,11 +40,16 @@ pub enum CameraError {
     NoFile(std::path::PathBuf),
     #[error("device {} does not exist: is the camera plugged in?", .0.display())]
     NoDevice(std::path::PathBuf),
-    /// A FIFO, socket or other special file: opening one can block for
-    /// ever (a FIFO waits for a writer) while holding OpenCV's FFmpeg lock,
-    /// which stops every other camera from opening.
-    #[error("{} is {kind}, not a video file: point the camera's `url` at a file, a /dev/video device or an rtsp:// stream", .path.display())]
+    /// A socket, folder or device node given as a file: not a video source.
+    #[error("{} is {kind}, not a video file: point the camera's `url` at a file, a FIFO, a /dev/video device or an rtsp:// stream", .path.display())]
     NotAFile { path: std::path::PathBuf, kind: &'static str },
+    /// A FIFO that nothing writes to. It is not handed to OpenCV until data
+    /// waits in it: OpenCV would block in open, holding its FFmpeg lock,
+    /// and no other camera could open.
+    #[error("nothing has written to the FIFO {} for {FIFO_WAIT:?}: start the process that feeds it", .0.display())]
+    NoWriter(std::path::PathBuf),
+    #[error("cannot watch the FIFO {}: {source}", .path.display())]
+    Fifo { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot open {url}: {source}")]
     Open { url: String, source: opencv::Error },
     /// Refused before decoding: one such frame costs hundreds of megabytes.
@@ -169,7 +174,16 @@ impl CameraWorker {
 
     fn run_once(&self) -> Result<Ended, CameraError> {
         let source = self.config.source();
+        // Held until OpenCV has opened the FIFO, so the data seen stays there for it.
+        let _fifo = match &source {
+            SourceKind::File(path) if is_fifo(path) => match self.heartbeat.waiting(|| wait_for_data(path, &self.shutdown))? {
+                Some(fifo) => Some(fifo),
+                None => return Ok(Ended::Shutdown),
+            },
+            _ => None,
+        };
         let mut capture = open(&source, &self.config.url)?;
+        drop(_fifo);
         // What the container or stream declares, checked before the first decode.
         let declared = |property| capture.get(property).ok().filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0) as u64;
         self.check_frame_size(declared(videoio::CAP_PROP_FRAME_WIDTH), declared(videoio::CAP_PROP_FRAME_HEIGHT))?;
@@ -273,13 +287,50 @@ impl CameraWorker {
     }
 }
 
-/// What kind of special file `file_type` is, or `None` for a regular file.
+/// How long a FIFO may stay silent before the camera counts as failed (and
+/// is retried with backoff like any other).
+const FIFO_WAIT: Duration = Duration::from_secs(5);
+
+fn is_fifo(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Waits until data waits in the FIFO at `path`, without reading it: opened
+/// non-blocking (which never waits for a writer) and polled. Returns the
+/// open FIFO, to hold while OpenCV opens it too; `None` on shutdown.
+fn wait_for_data(path: &std::path::Path, shutdown: &Shutdown) -> Result<Option<std::fs::File>, CameraError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| CameraError::Fifo { path: path.to_path_buf(), source })?;
+    let started = Instant::now();
+    while started.elapsed() < FIFO_WAIT {
+        if shutdown.is_triggered() {
+            return Ok(None);
+        }
+        let mut poll = libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for a file that stays open across the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, 200) };
+        if ready > 0 && poll.revents & libc::POLLIN != 0 {
+            return Ok(Some(fifo));
+        }
+        if ready > 0 {
+            // A writer came and went (POLLHUP): poll would not wait again on this open.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Err(CameraError::NoWriter(path.to_path_buf()))
+}
+
+/// What kind of special file `file_type` is, or `None` for a regular file or a FIFO.
 fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
-    if file_type.is_file() {
+    if file_type.is_file() || file_type.is_fifo() {
         None
-    } else if file_type.is_fifo() {
-        Some("a FIFO")
     } else if file_type.is_socket() {
         Some("a socket")
     } else if file_type.is_dir() {
@@ -294,7 +345,7 @@ fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
 fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
     let capture = match source {
         SourceKind::File(path) => {
-            // stat, unlike open, never waits on a FIFO's writer.
+            // stat, unlike open, never waits on a FIFO's writer (run_once waited for its data).
             let Ok(metadata) = std::fs::metadata(path) else {
                 return Err(CameraError::NoFile(path.clone()));
             };
