@@ -60,6 +60,10 @@ pub enum AgentError {
     /// outbox, with it `seq`) could be kept, so the agent does not serve.
     #[error("state_dir cannot be written ({0}): make it writable by the agent's user (systemd: StateDirectory=), or set state_dir to a folder that is")]
     StateDir(crate::util::fs::FileError),
+    /// Two agents on one state_dir would share an outbox (and a client id,
+    /// and knock each other off the broker).
+    #[error("state_dir {} is in use by another cctv-agent: stop it first (systemctl stop cctv-agent), or give this one its own state_dir", .0.display())]
+    StateDirInUse(std::path::PathBuf),
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
@@ -73,6 +77,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         .await
         .map_err(|e| AgentError::Panicked(e.to_string()))?
         .map_err(AgentError::StateDir)?;
+    // Held until `run` returns.
+    let _state_lock = crate::util::fs::lock_dir(&config.state_dir, "agent.lock").map_err(|error| match error {
+        crate::util::fs::LockError::Held(_) => AgentError::StateDirInUse(config.state_dir.clone()),
+        crate::util::fs::LockError::File(error) => AgentError::StateDir(error),
+    })?;
     notifier.status("loading the model");
     let keys = match &config.registry {
         Some(registry) => registry.public_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(AgentError::Registry)?,

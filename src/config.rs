@@ -649,7 +649,27 @@ impl CameraConfig {
             SourceKind::File(PathBuf::from(url.trim_start_matches("file://")))
         }
     }
+
+    /// The URL as logs, events and telemetry show it: `rtsp://user:pw@host/…`
+    /// becomes `rtsp://***@host/…` (cameras take credentials in the URL;
+    /// nobody reading the broker should see them).
+    pub fn shown_url(&self) -> String {
+        let url = self.url.as_str();
+        let Some(scheme_end) = url.find("://") else { return url.to_string() };
+        let authority_start = scheme_end + 3;
+        let authority_end = url[authority_start..].find('/').map_or(url.len(), |i| authority_start + i);
+        match url[authority_start..authority_end].rfind('@') {
+            Some(at) => format!("{}***{}", &url[..authority_start], &url[authority_start + at..]),
+            None => url.to_string(),
+        }
+    }
 }
+
+/// Stream protocols a camera may use. FFmpeg knows many more, and some
+/// (`async:`, `concat:`, `pipe:`, `subfile:`) read local files or pipes in
+/// ways no check here sees (a FIFO behind `async:file://` blocked every
+/// camera): those are refused.
+const STREAM_SCHEMES: &[&str] = &["rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp"];
 
 /// Broker address parsed from `mqtt.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -718,8 +738,9 @@ impl Config {
     /// Reads and validates a config file. Relative paths inside it are taken
     /// relative to the file's own folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let read = |source| ConfigError::Read { path: path.to_path_buf(), source };
+        let bytes = crate::util::fs::read_regular_file(path, MAX_CONFIG_BYTES).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|_| read(std::io::Error::new(std::io::ErrorKind::InvalidData, "is not UTF-8 text")))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, &path.display().to_string(), base)
     }
@@ -924,6 +945,15 @@ impl Config {
             if camera.url.trim().is_empty() {
                 return Err(check.invalid(&key("url"), "is empty: write a file path, rtsp:// URL or /dev/videoN".into()));
             }
+            if let SourceKind::Stream(url) = camera.source() {
+                let scheme = url.split("://").next().unwrap_or_default().to_ascii_lowercase();
+                if !STREAM_SCHEMES.contains(&scheme.as_str()) {
+                    return Err(check.invalid(
+                        &key("url"),
+                        format!("uses the protocol \"{}\": write a file path, a /dev/videoN device, or a URL starting with one of {}", scheme.chars().take(32).collect::<String>(), STREAM_SCHEMES.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")),
+                    ));
+                }
+            }
             if let RegionsConfig::Fixed(rects) = &camera.regions {
                 if rects.is_empty() {
                     return Err(check.invalid(&key("regions"), "is an empty list: give at least one [x, y, w, h], or write \"full\"".into()));
@@ -956,6 +986,8 @@ impl Config {
 }
 
 const DAY: u64 = 86_400;
+/// Largest config file read (the example is ~8 KiB).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Longest URL (broker, registry, camera).
 const MAX_URL_CHARS: usize = 2048;
 /// Longest client id or user name.
@@ -1434,6 +1466,19 @@ loop = true
                 // A refusal names a key, or is TOML's own error (which names the line).
                 Err(error) => proptest::prop_assert!(error.key().is_some() || matches!(error, ConfigError::Parse { .. }), "{error}"),
             }
+        }
+    }
+
+    #[test]
+    fn camera_urls_are_shown_without_credentials_and_odd_protocols_are_refused() {
+        let camera = |url: &str| CameraConfig { url: url.into(), ..parse(&config_with(&[])).unwrap().cameras[0].clone() };
+        assert_eq!(camera("rtsp://admin:S3cret@10.0.0.5:554/stream?a=b@c").shown_url(), "rtsp://***@10.0.0.5:554/stream?a=b@c");
+        assert_eq!(camera("rtsp://10.0.0.5/s").shown_url(), "rtsp://10.0.0.5/s");
+        assert_eq!(camera("/data/clip.mp4").shown_url(), "/data/clip.mp4");
+        for url in ["async:file:///tmp/fifo", "gopher://x/y", "subfile,,start,0,end,0,,:file:///etc/passwd"] {
+            let text = config_with(&[]).replace("url = \"clip.mp4\"", &format!("url = {url:?}"));
+            let error = parse(&text).unwrap_err();
+            assert_eq!(error.key(), Some("cameras[0].url"), "{url}: {error}");
         }
     }
 

@@ -6,7 +6,6 @@ mod support;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
@@ -787,4 +786,40 @@ fn an_unwritable_state_dir_stops_the_agent_at_start_with_an_error_naming_it() {
     assert!(!stderr.contains("in memory"), "{stderr}");
     std::thread::sleep(Duration::from_millis(500));
     assert!(sub.all().iter().all(|m| !m.topic.contains("/predictions/")), "it served");
+}
+
+/// Found by attacking the hardened agent: a second agent on the same
+/// state_dir (a manual run beside the service) ran on a memory outbox and
+/// the two knocked each other off the broker (29 status flips in 10 s).
+#[test]
+fn a_second_agent_on_the_same_state_dir_exits_naming_it() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/predictions/+");
+    let config = agent_config(&broker, &camera("road", &road_clip().display().to_string(), "loop = true"));
+    let mut first = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |m| m.len() >= 5);
+    let other = tempfile::tempdir().unwrap();
+    let path = other.path().join("agent.toml");
+    let state = first.state_dir();
+    std::fs::write(&path, config.replace("state_dir = \"state\"", &format!("state_dir = {:?}", state.display().to_string()))).unwrap();
+    let mut second = Command::new(BIN).arg("run").arg("--config").arg(&path).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("the second agent kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by another cctv-agent"), "{stderr}");
+    // The first one carries on, undisturbed.
+    let before = sub.all().len();
+    sub.wait_until(Duration::from_secs(10), "predictions after the second start", |m| m.len() > before + 5);
+    assert!(first.terminate().success());
 }

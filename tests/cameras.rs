@@ -134,3 +134,25 @@ fn check_config_refuses_a_frame_limit_out_of_bounds() {
         }
     }
 }
+
+/// Cameras take credentials in the URL; before, the password was in every
+/// retry warning, every `camera_lost` event and every telemetry message.
+#[test]
+fn camera_credentials_never_reach_the_log_events_or_telemetry() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let dead_port = free_port();
+    let cameras = [
+        camera("door", &format!("rtsp://admin:S3cretPw@127.0.0.1:{dead_port}/stream"), ""),
+        camera("good", &road_clip().display().to_string(), "loop = true"),
+    ]
+    .concat();
+    let mut agent = Agent::start(&agent_config(&broker, &cameras));
+    let door = wait_for_good_predictions_and_an_error_for(&sub, "door");
+    assert!(door["last_error"].as_str().unwrap().contains("rtsp://***@127.0.0.1"), "{door}");
+    sub.wait_until(Duration::from_secs(10), "camera_lost for the door", |_| sub.events("camera_lost").iter().any(|e| e["camera"] == "door"));
+    assert!(agent.terminate().success());
+    let leaked: Vec<String> = sub.all().iter().map(|m| m.payload.to_string()).filter(|p| p.contains("S3cretPw")).collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    assert!(!agent.log().contains("S3cretPw"), "{}", agent.log());
+}

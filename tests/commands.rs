@@ -137,3 +137,49 @@ fn a_flood_of_pings_gets_a_reply_or_a_counted_drop_for_each_and_few_log_lines() 
     assert!(warnings <= 20, "{warnings} WARN lines:\n{}", agent.log().lines().filter(|l| l.contains("WARN")).take(20).collect::<Vec<_>>().join("\n"));
     assert!(agent.terminate().success());
 }
+
+/// Found by attacking the hardened agent: 20 messages of 1000 labels for an
+/// unknown `seq` gave 20,000 WARN lines in a second, and retained feedback
+/// was counted again at every connect.
+#[test]
+fn bad_feedback_floods_log_a_few_lines_and_retained_feedback_is_refused() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    const FEEDBACK: &str = "cctv/test-pole/feedback";
+    let labels: Vec<serde_json::Value> = (0..1000).map(|i| serde_json::json!({"seq": 999_999_999u64 + i, "region": 0, "class": "car"})).collect();
+    let bad = serde_json::to_vec(&labels).unwrap();
+    // Retained before the agent starts: the broker hands it over on subscribe.
+    publish_retained(broker.port, FEEDBACK, br#"[{"seq": 1, "region": 0, "class": "car"}]"#);
+    let mut agent = Agent::start(&agent_config(&broker, &clip_camera()));
+    sub.wait_until(Duration::from_secs(60), "the retained feedback refused", |_| {
+        sub.events("feedback_rejected").iter().any(|e| e["reason"].as_str().unwrap_or("").contains("retained feedback is not counted"))
+    });
+    publish_many(broker.port, FEEDBACK, vec![bad; 20]);
+    let rejected = |sub: &Subscriber| sub.on("/telemetry").last().and_then(|t| t.payload["monitor"]["feedback_rejected"].as_u64()).unwrap_or(0);
+    sub.wait_until(Duration::from_secs(30), "20,001 labels rejected", |_| rejected(&sub) >= 20_001);
+    let monitor = sub.on("/telemetry").last().unwrap().payload["monitor"].clone();
+    assert_eq!(monitor["feedback"]["labelled"], 0, "nothing retained or unknown was counted: {monitor}");
+    let warnings = agent.log().lines().filter(|l| l.contains("feedback ignored")).count();
+    assert!(warnings <= 5, "{warnings} lines for 20,001 rejected labels");
+    assert!(agent.terminate().success());
+}
+
+/// A command name as long as the broker's packet limit made a reply the
+/// broker refused, re-sent at every reconnect: a reconnect storm from one message.
+#[test]
+fn a_command_with_an_over_long_name_gets_no_reply_and_the_agent_stays_connected() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let mut agent = Agent::start(&agent_config(&broker, &clip_camera()));
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| sub.on("/predictions/road").len() >= 5);
+    let long = format!("cctv/test-pole/cmd/{}", "x".repeat(60_000));
+    publish(broker.port, &long, br#"{"id": 1}"#);
+    publish(broker.port, "cctv/test-pole/cmd/ping", br#"{"id": 2}"#);
+    sub.wait_until(Duration::from_secs(10), "the ping's reply", |_| !sub.replies("ping").is_empty());
+    assert!(!sub.all().iter().any(|m| m.topic.len() > 1000 && m.topic.ends_with("/reply")), "no reply on the long topic");
+    let seen = sub.on("/telemetry").len();
+    sub.wait_until(Duration::from_secs(15), "telemetry after the long command", |_| sub.on("/telemetry").len() > seen);
+    let connects = sub.on("/telemetry").last().map(|t| t.payload["mqtt"]["connects"].clone());
+    assert_eq!(connects, Some(serde_json::json!(1)));
+    assert!(agent.terminate().success());
+}

@@ -76,6 +76,8 @@ pub struct Classifier {
 impl Classifier {
     pub fn load(model_path: &Path, spec_path: &Path, intra_threads: usize) -> Result<Classifier, ModelError> {
         let spec = ModelSpec::load(spec_path)?;
+        // ONNX Runtime would read a FIFO or /dev/zero for ever.
+        crate::util::fs::check_regular_file(model_path).map_err(|source| ModelError::File { path: model_path.to_path_buf(), source })?;
         let sha256 = crate::util::fs::sha256_file(model_path).map_err(|e| ModelError::File { path: model_path.to_path_buf(), source: e.source })?;
         let environment = crate::infer::runtime::environment()?;
         let session = build_session(environment, model_path, intra_threads)

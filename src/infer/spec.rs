@@ -8,6 +8,19 @@ use super::taxonomy::{RoadTaxonomy, TaxonomyError, NO_VEHICLE};
 
 /// Why a model spec (with its labels and taxonomy) cannot be used; each
 /// names the spec file, or the file it names.
+pub const MAX_TOP_K: usize = 20;
+pub const MAX_INPUT_SIDE: u32 = 4096;
+/// JSON's largest safe integer, 2^53 − 1: the bound on release versions too.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+/// Largest spec, labels or taxonomy file read.
+const MAX_TEXT_BYTES: u64 = 16 << 20;
+
+/// A spec, labels or taxonomy file: regular, bounded, UTF-8.
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = crate::util::fs::read_regular_file(path, MAX_TEXT_BYTES)?;
+    String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "is not UTF-8 text"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("cannot read model spec {}: {source} (every model needs a spec file beside it: see models/efficientnet_lite0.toml)", path.display())]
@@ -18,10 +31,14 @@ pub enum SpecError {
     Labels { labels: PathBuf, spec: PathBuf, #[source] source: std::io::Error },
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
-    #[error("model spec {}: input width, height and std must be non-zero", path.display())]
-    ZeroInput { path: PathBuf },
-    #[error("model spec {}: output.top_k must be at least 1", path.display())]
-    ZeroTopK { path: PathBuf },
+    #[error("model spec {}: input width and height must be 1 to {MAX_INPUT_SIDE} and std non-zero", path.display())]
+    BadInput { path: PathBuf },
+    /// Each class of the top k goes into every region of every prediction message.
+    #[error("model spec {}: output.top_k must be 1 to {MAX_TOP_K}", path.display())]
+    BadTopK { path: PathBuf },
+    /// Releases compare versions as integers within JSON's safe range.
+    #[error("model spec {}: version \"{version}\" must be an integer from 1 to {MAX_VERSION}", path.display())]
+    BadVersion { path: PathBuf, version: String },
     #[error("model spec {}: reference: {source}", path.display())]
     Reference { path: PathBuf, #[source] source: ReferenceError },
 }
@@ -134,11 +151,11 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     pub fn load(path: &Path) -> Result<ModelSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let text = read_text(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
         let file: SpecFile = toml::from_str(&text).map_err(|source| SpecError::Toml { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let labels_path = base.join(&file.labels);
-        let labels: Vec<String> = std::fs::read_to_string(&labels_path)
+        let labels: Vec<String> = read_text(&labels_path)
             .map_err(|source| SpecError::Labels { labels: labels_path.clone(), spec: path.to_path_buf(), source })?
             .lines()
             .map(|l| l.trim().to_string())
@@ -147,11 +164,15 @@ impl ModelSpec {
         let taxonomy_path = base.join(&file.taxonomy);
         let taxonomy = RoadTaxonomy::load(&taxonomy_path, labels.len())?;
         let input = file.input;
-        if input.width == 0 || input.height == 0 || input.std.contains(&0.0) {
-            return Err(SpecError::ZeroInput { path: path.to_path_buf() });
+        let side = 1..=MAX_INPUT_SIDE;
+        if !side.contains(&input.width) || !side.contains(&input.height) || input.std.contains(&0.0) {
+            return Err(SpecError::BadInput { path: path.to_path_buf() });
         }
-        if file.output.top_k == 0 {
-            return Err(SpecError::ZeroTopK { path: path.to_path_buf() });
+        if !(1..=MAX_TOP_K).contains(&file.output.top_k) {
+            return Err(SpecError::BadTopK { path: path.to_path_buf() });
+        }
+        if !file.version.parse::<u64>().is_ok_and(|v| (1..=MAX_VERSION).contains(&v)) {
+            return Err(SpecError::BadVersion { path: path.to_path_buf(), version: file.version.chars().take(40).collect() });
         }
         let reference = match file.reference {
             Some(reference) => Some(std::sync::Arc::new(
@@ -201,6 +222,28 @@ mod tests {
         let path = dir.join("m.toml");
         std::fs::write(&path, format!("{text}\n{extra}")).unwrap();
         path
+    }
+
+    /// The bundled spec with one line replaced.
+    fn spec_replacing(dir: &Path, from: &str, to: &str) -> PathBuf {
+        let path = spec_with(dir, "");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_spec_that_would_make_oversized_predictions_or_block_releases_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1000 classes per region × 8 regions made every prediction 540 KB, over the message cap.
+        let top_k = ModelSpec::load(&spec_replacing(dir.path(), "top_k = 5", "top_k = 1000")).unwrap_err();
+        assert!(matches!(top_k, SpecError::BadTopK { .. }), "{top_k:?}");
+        // 2^64 − 1 as the configured model's version refused every release as "not newer".
+        let version = ModelSpec::load(&spec_replacing(dir.path(), "version = \"1\"", "version = \"18446744073709551615\"")).unwrap_err();
+        assert!(matches!(version, SpecError::BadVersion { .. }), "{version:?}");
+        let labels = ModelSpec::load(&spec_replacing(dir.path(), "labels = \"imagenet_labels.txt\"", "labels = \"/dev/zero\"")).unwrap_err();
+        assert!(matches!(labels, SpecError::Labels { .. }) && labels.to_string().contains("not a regular file"), "{labels}");
     }
 
     #[test]

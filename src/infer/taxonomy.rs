@@ -48,7 +48,7 @@ pub struct RoadTaxonomy {
 
 impl RoadTaxonomy {
     pub fn load(path: &Path, label_count: usize) -> Result<RoadTaxonomy, TaxonomyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TaxonomyError::Read { path: path.to_path_buf(), source })?;
+        let text = crate::infer::spec::read_text(path).map_err(|source| TaxonomyError::Read { path: path.to_path_buf(), source })?;
         let file: TaxonomyFile = toml::from_str(&text).map_err(|source| TaxonomyError::Toml { path: path.to_path_buf(), source })?;
         let mut class_of_label = vec![None; label_count];
         let mut classes = Vec::new();

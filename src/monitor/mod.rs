@@ -72,6 +72,9 @@ pub enum MonitorInput {
     /// The prediction tagged `tag` (its `prediction_id`) was stored as `seq`.
     Stored { tag: u64, seq: u64 },
     Feedback(Vec<u8>),
+    /// Feedback the broker sent because it is retained: it would be counted
+    /// again at every connect, so it is refused (and counted as rejected).
+    RetainedFeedback,
     Input { camera: String, stats: InputStats },
 }
 
@@ -96,6 +99,8 @@ pub struct MonitorTask {
     shutdown: Shutdown,
     /// `mqtt.max_message_bytes`: retrain requests are trimmed to fit it.
     max_message_bytes: usize,
+    /// One log line per interval for rejected labels (a flood sends thousands).
+    rejection_log: crate::util::throttle::Throttle,
 }
 
 impl MonitorTask {
@@ -115,7 +120,7 @@ impl MonitorTask {
         let feedback = sender.clone();
         routes.add("monitor", context.topics.feedback(), move |inbound: Inbound| {
             tracing::debug!(topic = %inbound.topic, bytes = inbound.payload.len(), "feedback");
-            feedback.offer(MonitorInput::Feedback(inbound.payload));
+            feedback.offer(if inbound.retained { MonitorInput::RetainedFeedback } else { MonitorInput::Feedback(inbound.payload) });
         });
         let task = MonitorTask {
             device_id: context.device_id.clone(),
@@ -131,6 +136,7 @@ impl MonitorTask {
             inputs: Some(inputs),
             shutdown: context.shutdown.clone(),
             max_message_bytes: crate::config::DEFAULT_MAX_MESSAGE_BYTES,
+            rejection_log: crate::util::throttle::Throttle::for_warnings(),
         };
         (task, sender)
     }
@@ -210,6 +216,10 @@ impl MonitorTask {
                     Some(MonitorInput::Feedback(payload)) => {
                         self.on_feedback(&mut books, &payload).await;
                         self.judge_precision(&mut books).await;
+                    }
+                    Some(MonitorInput::RetainedFeedback) => {
+                        let reason = "retained feedback is not counted (it would count again at every connect): publish it without retain, and clear the retained message (an empty retained message on the same topic)".to_string();
+                        self.reject(&mut books, None, None, reason).await;
                     }
                     Some(MonitorInput::Input { camera, stats }) => self.camera(&mut books, &camera).record_input(stats),
                     None => return,
@@ -318,7 +328,9 @@ impl MonitorTask {
     async fn reject(&self, books: &mut Books, seq: Option<u64>, region: Option<usize>, reason: String) {
         books.rejected += 1;
         books.rejected_unreported += 1;
-        tracing::warn!(?seq, ?region, %reason, "feedback ignored");
+        if let Some(suppressed) = self.rejection_log.allow() {
+            tracing::warn!(?seq, ?region, %reason, suppressed, "feedback ignored");
+        }
         if books.last_rejection_event.is_some_and(|at| at.elapsed() < REJECTION_EVENT_INTERVAL) {
             return;
         }

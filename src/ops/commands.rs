@@ -29,6 +29,8 @@ pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 const KNOWN: &[&str] = &["ping", "rollback", "pin", "unpin"];
 /// Commands waiting to be handled; more are dropped unread and counted.
 const QUEUE: usize = 64;
+/// Longest command name answered (no command's name is near it).
+const MAX_NAME_BYTES: usize = 64;
 /// Longest `id` string a reply repeats.
 pub const MAX_ID_BYTES: usize = 128;
 
@@ -145,6 +147,15 @@ impl CommandTask {
                 tracing::debug!(topic = %command.topic, "message on an unexpected topic ignored");
                 continue;
             };
+            // The reply's topic repeats the name: a name no command has, as long as
+            // the broker's packet limit, would make a reply the broker refuses.
+            if name.len() > MAX_NAME_BYTES {
+                if let Some(suppressed) = self.refused_log.allow() {
+                    let shown: String = name.chars().take(64).collect();
+                    tracing::warn!(bytes = name.len(), name = %shown, suppressed, "command with an over-long name ignored, without a reply");
+                }
+                continue;
+            }
             let (id, outcome) = self.handle(name, &command.payload, command.retained).await;
             match &outcome {
                 // A ping changes nothing: not worth a line each (a flood would fill the journal).

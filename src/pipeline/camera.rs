@@ -97,6 +97,8 @@ pub struct CameraWorker {
     // State below is only used by the thread in `run`.
     /// When the current outage began (set on failure, cleared on the next frame).
     lost_since: std::cell::Cell<Option<Instant>>,
+    /// `config.url` without credentials, for every log line, event and error.
+    shown_url: String,
 }
 
 impl CameraWorker {
@@ -104,7 +106,6 @@ impl CameraWorker {
     pub fn new(context: &Context, index: usize, config: CameraConfig, queue: Arc<FrameQueue>, stats: Arc<CameraStats>, heartbeat: Arc<Heartbeat>) -> CameraWorker {
         CameraWorker {
             index,
-            config,
             queue,
             stats,
             shutdown: context.shutdown.clone(),
@@ -112,6 +113,8 @@ impl CameraWorker {
             events: context.events(),
             taps: Default::default(),
             lost_since: Default::default(),
+            shown_url: config.shown_url(),
+            config,
         }
     }
 
@@ -140,7 +143,7 @@ impl CameraWorker {
             let started = Instant::now();
             match self.run_once() {
                 Ok(Ended::Finished) => {
-                    tracing::info!(url = %self.config.url, "file finished; set `loop = true` to replay it");
+                    tracing::info!(url = %self.shown_url, "file finished; set `loop = true` to replay it");
                     self.stats.set_state(CameraState::Finished);
                     return;
                 }
@@ -182,7 +185,7 @@ impl CameraWorker {
             },
             _ => None,
         };
-        let mut capture = open(&source, &self.config.url)?;
+        let mut capture = open(&source, &self.config.url, &self.shown_url)?;
         drop(_fifo);
         // What the container or stream declares, checked before the first decode.
         let declared = |property| capture.get(property).ok().filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0) as u64;
@@ -201,13 +204,13 @@ impl CameraWorker {
         // consecutive attempts to skip past undecodable frames.
         let frame_count = capture.get(videoio::CAP_PROP_FRAME_COUNT).ok().filter(|n| n.is_finite() && *n > 0.0).unwrap_or(0.0) as u64;
         let mut skips = 0usize;
-        tracing::info!(url = %self.config.url, fps, "camera opened");
+        tracing::info!(url = %self.shown_url, fps, "camera opened");
         loop {
             if self.shutdown.is_triggered() {
                 return Ok(Ended::Shutdown);
             }
             self.heartbeat.beat();
-            let got = capture.read(&mut frame).map_err(|source| CameraError::Read { url: self.config.url.clone(), source })?;
+            let got = capture.read(&mut frame).map_err(|source| CameraError::Read { url: self.shown_url.clone(), source })?;
             if got && !frame.empty() {
                 skips = 0;
                 // A stream may change resolution after it opened.
@@ -216,13 +219,13 @@ impl CameraWorker {
             if !got || frame.empty() {
                 if is_file {
                     if frame_index == 0 {
-                        return Err(CameraError::NoFrame { url: self.config.url.clone() });
+                        return Err(CameraError::NoFrame { url: self.shown_url.clone() });
                     }
                     // A damaged stretch mid-file: seek past it instead of ending the file.
                     if skips < MAX_SKIPS && frame_index + 1 < frame_count {
                         let target = (frame_index + SKIP_STEPS[skips]).min(frame_count - 1);
                         skips += 1;
-                        tracing::warn!(url = %self.config.url, frame = frame_index, skip_to = target, "undecodable frame; skipping ahead");
+                        tracing::warn!(url = %self.shown_url, frame = frame_index, skip_to = target, "undecodable frame; skipping ahead");
                         CameraStats::add(&self.stats.decode_errors, target - frame_index);
                         let _ = capture.set(videoio::CAP_PROP_POS_FRAMES, target as f64);
                         frame_index = target;
@@ -230,7 +233,7 @@ impl CameraWorker {
                     }
                     return Ok(if self.config.loop_file { Ended::Rewind } else { Ended::Finished });
                 }
-                return Err(CameraError::Stopped { url: self.config.url.clone() });
+                return Err(CameraError::Stopped { url: self.shown_url.clone() });
             }
             if frame_index == 0 {
                 self.stats.set_state(CameraState::Running);
@@ -281,7 +284,7 @@ impl CameraWorker {
     fn check_frame_size(&self, width: u64, height: u64) -> Result<(), CameraError> {
         let max = self.config.max_frame_pixels;
         if width.saturating_mul(height) > max {
-            return Err(CameraError::FrameTooLarge { url: self.config.url.clone(), width, height, max });
+            return Err(CameraError::FrameTooLarge { url: self.shown_url.clone(), width, height, max });
         }
         Ok(())
     }
@@ -342,7 +345,8 @@ fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
 
 /// Opens a source with OpenCV; a source that did not open is an error that
 /// says what to check.
-fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
+/// `shown` is `url` without credentials, for the errors.
+fn open(source: &SourceKind, url: &str, shown: &str) -> Result<VideoCapture, CameraError> {
     let capture = match source {
         SourceKind::File(path) => {
             // stat, unlike open, never waits on a FIFO's writer (run_once waited for its data).
@@ -371,7 +375,7 @@ fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
             VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &params)
         }
     }
-    .map_err(|source| CameraError::Open { url: url.to_string(), source })?;
+    .map_err(|source| CameraError::Open { url: shown.to_string(), source })?;
     // OpenCV returns Ok even when nothing opened.
     if !capture.is_opened().unwrap_or(false) {
         let hint = match source {
@@ -379,7 +383,7 @@ fn open(source: &SourceKind, url: &str) -> Result<VideoCapture, CameraError> {
             SourceKind::Device(_) => "is it a V4L2 capture device, and may the agent's user open it?",
             SourceKind::Stream(_) => "check the URL, the credentials, and that the camera is reachable",
         };
-        return Err(CameraError::NotOpened { url: url.to_string(), hint });
+        return Err(CameraError::NotOpened { url: shown.to_string(), hint });
     }
     Ok(capture)
 }

@@ -208,7 +208,7 @@ pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, Setu
     options.set_inflight((WINDOW + DIRECT_ROOM) as u16);
     if broker.tls {
         let read = |path: &std::path::Path, what: &'static str| {
-            std::fs::read(path).map_err(|source| SetupError::File { what, path: path.to_path_buf(), source })
+            crate::util::fs::read_regular_file(path, MAX_TLS_FILE_BYTES).map_err(|source| SetupError::File { what, path: path.to_path_buf(), source })
         };
         let ca_path = config.ca_file.clone().unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
         let ca = read(&ca_path, "the CA file (mqtt.ca_file)")?;
@@ -224,11 +224,16 @@ pub fn options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, Setu
     Ok(options)
 }
 
+/// Largest password file and certificate (or key) file read.
+const MAX_PASSWORD_BYTES: u64 = 4 << 10;
+const MAX_TLS_FILE_BYTES: u64 = 1 << 20;
+
 /// The broker password: `mqtt.password_file`, else `CCTV_MQTT_PASSWORD`.
 fn password(config: &MqttConfig) -> Result<String, SetupError> {
     if let Some(path) = &config.password_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SetupError::File { what: "mqtt.password_file", path: path.clone(), source })?;
+        let file = |source| SetupError::File { what: "mqtt.password_file", path: path.clone(), source };
+        let bytes = crate::util::fs::read_regular_file(path, MAX_PASSWORD_BYTES).map_err(file)?;
+        let text = String::from_utf8(bytes).map_err(|_| file(std::io::Error::new(std::io::ErrorKind::InvalidData, "is not UTF-8 text")))?;
         return Ok(text.trim_end_matches(['\r', '\n']).to_string());
     }
     std::env::var("CCTV_MQTT_PASSWORD").map_err(|_| SetupError::NoPassword)
@@ -616,7 +621,9 @@ impl Publisher {
                 if entry.topic.len() + entry.payload.len() > self.max_message_bytes {
                     // Stored by an earlier run with a larger cap: numbered, so a
                     // counted drop (reported by `outbox_overflow`), never a reconnect loop.
-                    tracing::error!(seq = entry.seq, bytes = entry.topic.len() + entry.payload.len(), max = self.max_message_bytes, "a stored message is over mqtt.max_message_bytes; dropped");
+                    if let Some(suppressed) = self.client_full_log.allow() {
+                        tracing::error!(seq = entry.seq, bytes = entry.topic.len() + entry.payload.len(), max = self.max_message_bytes, suppressed, "a stored message is over mqtt.max_message_bytes; dropped (reported as outbox_overflow)");
+                    }
                     outbox.give_up(entry.seq);
                     flight.handed_below = entry.seq + 1;
                     continue;

@@ -91,7 +91,8 @@ pub fn check_writable_dir(dir: &Path) -> Result<(), FileError> {
 pub fn open_private_file(path: &Path, new: bool, append: bool) -> Result<std::fs::File, FileError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(PRIVATE_FILE);
+    // A symlink planted where a download or key goes is not written through.
+    options.write(true).mode(PRIVATE_FILE).custom_flags(libc::O_NOFOLLOW);
     if new {
         options.create_new(true);
     } else {
@@ -114,6 +115,55 @@ pub fn copy_private(from: &Path, to: &Path) -> Result<(), FileError> {
 /// Makes sure `file` is owner-only (0600), e.g. one a library created.
 pub fn make_private(file: &Path) -> Result<(), FileError> {
     set_mode(file, PRIVATE_FILE).map_err(FileError::at("set the mode of", file))
+}
+
+/// Reads a small file an operator pointed the agent at (a password, a
+/// config, a certificate): only a regular file — a FIFO would block the
+/// read for ever, `/dev/zero` would never end — and at most `max_bytes`.
+pub fn read_regular_file(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    check_regular_file(path)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::new(ErrorKind::InvalidData, format!("is larger than {max_bytes} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Refuses anything but a regular file (after symlinks), without opening it.
+pub fn check_regular_file(path: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(path)?.is_file() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "is not a regular file"))
+    }
+}
+
+/// Why [`lock_dir`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another process holds {}", .0.display())]
+    Held(PathBuf),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// Takes an exclusive lock on `dir/name` for as long as the returned file
+/// lives (the kernel drops it when the process ends, however it ends).
+pub fn lock_dir(dir: &Path, name: &str) -> Result<std::fs::File, LockError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(name);
+    let file = open_private_file(&path, false, true)?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => LockError::Held(path),
+            _ => LockError::File(FileError::new("lock", &path, error)),
+        });
+    }
+    Ok(file)
 }
 
 /// Free bytes for unprivileged writers on the file system holding `folder`.
@@ -216,6 +266,42 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        // A FIFO would block the read for ever; /dev/zero would never end.
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let error = read_regular_file(path, 4096).unwrap_err();
+            assert!(error.to_string().contains("not a regular file"), "{}: {error}", path.display());
+        }
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 4097]).unwrap();
+        assert!(read_regular_file(&big, 4096).unwrap_err().to_string().contains("larger than 4096 bytes"));
+        std::fs::write(&big, b"secret\n").unwrap();
+        assert_eq!(read_regular_file(&big, 4096).unwrap(), b"secret\n");
+    }
+
+    #[test]
+    fn a_second_lock_on_a_folder_is_refused_while_the_first_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_dir(dir.path(), "agent.lock").unwrap();
+        assert!(matches!(lock_dir(dir.path(), "agent.lock"), Err(LockError::Held(_))));
+        drop(first);
+        lock_dir(dir.path(), "agent.lock").unwrap();
+    }
+
+    #[test]
+    fn a_symlink_where_a_private_file_goes_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("download")).unwrap();
+        assert!(open_private_file(&dir.path().join("download"), false, true).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 
     #[test]
