@@ -117,6 +117,9 @@ fn a_new_release_is_swapped_in_between_two_frames_and_survives_a_restart() {
     let mut agent = Agent::start_in(agent.into_dir(), &config);
     sub.wait_until(Duration::from_secs(60), "predictions after the restart", |_| predictions(&sub).len() > before + 5);
     assert_eq!(predictions(&sub)[before]["model"]["version"], "2");
+    // The release at the tag is the one serving: no refusal ("not newer").
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(sub.events("model_rejected").is_empty(), "{:?}", sub.events("model_rejected"));
     assert!(agent.terminate().success());
     assert_eq!(sub.events("model_downloading").len(), 1);
 
@@ -254,6 +257,13 @@ fn an_announced_release_is_taken_at_once_and_an_operator_can_roll_back_and_pin()
     sub.wait_until(Duration::from_secs(60), "predictions after the restart", |_| predictions(&sub).len() > before + 3);
     assert_eq!(predictions(&sub)[before]["model"]["version"], "1");
     wait_for_rejection(&sub, 1, "rolled back by an operator");
+    // Reported once: the next restart judges it again, quietly.
+    assert!(agent.terminate().success());
+    let before = predictions(&sub).len();
+    let mut agent = Agent::start_in(agent.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(60), "predictions after the second restart", |_| predictions(&sub).len() > before + 3);
+    agent.wait_for_log("reported before", 1, Duration::from_secs(30));
+    assert_eq!(sub.events("model_rejected").len(), 1, "{:?}", sub.events("model_rejected"));
 
     // Pinning chooses among verified models only.
     publish(broker.port, "cctv/test-pole/cmd/pin", br#"{"id": "p7", "version": 7}"#);
@@ -765,4 +775,92 @@ fn release_keygen_refuses_a_key_id_that_leaves_its_dir_and_writes_keys_owner_onl
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode(&dir), mode(&dir.join("trainer-2.key")), mode(&dir.join("trainer-2.pub"))), (0o700, 0o600, 0o600));
+}
+
+/// The release at `from` with its spec edited, the record's entry for the
+/// spec and its version changed to match, signed again with the trainer's
+/// key (a stolen key), and `champion` moved to it.
+fn push_with_spec(registry: &OciRegistry, trainer: &Trainer, from: &str, version: u64, edit: impl Fn(String) -> String) {
+    use cctv_agent::models::registry::{Registry, FILE_TYPE};
+    let client = Registry::new(&registry.url()).unwrap();
+    let (mut manifest, _) = client.manifest(&client.tag_digest(from).unwrap().unwrap()).unwrap();
+    let layer = manifest.layers.iter_mut().find(|l| l.title() == Some("efficientnet_lite0.toml")).unwrap();
+    let spec = String::from_utf8(client.blob(layer, 1 << 20).unwrap()).unwrap();
+    *layer = client.push_blob(FILE_TYPE, edit(spec).as_bytes(), Some("efficientnet_lite0.toml")).unwrap();
+    let (sha256, size) = (layer.digest.trim_start_matches("sha256:").to_string(), layer.size);
+    client.push_manifest("spec-edited", &manifest).unwrap();
+    push_edited(registry, trainer, "spec-edited", |r| {
+        r["version"] = version.into();
+        let entry = r["files"].as_array_mut().unwrap().iter_mut().find(|f| f["name"] == "efficientnet_lite0.toml").unwrap();
+        entry["sha256"] = sha256.clone().into();
+        entry["size"] = size.into();
+    });
+}
+
+#[test]
+fn a_signed_release_whose_spec_names_a_file_outside_it_is_refused_and_the_old_model_keeps_serving() {
+    let (broker, registry, trainer, sub) = start();
+    trainer.publish(&registry.url(), "base", 2, &[]);
+    // What an attacker would have the device read at every start: labels of its own.
+    let outside = tempfile::tempdir().unwrap();
+    let labels = outside.path().join("labels.txt");
+    std::fs::write(&labels, "PWNED\n".repeat(1000)).unwrap();
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "");
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| predictions(&sub).len() >= 5);
+
+    let outside_labels = format!("labels = {:?}", labels.display().to_string());
+    push_with_spec(&registry, &trainer, "base", 2, |spec| spec.replace("labels = \"imagenet_labels.txt\"", &outside_labels));
+    let rejection = wait_for_rejection(&sub, 1, "the spec's labels = ");
+    assert!(rejection["reason"].as_str().unwrap().contains("not a plain file name"), "{rejection}");
+    // A plain name, but not one of the release's files (so never verified).
+    push_with_spec(&registry, &trainer, "base", 3, |spec| spec.replace("taxonomy = \"road_taxonomy.toml\"", "taxonomy = \"other.toml\""));
+    wait_for_rejection(&sub, 2, "the spec's taxonomy = \"other.toml\" is not one of the release's files");
+
+    let before = predictions(&sub).len();
+    sub.wait_until(Duration::from_secs(30), "more predictions", |_| predictions(&sub).len() > before + 5);
+    assert!(predictions(&sub).iter().all(|p| p["model"]["version"] == "1"), "the bundled model kept serving");
+    assert!(!sub.all().iter().any(|m| m.payload.to_string().contains("PWNED")), "no attacker label reached a prediction");
+    assert!(sub.events("model_activated").is_empty());
+    assert!(agent.terminate().success());
+    assert!(!agent.state_dir().join("models/efficientnet_lite0-2").exists());
+
+    // The trainer's tool refuses such a spec before pushing anything.
+    let named = bundled_model_with("efficientnet_lite0.toml", |spec| spec.replace("labels = \"imagenet_labels.txt\"", &outside_labels));
+    let out = Command::new(BIN)
+        .args(["release", "publish", "--registry", &registry.url(), "--tag", "bad", "--version", "9", "--key"])
+        .arg(trainer.dir.path().join("trainer.key"))
+        .arg("--model")
+        .arg(named.path().join("efficientnet_lite0.onnx"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("the spec's labels = ") && stderr.contains("not a plain file name"), "{stderr}");
+    let client = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap();
+    assert_eq!(client.tag_digest("bad").unwrap(), None, "nothing pushed under the tag");
+}
+
+#[test]
+fn one_garbled_download_is_downloaded_again_and_the_release_installs() {
+    let (broker, registry, trainer, sub) = start();
+    trainer.publish(&registry.url(), "champion", 2, &[]);
+    let client = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap();
+    let (manifest, _) = client.manifest(&client.tag_digest("champion").unwrap().unwrap()).unwrap();
+    let model = manifest.layers.iter().find(|l| l.title() == Some("efficientnet_lite0.onnx")).unwrap();
+    let proxy = FaultyProxy::start(registry.port);
+    // A 200 of the right length with one byte damaged, as a bad link or proxy would.
+    proxy.inject(&format!("blobs/{}", model.digest), Fault::Garble, 1);
+    // Polling once an hour: only the retry's backoff can bring it in.
+    let config = config(&broker, &registry, &trainer, &clip_camera("loop = true\nregions = \"full\""), "poll_seconds = 3600").replace(&registry.url(), &proxy.url());
+    let mut agent = Agent::start(&config);
+
+    sub.wait_until(Duration::from_secs(90), "version 2 serving", |_| predictions(&sub).iter().any(|p| p["model"]["version"] == "2"));
+    assert!(sub.events("model_rejected").is_empty(), "{:?}", sub.events("model_rejected"));
+    let model_gets = proxy.requests().iter().filter(|r| r.starts_with("GET") && r.contains(&model.digest)).count();
+    assert_eq!(model_gets, 2, "downloaded again after the garbled answer: {:?}", proxy.requests());
+    assert!(agent.log().contains("does not match its digest") && agent.log().contains("will retry"), "{}", agent.log());
+    assert_eq!(sub.events("model_downloading").len(), 1);
+    assert!(agent.terminate().success());
+    let installed = agent.state_dir().join("models/efficientnet_lite0-2/efficientnet_lite0.onnx");
+    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(repo("models/efficientnet_lite0.onnx")).unwrap());
 }

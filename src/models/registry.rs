@@ -171,21 +171,29 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// The answer proves the release itself bad, so no later attempt can
-    /// cure it: bytes that do not match their digest, a blob over its limit,
-    /// a manifest (whose bytes matched its digest) that is not one. Anything
-    /// else — no answer, any error status (a 5xx, but also an expired
-    /// credential's 401/403 or a registry that lags behind its tag with a
-    /// 404), bytes garbled in transit, a broken-off answer, a local file
-    /// error — says nothing about the release and is tried again.
+    /// cure it: a blob over its limit, a manifest (whose bytes matched its
+    /// digest) that is not one. Anything else says nothing certain about the
+    /// release and is tried again: no answer, any error status (a 5xx, but
+    /// also an expired credential's 401/403 or a registry that lags behind
+    /// its tag with a 404), a broken-off answer, a local file error, and
+    /// bytes that do not match their digest ([`RegistryError::is_garbled`]:
+    /// the updater refuses the release only after several such downloads).
     pub fn condemns_release(&self) -> bool {
         matches!(
             self,
-            RegistryError::DigestMismatch { .. }
-                | RegistryError::TooLarge { .. }
+            RegistryError::TooLarge { .. }
                 | RegistryError::Manifest(_)
                 | RegistryError::ManifestField { .. }
                 | RegistryError::ManifestTooLarge { .. }
         )
+    }
+
+    /// A blob whose bytes do not match its digest: the registry's copy was
+    /// altered, or one answer was damaged in transit (a proxy, a bad link).
+    /// One answer cannot tell which, so the updater downloads it again a
+    /// bounded number of times before it refuses the release.
+    pub fn is_garbled(&self) -> bool {
+        matches!(self, RegistryError::DigestMismatch { .. })
     }
 }
 
@@ -477,7 +485,7 @@ mod tests {
         }
         assert!(!RegistryError::ManifestMismatch { digest: "sha256:00".into() }.condemns_release());
         let mismatch = RegistryError::DigestMismatch { digest: "sha256:00".into() };
-        assert!(mismatch.condemns_release());
+        assert!(!mismatch.condemns_release() && mismatch.is_garbled());
         assert!(RegistryError::TooLarge { digest: "sha256:00".into(), size: 2, max: 1 }.condemns_release());
         assert!(mismatch.to_string().contains("does not match its digest"), "{mismatch}");
         let unreachable = Registry::new("http://127.0.0.1:1/roadside/vc").unwrap().tag_digest("champion").unwrap_err();

@@ -72,6 +72,21 @@ pub enum ReleaseError {
     NotNewer { version: u64, active: u64 },
     #[error("needs agent {required} or newer; this is {agent}", agent = crate::AGENT_VERSION)]
     AgentTooOld { required: String },
+    /// A version no comparison can place (`v9.0.0`, `latest`) must not pass as "old enough".
+    #[error("min_agent_version {value:?} is not a version: write 1 to 3 numbers separated by dots (e.g. 0.1.0)")]
+    AgentVersionFormat { value: String },
+    /// The store keeps its own files under these names: a release file so
+    /// named would be overwritten, fail its sha256 and be fetched at every start.
+    #[error("the file name {name:?} is reserved for the agent's model store; rename the file")]
+    ReservedName { name: String },
+    #[error("the release's spec {spec} is not a valid model spec: {reason}")]
+    SpecInvalid { spec: String, reason: String },
+    /// Every file the spec names is read at every start, so it must be one
+    /// of the release's own (sha256-verified) files, beside the spec.
+    #[error("the spec's {key} = {path:?} is not a plain file name: a release's spec may name only files of the release, by their plain name")]
+    SpecPathNotPlain { key: &'static str, path: String },
+    #[error("the spec's {key} = {name:?} is not one of the release's files: every file the spec names must be listed (and so verified) in the signed record")]
+    SpecPathUnlisted { key: &'static str, name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,7 +225,9 @@ pub fn verify(record_bytes: &[u8], signature: &[u8], keys: &[PublicKey], active_
     if record.version <= active_version {
         return Err(ReleaseError::NotNewer { version: record.version, active: active_version });
     }
-    if version_tuple(crate::AGENT_VERSION) < version_tuple(&record.min_agent_version) {
+    let required = agent_version(&record.min_agent_version).ok_or_else(|| ReleaseError::AgentVersionFormat { value: shown(&record.min_agent_version) })?;
+    let this = agent_version(crate::AGENT_VERSION).unwrap_or_default();
+    if this < required {
         return Err(ReleaseError::AgentTooOld { required: record.min_agent_version });
     }
     Ok(record)
@@ -250,8 +267,14 @@ pub fn check_record(record: &ReleaseRecord) -> Result<(), ReleaseError> {
     if record.files.len() > MAX_FILES {
         return Err(ReleaseError::TooManyFiles { count: record.files.len() });
     }
+    if agent_version(&record.min_agent_version).is_none() {
+        return Err(ReleaseError::AgentVersionFormat { value: shown(&record.min_agent_version) });
+    }
     for (i, file) in record.files.iter().enumerate() {
         check_name("file name", &file.name)?;
+        if super::store::RESERVED_NAMES.contains(&file.name.as_str()) {
+            return Err(ReleaseError::ReservedName { name: file.name.clone() });
+        }
         if record.files[..i].iter().any(|f| f.name == file.name) {
             return Err(ReleaseError::DuplicateFile { name: file.name.clone() });
         }
@@ -293,8 +316,41 @@ fn shown(name: &str) -> String {
     name.chars().take(80).collect()
 }
 
-fn version_tuple(version: &str) -> Vec<u64> {
-    version.split(['.', '-']).map_while(|p| p.parse().ok()).collect()
+/// `MAJOR[.MINOR[.PATCH]]`, all decimal, as a tuple padded with zeros
+/// (`1.2` = `1.2.0`); None for anything else (a `v` prefix, a suffix, text).
+fn agent_version(version: &str) -> Option<[u64; 3]> {
+    let parts: Vec<&str> = version.split('.').collect();
+    if parts.len() > 3 {
+        return None;
+    }
+    let mut tuple = [0u64; 3];
+    for (slot, part) in tuple.iter_mut().zip(&parts) {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = part.parse().ok()?;
+    }
+    Some(tuple)
+}
+
+/// Checks what the spec (`spec_text`, the release's `spec_file`) names:
+/// every path in it must be a plain name listed in `record`, so it is read
+/// from the release's own folder and its sha256 was verified. For a
+/// release being published, verified, or loaded at start.
+pub fn check_spec(record: &ReleaseRecord, spec_text: &str) -> Result<(), ReleaseError> {
+    let spec: crate::infer::spec::SpecFile = toml::from_str(spec_text)
+        .map_err(|e| ReleaseError::SpecInvalid { spec: shown(&record.spec_file), reason: e.to_string().trim_end().to_string() })?;
+    // Destructured without `..`: a path key added to the spec must be added
+    // here, or this does not compile.
+    let crate::infer::spec::SpecFile { name: _, version: _, labels, taxonomy, input: _, output: _, reference: _ } = &spec;
+    for (key, path) in [("labels", labels), ("taxonomy", taxonomy)] {
+        let name = path.to_str().filter(|n| check_name("file name", n).is_ok());
+        let name = name.ok_or_else(|| ReleaseError::SpecPathNotPlain { key, path: shown(&path.to_string_lossy()) })?;
+        if record.file(name).is_none() {
+            return Err(ReleaseError::SpecPathUnlisted { key, name: name.to_string() });
+        }
+    }
+    Ok(())
 }
 
 /// A model's version as a number; a spec's free-text version counts as 0
@@ -396,6 +452,61 @@ mod tests {
         assert!(matches!(err, ReleaseError::SizeOverflow), "{err}");
         let err = signed_with(&trainer, |r| r["files"][1]["name"] = "m.onnx".into()).unwrap_err();
         assert!(matches!(err, ReleaseError::DuplicateFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_named_like_one_of_the_stores_own_is_refused() {
+        let trainer = SecretKey::generate("trainer").unwrap();
+        for name in crate::models::store::RESERVED_NAMES {
+            let err = signed_with(&trainer, |r| r["files"][1]["name"] = (*name).into()).unwrap_err();
+            assert!(matches!(&err, ReleaseError::ReservedName { name: n } if n == name) && err.to_string().contains("reserved"), "{name}: {err}");
+        }
+        for name in ["release.json", "release.sig", "active"] {
+            let mut value: serde_json::Value = serde_json::from_slice(&record(2, "2999-01-01T00:00:00Z", "trainer")).unwrap();
+            value["files"][1]["name"] = name.into();
+            let record: ReleaseRecord = serde_json::from_value(value).unwrap();
+            assert!(matches!(check_record(&record), Err(ReleaseError::ReservedName { .. })), "publish refuses {name} too");
+        }
+    }
+
+    #[test]
+    fn a_min_agent_version_that_is_not_a_version_is_refused() {
+        let trainer = SecretKey::generate("trainer").unwrap();
+        for bad in ["v9.0.0", "latest", "", "1..0", "1.0.0.0", "1.0.0-rc1", " 1.0", "99999999999999999999"] {
+            let err = signed_with(&trainer, |r| r["min_agent_version"] = bad.into()).unwrap_err();
+            assert!(matches!(err, ReleaseError::AgentVersionFormat { .. }) && err.to_string().contains("is not a version"), "{bad:?}: {err}");
+        }
+        for ok in ["0.1.0", "0.1", "0", "0.0.9"] {
+            assert!(signed_with(&trainer, |r| r["min_agent_version"] = ok.into()).is_ok(), "{ok}");
+        }
+        for newer in ["9.0.0", "0.2", "1"] {
+            let err = signed_with(&trainer, |r| r["min_agent_version"] = newer.into()).unwrap_err();
+            assert!(matches!(err, ReleaseError::AgentTooOld { .. }), "{newer}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_path_a_spec_names_must_be_a_listed_plain_name() {
+        let mut record: ReleaseRecord = serde_json::from_slice(&record(2, "2999-01-01T00:00:00Z", "trainer")).unwrap();
+        for name in ["labels.txt", "tax.toml"] {
+            record.files.push(FileRecord { name: name.into(), sha256: "0".repeat(64), size: 1 });
+        }
+        let bundled = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/efficientnet_lite0.toml")).unwrap();
+        let spec = |labels: &str, taxonomy: &str| {
+            bundled
+                .replace("labels = \"imagenet_labels.txt\"", &format!("labels = {labels:?}"))
+                .replace("taxonomy = \"road_taxonomy.toml\"", &format!("taxonomy = {taxonomy:?}"))
+        };
+        assert!(check_spec(&record, &spec("labels.txt", "tax.toml")).is_ok());
+        for outside in ["/tmp/x/labels.txt", "../labels.txt", "sub/labels.txt", ".labels.txt", ""] {
+            let err = check_spec(&record, &spec(outside, "tax.toml")).unwrap_err();
+            assert!(matches!(err, ReleaseError::SpecPathNotPlain { key: "labels", .. }) && err.to_string().contains("labels"), "{outside}: {err}");
+            let err = check_spec(&record, &spec("labels.txt", outside)).unwrap_err();
+            assert!(matches!(err, ReleaseError::SpecPathNotPlain { key: "taxonomy", .. }), "{outside}: {err}");
+        }
+        let err = check_spec(&record, &spec("other.txt", "tax.toml")).unwrap_err();
+        assert!(matches!(err, ReleaseError::SpecPathUnlisted { key: "labels", .. }) && err.to_string().contains("not one of the release's files"), "{err}");
+        assert!(matches!(check_spec(&record, "labels = 3"), Err(ReleaseError::SpecInvalid { .. })));
     }
 
     #[test]

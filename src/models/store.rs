@@ -17,6 +17,13 @@ const REFUSED: &str = "refused";
 const PINNED: &str = "pinned";
 const RECORD: &str = "release.json";
 const SIGNATURE: &str = "release.sig";
+/// The last refusal sent as `model_rejected` (manifest digest and the active
+/// version it was judged against), so a restart does not report it again.
+const REPORTED: &str = "reported";
+const STAGING: &str = "staging";
+/// Names the store writes, beside a release's files or beside its folders:
+/// no release file may take one (`release::check_record`).
+pub const RESERVED_NAMES: &[&str] = &[ACTIVE, REFUSED, PINNED, RECORD, SIGNATURE, REPORTED, STAGING];
 
 pub struct ModelStore {
     dir: PathBuf,
@@ -70,7 +77,7 @@ impl ModelStore {
         if !super::registry::is_digest(manifest_digest) {
             return Err(StoreError::OutsideModels { name: manifest_digest.chars().take(80).collect() });
         }
-        Ok(self.dir.join("staging").join(manifest_digest.trim_start_matches("sha256:")))
+        Ok(self.dir.join(STAGING).join(manifest_digest.trim_start_matches("sha256:")))
     }
 
     /// `<models_dir>/<name>`, if `name` is a plain name (no `/`, no `..`, not absolute).
@@ -90,6 +97,13 @@ impl ModelStore {
         self.check(&self.inside(&name)?, keys).map(Some)
     }
 
+    /// The record bytes of the active installed release, unchecked (to
+    /// recognise the same release at the tag; `active` checks it).
+    pub fn active_record_bytes(&self) -> Option<Vec<u8>> {
+        let name = std::fs::read_to_string(self.dir.join(ACTIVE)).ok()?;
+        std::fs::read(self.inside(name.trim()).ok()?.join(RECORD)).ok()
+    }
+
     /// Signature and files of the release installed in `dir`.
     fn check(&self, dir: &Path, keys: &[PublicKey]) -> Result<InstalledModel, StoreError> {
         let dir = dir.to_path_buf();
@@ -102,6 +116,10 @@ impl ModelStore {
                 return Err(StoreError::Altered { path });
             }
         }
+        // Installed before spec paths were checked: refused at start as well.
+        let spec = dir.join(&record.spec_file);
+        let spec_text = std::fs::read_to_string(&spec).map_err(FileError::at("read", &spec))?;
+        release::check_spec(&record, &spec_text)?;
         Ok(InstalledModel { dir, record })
     }
 
@@ -110,7 +128,7 @@ impl ModelStore {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
         let mut found: Vec<InstalledModel> = entries
             .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().ends_with(".partial") && e.file_name() != "staging")
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().ends_with(".partial") && e.file_name() != STAGING)
             .filter_map(|e| self.check(&e.path(), keys).map_err(|error| tracing::warn!(%error, "installed model skipped")).ok())
             .collect();
         found.sort_by_key(|m| m.record.version);
@@ -141,6 +159,18 @@ impl ModelStore {
         create_private_dir_all(&self.dir)?;
         let text: Vec<String> = refused.iter().map(u64::to_string).collect();
         Ok(write_atomically(&self.dir.join(REFUSED), text.join("\n").as_bytes())?)
+    }
+
+    /// The refusal last reported: (manifest digest, active version).
+    pub fn reported(&self) -> Option<(String, u64)> {
+        let text = std::fs::read_to_string(self.dir.join(REPORTED)).ok()?;
+        let (digest, active) = text.trim().split_once(' ')?;
+        Some((digest.to_string(), active.parse().ok()?))
+    }
+
+    pub fn set_reported(&self, digest: &str, active: u64) -> Result<(), StoreError> {
+        create_private_dir_all(&self.dir)?;
+        Ok(write_atomically(&self.dir.join(REPORTED), format!("{digest} {active}").as_bytes())?)
     }
 
     pub fn pinned(&self) -> Option<u64> {
@@ -247,5 +277,34 @@ mod tests {
         assert_eq!(mode(&models.join(ACTIVE)), 0o600);
         std::fs::write(models.join(ACTIVE), "../../victim-2").unwrap();
         assert!(matches!(store.active(&[]), Err(StoreError::OutsideModels { .. })));
+    }
+
+    /// A release installed before spec paths were checked, whose spec names
+    /// a file outside its folder, is not served at start.
+    #[test]
+    fn an_installed_release_whose_spec_names_an_outside_file_is_refused_at_start() {
+        let root = tempfile::tempdir().unwrap();
+        let models = root.path().join("models");
+        let dir = models.join("road-2");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bundled = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/efficientnet_lite0.toml")).unwrap();
+        let spec = bundled.replace("labels = \"imagenet_labels.txt\"", "labels = \"/tmp/x/labels.txt\"");
+        let mut record = record("road", "m.onnx");
+        record.spec_file = "m.toml".into();
+        record.files.clear();
+        for (name, bytes) in [("m.onnx", b"model".as_slice()), ("m.toml", spec.as_bytes()), ("road_taxonomy.toml", b"t")] {
+            std::fs::write(dir.join(name), bytes).unwrap();
+            let sha256 = crate::models::registry::sha256_digest(bytes).trim_start_matches("sha256:").to_string();
+            record.files.push(FileRecord { name: name.into(), sha256, size: bytes.len() as u64 });
+        }
+        let key = release::SecretKey::generate("k").unwrap();
+        let bytes = serde_json::to_vec(&record).unwrap();
+        std::fs::write(dir.join(RECORD), &bytes).unwrap();
+        std::fs::write(dir.join(SIGNATURE), key.sign(&bytes)).unwrap();
+        std::fs::write(models.join(ACTIVE), "road-2").unwrap();
+        let store = ModelStore::new(&models);
+        let err = store.active(&[key.public()]).unwrap_err();
+        assert!(matches!(err, StoreError::Release(ReleaseError::SpecPathNotPlain { key: "labels", .. })), "{err}");
+        assert!(store.installed(&[key.public()]).is_empty());
     }
 }

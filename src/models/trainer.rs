@@ -145,8 +145,10 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), TrainerError>
         golden_file: golden_bytes.map(|(name, _)| name),
         key_id: key.key_id.clone(),
     };
-    // What devices would refuse is refused here, before anything is pushed.
+    // What devices would refuse is refused here, before anything is pushed:
+    // the spec goes out as written, so it must name its files as the release does.
     crate::models::release::check_record(&record)?;
+    crate::models::release::check_spec(&record, &spec_text)?;
     let record_bytes = serde_json::to_vec_pretty(&record).map_err(|source| TrainerError::Encode { what: "the release record", source })?;
     let signature = key.sign(&record_bytes);
 

@@ -4,16 +4,23 @@
 //! swaps it in between two frames.
 //!
 //! A release is refused — with a `model_rejected` event, the old model
-//! serving on — if a file does not match its digest, the record is not
-//! signed by a pinned key, has expired, is not newer than the active
-//! version, needs a newer agent, does not load, does not match its record's
-//! shapes, or is too slow on this device. A registry that cannot be
-//! reached, answers with an error status (server trouble, credentials, a
-//! tag that points at what it does not serve yet), breaks off or trickles
-//! only means "try again" (`RegistryError::condemns_release`): with backoff
-//! from 1 s up to `poll_seconds`, and the release is not remembered as seen.
-//! A refusal that depended on the active version ("not newer") is judged
-//! again once the active version changes (an operator's rollback).
+//! serving on — if a file does not match its digest in [`MAX_GARBLED`]
+//! downloads in a row, the record is not signed by a pinned key, has
+//! expired, is not newer than the active version, needs a newer agent, its
+//! spec names a file that is not one of the release's, it does not load,
+//! does not match its record's shapes, or is too slow on this device. A
+//! registry that cannot be reached, answers with an error status (server
+//! trouble, credentials, a tag that points at what it does not serve yet),
+//! breaks off or trickles only means "try again"
+//! (`RegistryError::condemns_release`): with backoff from 1 s up to
+//! `poll_seconds`, and the release is not remembered as seen. A refusal
+//! that depended on the active version ("not newer") is judged again once
+//! the active version changes (an operator's rollback).
+//!
+//! The release already serving, found at the tag again (every start), is
+//! not a refusal: it is passed over quietly. A refusal is reported once
+//! per release digest and active version, across restarts (the store
+//! remembers the last one).
 //!
 //! Announcements only wake the thread: however many arrive, it checks the
 //! registry at most once per [`MIN_CHECK_INTERVAL`].
@@ -107,6 +114,10 @@ const MIN_FREE_AFTER: u64 = 64 << 20;
 pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// First wait after a transient failure; it doubles up to `poll_seconds`.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Downloads of a release that do not match their digest before it is
+/// refused: one garbled answer may be transit damage, the same mismatch
+/// every time is the registry's copy.
+pub const MAX_GARBLED: u32 = 3;
 
 pub struct Updater {
     config: RegistryConfig,
@@ -167,6 +178,8 @@ enum Outcome {
     Retry(RetryReason),
     /// An operator pinned a version: look again after `unpin`.
     Paused,
+    /// The tag points at the release serving now (as at every start).
+    Current,
     /// This release will never do: remember its digest and wait for another.
     Rejected { version: Option<u64>, reason: Rejection },
     Activated,
@@ -198,6 +211,9 @@ enum Rejection {
     /// An answer that proves the release bad (`RegistryError::condemns_release`).
     #[error(transparent)]
     Registry(RegistryError),
+    /// Bytes that did not match their digest download after download.
+    #[error("{error} ({downloads} downloads in a row)")]
+    Garbled { downloads: u32, error: RegistryError },
     #[error("the release has no signature layer")]
     NoSignature,
     #[error(transparent)]
@@ -215,12 +231,25 @@ enum Rejection {
     Invalid(ValidationError),
 }
 
-/// A registry error while fetching a release: refuse the release only if
-/// the error proves it bad; anything else is tried again at the next poll.
-fn registry_failure(error: RegistryError, version: Option<u64>) -> Outcome {
-    if error.condemns_release() {
-        Outcome::Rejected { version, reason: Rejection::Registry(error) }
-    } else {
+impl Memory {
+    /// A registry error while fetching the release at `digest`: refuse it
+    /// if the error proves it bad, or after [`MAX_GARBLED`] garbled
+    /// downloads of it in a row; anything else is tried again (with backoff).
+    fn registry_failure(&mut self, digest: &str, error: RegistryError, version: Option<u64>) -> Outcome {
+        if error.condemns_release() {
+            return Outcome::Rejected { version, reason: Rejection::Registry(error) };
+        }
+        if error.is_garbled() {
+            let downloads = match &self.garbled {
+                Some((d, n)) if d == digest => n + 1,
+                _ => 1,
+            };
+            if downloads >= MAX_GARBLED {
+                self.garbled = None;
+                return Outcome::Rejected { version, reason: Rejection::Garbled { downloads, error } };
+            }
+            self.garbled = Some((digest.to_string(), downloads));
+        }
         Outcome::Retry(RetryReason::Registry(error))
     }
 }
@@ -246,6 +275,8 @@ struct Memory {
     judged: Option<Judged>,
     /// The digest whose `model_downloading` was sent: once, not per retry.
     downloading: Option<String>,
+    /// A release whose bytes did not match their digest, and how many times.
+    garbled: Option<(String, u32)>,
 }
 
 /// The wait after the n-th transient failure in a row: 1 s doubling, at most `cap`.
@@ -322,6 +353,18 @@ impl Updater {
         self.active.read().map(|m| release::numeric_version(&m.version)).unwrap_or(0)
     }
 
+    /// Whether this record is that of the installed release serving now:
+    /// the same bytes as the active release's record (which was verified
+    /// when it was loaded), and the model serving is its model.
+    fn is_serving(&self, record_bytes: &[u8]) -> bool {
+        if self.store.active_record_bytes().as_deref() != Some(record_bytes) {
+            return false;
+        }
+        let Ok(record) = release::parse_record(record_bytes) else { return false };
+        let Some(model) = record.file(&record.model_file) else { return false };
+        self.active.read().is_ok_and(|m| m.name == record.name && m.version == record.version.to_string() && m.sha256 == model.sha256)
+    }
+
     fn check(&self, registry: &Registry, memory: &mut Memory) -> Outcome {
         let digest = match registry.tag_digest(&self.config.tag) {
             Ok(Some(digest)) => digest,
@@ -337,41 +380,61 @@ impl Updater {
             Err(error) => return Outcome::Retry(RetryReason::Store(error)),
         };
         let outcome = self.try_release(registry, &digest, &staging, active, memory);
-        if let Outcome::Rejected { .. } = outcome {
+        if let Outcome::Rejected { .. } | Outcome::Current = outcome {
             let _ = std::fs::remove_dir_all(&staging);
         }
         match &outcome {
             Outcome::Retry(_) | Outcome::Paused => {}
-            Outcome::Rejected { reason: Rejection::Release(ReleaseError::NotNewer { .. }), .. } => {
-                memory.judged = Some(Judged { digest, against: Some(active) });
+            // Judged against this active version: a rollback makes them worth another look.
+            Outcome::Rejected { reason: Rejection::Release(ReleaseError::NotNewer { .. }), .. } | Outcome::Current => {
+                memory.judged = Some(Judged { digest: digest.clone(), against: Some(active) });
             }
-            _ => memory.judged = Some(Judged { digest, against: None }),
+            _ => memory.judged = Some(Judged { digest: digest.clone(), against: None }),
         }
-        outcome
+        if !matches!(outcome, Outcome::Retry(_)) {
+            memory.garbled = None;
+        }
+        match outcome {
+            Outcome::Rejected { version, reason } if self.store.reported() == Some((digest.clone(), active)) => {
+                tracing::info!(version, %reason, "model release refused again (reported before); the current model keeps serving");
+                Outcome::Unchanged
+            }
+            Outcome::Rejected { version, reason } => {
+                if let Err(error) = self.store.set_reported(&digest, active) {
+                    tracing::warn!(%error, "cannot note the refusal as reported: it is reported again after a restart");
+                }
+                Outcome::Rejected { version, reason }
+            }
+            outcome => outcome,
+        }
     }
 
     fn try_release(&self, registry: &Registry, digest: &str, staging: &Path, active: u64, memory: &mut Memory) -> Outcome {
         let rejected = |version: Option<u64>, reason: Rejection| Outcome::Rejected { version, reason };
         let (manifest, _) = match registry.manifest(digest) {
             Ok(m) => m,
-            Err(error) => return registry_failure(error, None),
+            Err(error) => return memory.registry_failure(digest, error, None),
         };
         if manifest.config.media_type != RECORD_TYPE {
             return rejected(None, Rejection::NotARecord(manifest.config.media_type));
         }
         let record_bytes = match registry.blob(&manifest.config, MAX_SMALL_BLOB) {
             Ok(bytes) => bytes,
-            Err(error) => return registry_failure(error, None),
+            Err(error) => return memory.registry_failure(digest, error, None),
         };
         let Some(signature_layer) = manifest.layers.iter().find(|l| l.media_type == SIGNATURE_TYPE) else {
             return rejected(None, Rejection::NoSignature);
         };
         let signature = match registry.blob(signature_layer, MAX_SMALL_BLOB) {
             Ok(bytes) => bytes,
-            Err(error) => return registry_failure(error, None),
+            Err(error) => return memory.registry_failure(digest, error, None),
         };
         let record = match release::verify(&record_bytes, &signature, &self.keys, active) {
             Ok(record) => record,
+            Err(ReleaseError::NotNewer { version, .. }) if version == active && self.is_serving(&record_bytes) => {
+                tracing::debug!(version, "the release at the tag is the one serving");
+                return Outcome::Current;
+            }
             Err(reason) => {
                 // For the event only: the version as the (unverified) record states it.
                 let version = serde_json::from_slice::<ReleaseRecord>(&record_bytes).ok().map(|r| r.version);
@@ -415,8 +478,17 @@ impl Updater {
                 return rejected(version, Rejection::LayerMismatch(file.name.clone()));
             }
             if let Err(error) = registry.blob_to_file(layer, &staging.join(&file.name)) {
-                return registry_failure(error, version);
+                return memory.registry_failure(digest, error, version);
             }
+        }
+        // Before anything reads the files the spec names (labels, taxonomy).
+        let spec = staging.join(&record.spec_file);
+        let spec_text = match std::fs::read_to_string(&spec) {
+            Ok(text) => text,
+            Err(e) => return Outcome::Retry(RetryReason::Staging(FileError::new("read", &spec, e))),
+        };
+        if let Err(reason) = release::check_spec(&record, &spec_text) {
+            return rejected(version, Rejection::Release(reason));
         }
         self.events.send_blocking(Event::ModelVerified { name: record.name.clone(), version: record.version.to_string() });
 
@@ -492,5 +564,32 @@ impl Updater {
         }
         tracing::info!(p95_ms = p95, "new model validated");
         Ok(classifier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_garbled_download_is_retried_and_refused_only_after_max_garbled_in_a_row() {
+        let garbled = || RegistryError::DigestMismatch { digest: "sha256:00".into() };
+        let mut memory = Memory::default();
+        for _ in 1..MAX_GARBLED {
+            assert!(matches!(memory.registry_failure("sha256:a", garbled(), Some(2)), Outcome::Retry(_)));
+        }
+        // Another release starts its own count.
+        assert!(matches!(memory.registry_failure("sha256:b", garbled(), Some(3)), Outcome::Retry(_)));
+        for _ in 1..MAX_GARBLED - 1 {
+            assert!(matches!(memory.registry_failure("sha256:b", garbled(), Some(3)), Outcome::Retry(_)));
+        }
+        match memory.registry_failure("sha256:b", garbled(), Some(3)) {
+            Outcome::Rejected { version: Some(3), reason } => {
+                assert!(reason.to_string().contains("does not match its digest") && reason.to_string().contains("3 downloads in a row"), "{reason}")
+            }
+            _ => panic!("refused after {MAX_GARBLED} garbled downloads"),
+        }
+        let too_large = RegistryError::TooLarge { digest: "sha256:00".into(), size: 2, max: 1 };
+        assert!(matches!(memory.registry_failure("sha256:c", too_large, None), Outcome::Rejected { .. }));
     }
 }

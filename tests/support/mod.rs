@@ -751,6 +751,9 @@ pub enum Fault {
     /// Passes the registry's answer on, but breaks the connection off after
     /// this many bytes of it (headers included): a reset mid-download.
     BreakAfter(usize),
+    /// Passes the registry's answer on with one byte of its body flipped:
+    /// same status, same length, bytes damaged in transit.
+    Garble,
 }
 
 /// An HTTP proxy in front of the real registry for what it cannot do on
@@ -822,6 +825,15 @@ impl FaultyProxy {
             Some(Fault::BreakAfter(n)) => n as u64,
             _ => u64::MAX,
         };
+        if let Some(Fault::Garble) = fault {
+            let mut answer = Vec::new();
+            server.read_to_end(&mut answer)?;
+            if let Some(body) = answer.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4).filter(|&at| at < answer.len()) {
+                let middle = body + (answer.len() - body) / 2;
+                answer[middle] ^= 0x55;
+            }
+            return client.write_all(&answer).and_then(|()| client.shutdown(std::net::Shutdown::Both));
+        }
         std::io::copy(&mut (&mut server).take(limit), &mut client)?;
         client.shutdown(std::net::Shutdown::Both)
     }
