@@ -73,15 +73,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     // operator) hears of it by the exit status. A disk that fails later is
     // survived instead (the outbox keeps messages in memory and retries).
     let state_dir = config.state_dir.clone();
-    tokio::task::spawn_blocking(move || crate::util::fs::check_writable_dir(&state_dir))
-        .await
-        .map_err(|e| AgentError::Panicked(e.to_string()))?
-        .map_err(AgentError::StateDir)?;
-    // Held until `run` returns.
-    let _state_lock = crate::util::fs::lock_dir(&config.state_dir, "agent.lock").map_err(|error| match error {
-        crate::util::fs::LockError::Held(_) => AgentError::StateDirInUse(config.state_dir.clone()),
-        crate::util::fs::LockError::File(error) => AgentError::StateDir(error),
-    })?;
+    // The lock is held until `run` returns.
+    let _state_lock = tokio::task::spawn_blocking(move || {
+        crate::util::fs::check_writable_dir(&state_dir).map_err(AgentError::StateDir)?;
+        crate::util::fs::lock_dir(&state_dir, "agent.lock").map_err(|error| match error {
+            crate::util::fs::LockError::Held(_) => AgentError::StateDirInUse(state_dir.clone()),
+            crate::util::fs::LockError::File(error) => AgentError::StateDir(error),
+        })
+    })
+    .await
+    .map_err(|e| AgentError::Panicked(e.to_string()))??;
     notifier.status("loading the model");
     let keys = match &config.registry {
         Some(registry) => registry.public_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(AgentError::Registry)?,

@@ -13,6 +13,15 @@ fn clip_camera() -> String {
     format!("[[cameras]]\nid = \"road\"\nurl = \"{}\"\nloop = true\nregions = \"full\"\n", road_clip().display())
 }
 
+/// A broker, a subscriber to the test device, and the agent on the clip, predicting.
+fn serving() -> (Mosquitto, Subscriber, Agent) {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
+    let agent = Agent::start(&agent_config(&broker, &clip_camera()));
+    sub.wait_until(Duration::from_secs(60), "predictions", |_| sub.on("/predictions/road").len() >= 5);
+    (broker, sub, agent)
+}
+
 fn versions_after(sub: &Subscriber, after: usize) -> Vec<String> {
     sub.on("/predictions/road").get(after..).unwrap_or_default().iter().map(|p| p.payload["model"]["version"].as_str().unwrap().to_string()).collect()
 }
@@ -105,10 +114,7 @@ fn a_retained_rollback_is_refused_at_start_and_after_a_broker_restart_and_the_re
 /// said so) and ~26k WARN lines in 3 s.
 #[test]
 fn a_flood_of_pings_gets_a_reply_or_a_counted_drop_for_each_and_few_log_lines() {
-    let broker = Mosquitto::start();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
-    let mut agent = Agent::start(&agent_config(&broker, &clip_camera()));
-    sub.wait_until(Duration::from_secs(60), "predictions", |_| sub.on("/predictions/road").len() >= 5);
+    let (broker, sub, mut agent) = serving();
 
     const PINGS: usize = 20_000;
     let flood_started = Instant::now();
@@ -168,10 +174,7 @@ fn bad_feedback_floods_log_a_few_lines_and_retained_feedback_is_refused() {
 /// broker refused, re-sent at every reconnect: a reconnect storm from one message.
 #[test]
 fn a_command_with_an_over_long_name_gets_no_reply_and_the_agent_stays_connected() {
-    let broker = Mosquitto::start();
-    let sub = Subscriber::start(broker.port, "cctv/test-pole/#");
-    let mut agent = Agent::start(&agent_config(&broker, &clip_camera()));
-    sub.wait_until(Duration::from_secs(60), "predictions", |_| sub.on("/predictions/road").len() >= 5);
+    let (broker, sub, mut agent) = serving();
     let long = format!("cctv/test-pole/cmd/{}", "x".repeat(60_000));
     publish(broker.port, &long, br#"{"id": 1}"#);
     publish(broker.port, "cctv/test-pole/cmd/ping", br#"{"id": 2}"#);

@@ -15,6 +15,17 @@ struct Trainer {
 }
 
 impl Trainer {
+    /// `release publish` of the model in `model_dir` as version 9 under the tag `bad`, expected to be refused.
+    fn try_publish_bad(&self, registry: &OciRegistry, model_dir: &tempfile::TempDir) -> std::process::Output {
+        Command::new(BIN)
+            .args(["release", "publish", "--registry", &registry.url(), "--tag", "bad", "--version", "9", "--key"])
+            .arg(self.dir.path().join("trainer.key"))
+            .arg("--model")
+            .arg(model_dir.path().join("efficientnet_lite0.onnx"))
+            .output()
+            .unwrap()
+    }
+
     fn new() -> Trainer {
         let dir = tempfile::tempdir().unwrap();
         for key in ["trainer", "stranger"] {
@@ -642,13 +653,7 @@ fn a_signed_release_named_outside_the_models_folder_is_refused_and_nothing_outsi
 
     // The trainer's tool refuses such a name before pushing anything.
     let named = bundled_model_with("efficientnet_lite0.toml", |spec| spec.replace("name = \"efficientnet_lite0\"", "name = \"../../victim\""));
-    let out = Command::new(BIN)
-        .args(["release", "publish", "--registry", &registry.url(), "--tag", "bad", "--version", "9", "--key"])
-        .arg(trainer.dir.path().join("trainer.key"))
-        .arg("--model")
-        .arg(named.path().join("efficientnet_lite0.onnx"))
-        .output()
-        .unwrap();
+    let out = trainer.try_publish_bad(&registry, &named);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("not a plain name"), "{stderr}");
 }
@@ -827,13 +832,7 @@ fn a_signed_release_whose_spec_names_a_file_outside_it_is_refused_and_the_old_mo
 
     // The trainer's tool refuses such a spec before pushing anything.
     let named = bundled_model_with("efficientnet_lite0.toml", |spec| spec.replace("labels = \"imagenet_labels.txt\"", &outside_labels));
-    let out = Command::new(BIN)
-        .args(["release", "publish", "--registry", &registry.url(), "--tag", "bad", "--version", "9", "--key"])
-        .arg(trainer.dir.path().join("trainer.key"))
-        .arg("--model")
-        .arg(named.path().join("efficientnet_lite0.onnx"))
-        .output()
-        .unwrap();
+    let out = trainer.try_publish_bad(&registry, &named);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("the spec's labels = ") && stderr.contains("not a plain file name"), "{stderr}");
     let client = cctv_agent::models::registry::Registry::new(&registry.url()).unwrap();

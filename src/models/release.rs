@@ -17,8 +17,9 @@ pub const RECORD_SCHEMA: u32 = 1;
 /// Longest model name, file name or key id a release may carry.
 pub const MAX_NAME_LEN: usize = 64;
 /// Largest release version: JSON's safe integers (2^53 − 1), so that every
-/// consumer reads a version exactly, whatever its JSON library.
-pub const MAX_VERSION: u64 = (1 << 53) - 1;
+/// consumer reads a version exactly, whatever its JSON library; the same
+/// bound as a model spec's version.
+pub use crate::infer::spec::MAX_VERSION;
 /// Most files a release may list (model, spec, labels, taxonomy, golden set and its images).
 pub const MAX_FILES: usize = 256;
 

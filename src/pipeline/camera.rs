@@ -48,7 +48,7 @@ pub enum CameraError {
     /// and no other camera could open.
     #[error("nothing has written to the FIFO {} for {FIFO_WAIT:?}: start the process that feeds it", .0.display())]
     NoWriter(std::path::PathBuf),
-    #[error("cannot watch the FIFO {}: {source}", .path.display())]
+    #[error("cannot open the FIFO {} to wait for data: {source} (may the agent's user read it?)", .path.display())]
     Fifo { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot open {url}: {source}")]
     Open { url: String, source: opencv::Error },

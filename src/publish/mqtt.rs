@@ -621,7 +621,7 @@ impl Publisher {
                 if entry.topic.len() + entry.payload.len() > self.max_message_bytes {
                     // Stored by an earlier run with a larger cap: numbered, so a
                     // counted drop (reported by `outbox_overflow`), never a reconnect loop.
-                    if let Some(suppressed) = self.client_full_log.allow() {
+                    if let Some(suppressed) = self.refused_log.allow() {
                         tracing::error!(seq = entry.seq, bytes = entry.topic.len() + entry.payload.len(), max = self.max_message_bytes, suppressed, "a stored message is over mqtt.max_message_bytes; dropped (reported as outbox_overflow)");
                     }
                     outbox.give_up(entry.seq);
