@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["wire", "util"], // leaves: the MQTT contract's types; file, shutdown and health helpers
     &["config"],
-    &["infer"],   // classification only: imports no feature
+    &["infer", "track"], // classification; tracking: each imports no feature
     &["publish"], // delivery: imports no consumer
     &["context"],
     &["models"],

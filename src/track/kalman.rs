@@ -1,0 +1,1 @@
+//! A constant-velocity Kalman filter on a box (to be written).

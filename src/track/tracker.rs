@@ -1,0 +1,1 @@
+//! The multi-object tracker (to be written).
