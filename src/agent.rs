@@ -32,7 +32,9 @@ use crate::pipeline::camera::CameraWorker;
 use crate::pipeline::frame_queue::FrameQueue;
 use crate::pipeline::inference::InferenceWorker;
 use crate::pipeline::stats::{CameraState, CameraStats};
+use crate::pipeline::vehicles::VehicleStage;
 use crate::publish::{mqtt, Publisher, PublisherStats, Routes};
+use crate::track::ids::TrackIds;
 use crate::util::health::Health;
 use crate::util::shutdown::Shutdown;
 use crate::wire::Topics;
@@ -64,6 +66,9 @@ pub enum AgentError {
     /// and knock each other off the broker).
     #[error("state_dir {} is in use by another cctv-agent: stop it first (systemctl stop cctv-agent), or give this one its own state_dir", .0.display())]
     StateDirInUse(std::path::PathBuf),
+    /// Tracked cameras number their vehicles from a counter in state_dir.
+    #[error("{0}")]
+    TrackIds(#[from] crate::track::ids::TrackIdError),
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
@@ -168,6 +173,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     }
     if let Some(tap) = sample_tap {
         worker = worker.with_tap(Box::new(tap));
+    }
+    if config.cameras.iter().any(|c| c.tracking.is_some()) {
+        let ids = TrackIds::open(&config.state_dir.join("track_ids"))?;
+        let interval = Duration::from_secs(config.counts.interval_seconds);
+        let stage = VehicleStage::new(&context.device_id, &context.topics, &config.cameras, interval, ids);
+        worker = worker.with_vehicles(stage);
     }
     let (inference_done, mut inference_result) = oneshot::channel();
     std::thread::Builder::new()

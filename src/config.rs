@@ -127,6 +127,9 @@ pub struct Config {
     /// Crops saved for retraining.
     #[serde(default)]
     pub samples: SamplesConfig,
+    /// Vehicle counts per interval (tracked cameras).
+    #[serde(default)]
+    pub counts: CountsConfig,
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -545,6 +548,85 @@ pub struct CameraConfig {
     /// decoded: an 8000×8000 stream would take ~850 MB.
     #[serde(default = "default_max_frame_pixels")]
     pub max_frame_pixels: u64,
+    /// Follows each vehicle across frames and reports it once; off when absent.
+    #[serde(default)]
+    pub tracking: Option<TrackingConfig>,
+    /// Lanes a tracked vehicle is placed in (by its box's bottom centre).
+    #[serde(default)]
+    pub lanes: Vec<LaneConfig>,
+    /// Counting lines a tracked vehicle crosses.
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
+    /// Image points and their ground positions in metres: gives speeds.
+    #[serde(default)]
+    pub calibration: Option<CalibrationConfig>,
+    /// Publish a prediction per frame too. Default: off when tracking is on.
+    #[serde(default)]
+    pub publish_frames: Option<bool>,
+}
+
+/// `[cameras.tracking]`: how regions become vehicles.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    /// Least overlap (IoU) of a region with a track's predicted box to be the same vehicle.
+    pub iou_gate: f32,
+    /// Frames with a region before a new track counts as a vehicle.
+    pub confirm_hits: u32,
+    /// Processed frames in a row without its region before a vehicle has left.
+    pub max_misses: u32,
+    /// Classify a vehicle on every k-th frame it is seen (1 = every frame).
+    pub classify_every: u32,
+    /// A region within this many pixels of the frame's edge is cut off: it does not vote.
+    pub edge_margin: u32,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig { iou_gate: 0.2, confirm_hits: 3, max_misses: 12, classify_every: 1, edge_margin: 2 }
+    }
+}
+
+/// `[[cameras.lanes]]`: a lane's area on the image.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    pub id: String,
+    /// Corners `[x, y]` in frame pixels, in order around the lane.
+    pub polygon: Vec<[f64; 2]>,
+}
+
+/// `[[cameras.lines]]`: a counting line on the image. A vehicle moving from
+/// its right to its left, looking from `from` toward `to`, crosses it forward.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    pub id: String,
+    pub from: [f64; 2],
+    pub to: [f64; 2],
+}
+
+/// `[cameras.calibration]`: four image points (pixels) and where they are on
+/// the road (metres), no three of either in a row.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationConfig {
+    pub image: [[f64; 2]; 4],
+    pub ground: [[f64; 2]; 4],
+}
+
+/// `[counts]`: the per-interval vehicle counts of tracked cameras.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CountsConfig {
+    /// Length of a counting interval; intervals start on multiples of it (UTC).
+    pub interval_seconds: u64,
+}
+
+impl Default for CountsConfig {
+    fn default() -> Self {
+        CountsConfig { interval_seconds: 60 }
+    }
 }
 
 fn default_max_regions() -> usize {
@@ -639,6 +721,11 @@ pub enum SourceKind {
 }
 
 impl CameraConfig {
+    /// Whether each frame's prediction is published (tracked cameras publish vehicles instead, unless asked).
+    pub fn publishes_frames(&self) -> bool {
+        self.publish_frames.unwrap_or(self.tracking.is_none())
+    }
+
     pub fn source(&self) -> SourceKind {
         let url = self.url.as_str();
         if url.contains("://") && !url.starts_with("file://") {
@@ -876,6 +963,7 @@ impl Config {
         check.int("telemetry.interval_seconds", self.telemetry.interval_seconds, 1..=DAY)?;
         check.path("telemetry.sysfs_root", &self.telemetry.sysfs_root)?;
         check.int("watchdog.stall_seconds", self.watchdog.stall_seconds, 1..=DAY)?;
+        check.int("counts.interval_seconds", self.counts.interval_seconds, 1..=DAY)?;
         self.validate_monitor(&check)?;
         self.validate_cameras(&check)
     }
@@ -980,6 +1068,70 @@ impl Config {
             check.int(&key("motion.warmup_frames"), m.warmup_frames as u64, 0..=100_000)?;
             check.int(&key("motion.analysis_width"), m.analysis_width as u64, 32..=4096)?;
             check.num(&key("motion.learning_rate"), m.learning_rate, 0.0..=1.0)?;
+            self.validate_tracking(check, camera, &key)?;
+        }
+        Ok(())
+    }
+
+    fn validate_tracking(&self, check: &Check, camera: &CameraConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let Some(t) = &camera.tracking else {
+            let needs = [("lanes", !camera.lanes.is_empty()), ("lines", !camera.lines.is_empty()), ("calibration", camera.calibration.is_some())];
+            if let Some((name, _)) = needs.iter().find(|(_, set)| *set) {
+                return Err(check.invalid(&key(name), "needs tracking: add a [cameras.tracking] table (every key has a default) or remove it".into()));
+            }
+            return Ok(());
+        };
+        check.num(&key("tracking.iou_gate"), t.iou_gate as f64, 0.01..=0.95)?;
+        check.int(&key("tracking.confirm_hits"), t.confirm_hits as u64, 1..=1000)?;
+        check.int(&key("tracking.max_misses"), t.max_misses as u64, 1..=10_000)?;
+        check.int(&key("tracking.classify_every"), t.classify_every as u64, 1..=10_000)?;
+        check.int(&key("tracking.edge_margin"), t.edge_margin as u64, 0..=1000)?;
+        check.count(&key("lanes"), camera.lanes.len(), 0..=MAX_LANES)?;
+        check.count(&key("lines"), camera.lines.len(), 0..=MAX_LANES)?;
+        let coordinate = |name: &str, p: &[f64; 2]| -> Result<(), ConfigError> {
+            for c in p {
+                check.num(name, *c, 0.0..=MAX_FRAME_SIDE as f64)?;
+            }
+            Ok(())
+        };
+        let mut ids = HashSet::new();
+        for (j, lane) in camera.lanes.iter().enumerate() {
+            let name = key(&format!("lanes[{j}]"));
+            check.id(&format!("{name}.id"), &lane.id)?;
+            if !ids.insert(lane.id.as_str()) {
+                return Err(check.invalid(&format!("{name}.id"), format!("\"{}\" is used twice: give each lane its own id", lane.id)));
+            }
+            check.count(&format!("{name}.polygon"), lane.polygon.len(), 0..=MAX_POLYGON_POINTS)?;
+            for p in &lane.polygon {
+                coordinate(&format!("{name}.polygon"), p)?;
+            }
+            crate::util::plane::check_polygon(&lane.polygon).map_err(|e| check.invalid(&format!("{name}.polygon"), e.to_string()))?;
+        }
+        let mut ids = HashSet::new();
+        for (j, line) in camera.lines.iter().enumerate() {
+            let name = key(&format!("lines[{j}]"));
+            check.id(&format!("{name}.id"), &line.id)?;
+            if !ids.insert(line.id.as_str()) {
+                return Err(check.invalid(&format!("{name}.id"), format!("\"{}\" is used twice: give each line its own id", line.id)));
+            }
+            coordinate(&format!("{name}.from"), &line.from)?;
+            coordinate(&format!("{name}.to"), &line.to)?;
+            if (line.from[0] - line.to[0]).hypot(line.from[1] - line.to[1]) < 1.0 {
+                return Err(check.invalid(&format!("{name}.to"), format!("is {:?}, the same point as `from`: a line needs two ends at least a pixel apart", line.to)));
+            }
+        }
+        if let Some(c) = &camera.calibration {
+            for p in &c.image {
+                coordinate(&key("calibration.image"), p)?;
+            }
+            for c in c.ground.iter().flatten() {
+                check.num(&key("calibration.ground"), *c, -MAX_GROUND_METRES..=MAX_GROUND_METRES)?;
+            }
+            use crate::util::plane::{check_four_points, Homography};
+            for (name, points) in [("calibration.image", &c.image), ("calibration.ground", &c.ground)] {
+                check_four_points(points).map_err(|e| check.invalid(&key(name), e.to_string()))?;
+            }
+            Homography::from_points(&c.image, &c.ground).map_err(|e| check.invalid(&key("calibration"), e.to_string()))?;
         }
         Ok(())
     }
@@ -996,6 +1148,11 @@ const MAX_NAME_CHARS: usize = 256;
 const MAX_PATH_BYTES: usize = 4096;
 const MAX_CAMERAS: usize = 64;
 const MAX_FIXED_REGIONS: usize = 64;
+/// Lanes, and counting lines, per camera.
+const MAX_LANES: usize = 32;
+const MAX_POLYGON_POINTS: usize = 64;
+/// Farthest calibration point from the ground origin (a camera sees well under a kilometre).
+const MAX_GROUND_METRES: f64 = 10_000.0;
 /// Largest frame side a fixed region may reach.
 const MAX_FRAME_SIDE: u64 = 1 << 15;
 /// Most memory the samples' recent ring may take.

@@ -149,7 +149,8 @@ impl Classifier {
         let margin = top_k[0].score - top_k.get(1).map_or(0.0, |t| t.score);
         let entropy = normalized_entropy(scores);
         let (class, score) = self.spec.taxonomy.classify(scores);
-        RegionPrediction { bbox: [rect.x, rect.y, rect.width, rect.height], class: class.to_string(), score, top_k, margin, entropy }
+        let road_scores = self.spec.taxonomy.scores(scores);
+        RegionPrediction { bbox: [rect.x, rect.y, rect.width, rect.height], class: class.to_string(), score, top_k, margin, entropy, road_scores, track: None }
     }
 }
 

@@ -75,18 +75,34 @@ impl RoadTaxonomy {
 
     /// Road class and its score for one region's probabilities.
     pub fn classify(&self, probabilities: &[f32]) -> (&str, f32) {
-        let mut sums = vec![0f32; self.classes.len()];
-        for (p, class) in probabilities.iter().zip(&self.class_of_label) {
-            if let Some(c) = class {
-                sums[*c] += p;
-            }
-        }
+        let sums = self.sums(probabilities);
         let vehicle: f32 = sums.iter().sum();
         let best = sums.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1));
         match best {
             Some((c, &score)) if vehicle >= self.min_vehicle_score => (&self.classes[c], score),
             _ => (NO_VEHICLE, 1.0 - vehicle),
         }
+    }
+
+    /// Each road class's probability (`none` left out): what a tracked
+    /// vehicle's frames vote with.
+    pub fn scores(&self, probabilities: &[f32]) -> Vec<(String, f32)> {
+        self.classes.iter().cloned().zip(self.sums(probabilities)).collect()
+    }
+
+    /// Below this, the vehicle classes together say `none`.
+    pub fn min_vehicle_score(&self) -> f32 {
+        self.min_vehicle_score
+    }
+
+    fn sums(&self, probabilities: &[f32]) -> Vec<f32> {
+        let mut sums = vec![0f32; self.classes.len()];
+        for (p, class) in probabilities.iter().zip(&self.class_of_label) {
+            if let Some(c) = class {
+                sums[*c] += p;
+            }
+        }
+        sums
     }
 
     pub fn class_names(&self) -> impl Iterator<Item = &str> {

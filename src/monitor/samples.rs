@@ -484,6 +484,8 @@ mod tests {
             top_k: vec![crate::infer::TopK { index: 1, label: "cab".into(), score }],
             margin: 0.1,
             entropy: 0.5,
+            road_scores: vec![],
+            track: None,
         }
     }
 

@@ -204,6 +204,7 @@ impl CameraWorker {
         // consecutive attempts to skip past undecodable frames.
         let frame_count = capture.get(videoio::CAP_PROP_FRAME_COUNT).ok().filter(|n| n.is_finite() && *n > 0.0).unwrap_or(0.0) as u64;
         let mut skips = 0usize;
+        let tracked = self.config.tracking.is_some();
         tracing::info!(url = %self.shown_url, fps, "camera opened");
         loop {
             if self.shutdown.is_triggered() {
@@ -255,10 +256,13 @@ impl CameraWorker {
                 .map_err(|source| CameraError::Regions { frame: frame_index, source })?;
             if regions.is_empty() {
                 CameraStats::add(&self.stats.frames_without_regions, 1);
-            } else {
+            }
+            // A tracker must see the frames without regions too: that is how it knows a vehicle has gone.
+            if !regions.is_empty() || tracked {
                 // The queue takes the frame; decode the next one into a recycled buffer.
                 let decoded = std::mem::replace(&mut frame, self.queue.take_spare());
-                let job = FrameJob { camera: self.index, frame_index, captured_at, frame: decoded, regions };
+                let clock_s = if is_file { frame_index as f64 / fps } else { started.elapsed().as_secs_f64() };
+                let job = FrameJob { camera: self.index, frame_index, captured_at, clock_s, frame: decoded, regions };
                 if wait_for_inference {
                     if !self.heartbeat.waiting(|| self.queue.push_wait(job)) {
                         return Ok(Ended::Shutdown);

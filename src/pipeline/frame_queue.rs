@@ -26,6 +26,10 @@ pub struct FrameJob {
     /// Position of the frame in its source (0-based, counts every decoded frame).
     pub frame_index: u64,
     pub captured_at: SystemTime,
+    /// The camera's clock in seconds: the file's own time (frame index over
+    /// its frame rate) for files, time since the stream opened for live
+    /// ones. Tracking measures speed on it.
+    pub clock_s: f64,
     pub frame: Mat,
     pub regions: Vec<Rect>,
 }
@@ -112,6 +116,25 @@ impl FrameQueue {
         }
     }
 
+    /// Like [`FrameQueue::pop`], but gives up at `deadline`: `Err(true)` when
+    /// the queue is closed and empty, `Err(false)` at the deadline.
+    pub fn pop_until(&self, deadline: std::time::Instant) -> Result<FrameJob, bool> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                self.drained.notify_all();
+                return Ok(job);
+            }
+            if state.closed {
+                return Err(true);
+            }
+            let Some(wait) = deadline.checked_duration_since(std::time::Instant::now()).filter(|w| !w.is_zero()) else {
+                return Err(false);
+            };
+            state = self.filled.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
     /// A used frame buffer for the next decode (or an empty one).
     pub fn take_spare(&self) -> Mat {
         self.lock().spare.pop().unwrap_or_default()
@@ -148,7 +171,7 @@ mod tests {
     use std::time::Duration;
 
     fn job(camera: usize, frame_index: u64) -> FrameJob {
-        FrameJob { camera, frame_index, captured_at: SystemTime::now(), frame: Mat::default(), regions: vec![] }
+        FrameJob { camera, frame_index, captured_at: SystemTime::now(), clock_s: frame_index as f64 / 25.0, frame: Mat::default(), regions: vec![] }
     }
 
     #[test]
@@ -176,6 +199,26 @@ mod tests {
         let received: Vec<u64> = (0..20).map(|_| q.pop().unwrap().frame_index).collect();
         assert!(producer.join().unwrap());
         assert_eq!(received, (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn pop_until_waits_for_a_frame_or_the_deadline() {
+        let q = Arc::new(FrameQueue::new());
+        let soon = std::time::Instant::now() + Duration::from_millis(30);
+        assert_eq!(q.pop_until(soon).err(), Some(false));
+        assert!(std::time::Instant::now() >= soon);
+        let producer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                q.push_latest(job(0, 5))
+            })
+        };
+        let got = q.pop_until(std::time::Instant::now() + Duration::from_secs(5)).ok().map(|j| j.frame_index);
+        producer.join().unwrap();
+        assert_eq!(got, Some(5));
+        q.close();
+        assert_eq!(q.pop_until(std::time::Instant::now() + Duration::from_secs(5)).err(), Some(true));
     }
 
     #[test]

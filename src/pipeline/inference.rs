@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::frame_queue::FrameQueue;
 use super::stats::CameraStats;
+use super::vehicles::{VehicleError, VehicleStage};
 use crate::context::Context;
 use crate::infer::spec::Reference;
 use crate::infer::{Classifier, ModelIdentity, RegionPrediction};
@@ -38,6 +39,9 @@ pub struct Classified<'a> {
     pub reference: Option<&'a Arc<Reference>>,
     pub regions: &'a [RegionPrediction],
     pub inference_ms: f32,
+    /// A tracked camera's frame: its regions are vehicles the vehicle taps
+    /// hear of once each, so per-frame samples and precision skip it.
+    pub tracked: bool,
 }
 
 /// A stage the inference thread shows every classified frame to, before the
@@ -54,6 +58,8 @@ pub enum PipelineError {
     PublisherGone { camera: String, frame_index: u64 },
     #[error("cannot serialise a prediction: {0}")]
     Serialise(#[from] serde_json::Error),
+    #[error(transparent)]
+    Vehicles(#[from] VehicleError),
 }
 
 /// Turns a classified frame into its `…/predictions/<camera>` message and
@@ -98,6 +104,8 @@ pub struct InferenceWorker {
     active: ActiveModel,
     events: EventSink,
     taps: Vec<Box<dyn FrameTap>>,
+    /// Tracked cameras' vehicles and counts.
+    vehicles: Option<VehicleStage>,
     // State below is only used by the thread in `run`.
     confidence: ConfidenceWindow,
     probation: Option<Probation>,
@@ -132,6 +140,7 @@ impl InferenceWorker {
             active: context.active_model.clone(),
             events: context.events(),
             taps: Vec::new(),
+            vehicles: None,
             confidence: ConfidenceWindow::default(),
             probation: None,
         }
@@ -140,6 +149,12 @@ impl InferenceWorker {
     /// Shows every classified frame to `tap` too (in the order taps are added).
     pub fn with_tap(mut self, tap: Box<dyn FrameTap>) -> InferenceWorker {
         self.taps.push(tap);
+        self
+    }
+
+    /// Tracks the vehicles of the cameras that have tracking on.
+    pub fn with_vehicles(mut self, stage: VehicleStage) -> InferenceWorker {
+        self.vehicles = Some(stage);
         self
     }
 
@@ -154,9 +169,31 @@ impl InferenceWorker {
 
     fn serve(&mut self) -> Result<(), PipelineError> {
         let heartbeat = self.heartbeat.clone();
+        let outgoing = self.predictions.outgoing.clone();
+        let send = |message: Outgoing| heartbeat.waiting(|| outgoing.blocking_send(message)).is_ok();
         let mut prediction_id = 0u64;
         let mut model = Arc::new(self.classifier.identity().clone());
-        while let Some(job) = heartbeat.waiting(|| self.queue.pop()) {
+        loop {
+            // With tracked cameras, wake at each counts interval's end even without frames.
+            let next = match self.vehicles.as_ref().and_then(VehicleStage::next_due) {
+                Some(due) => heartbeat.waiting(|| self.queue.pop_until(due)),
+                None => heartbeat.waiting(|| self.queue.pop()).ok_or(true),
+            };
+            let job = match next {
+                Ok(job) => job,
+                Err(closed) => {
+                    if let Some(vehicles) = self.vehicles.as_mut() {
+                        vehicles.tick(self.classifier.spec().taxonomy.min_vehicle_score(), &send)?;
+                    }
+                    if closed {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if let Some(vehicles) = self.vehicles.as_mut() {
+                vehicles.tick(self.classifier.spec().taxonomy.min_vehicle_score(), &send)?;
+            }
             if let Ok(update) = self.updates.try_recv() {
                 self.swap(update);
             }
@@ -165,8 +202,21 @@ impl InferenceWorker {
             }
             prediction_id += 1;
             let stats = &self.stats[job.camera];
+            let tracked = self.vehicles.as_ref().is_some_and(|v| v.tracks(job.camera));
+            let min_vehicle_score = self.classifier.spec().taxonomy.min_vehicle_score();
+            let plan = match self.vehicles.as_mut().filter(|_| tracked) {
+                Some(vehicles) => Some(vehicles.observe(&job, min_vehicle_score, &send)?),
+                None => None,
+            };
+            let rects = plan.as_ref().map_or(&job.regions, |p| &p.to_classify);
+            if rects.is_empty() {
+                // A tracked camera's frame with nothing to classify this time.
+                self.queue.give_back(job.frame);
+                CameraStats::add(&stats.frames_processed, 1);
+                continue;
+            }
             let started = Instant::now();
-            let regions = match self.classifier.classify(&job.frame, &job.regions) {
+            let mut regions = match self.classifier.classify(&job.frame, rects) {
                 Ok(regions) => regions,
                 Err(error) => {
                     CameraStats::add(&stats.inference_errors, 1);
@@ -179,28 +229,37 @@ impl InferenceWorker {
             };
             let inference_ms = started.elapsed().as_secs_f32() * 1000.0;
             stats.record_latency(inference_ms);
+            if let (Some(vehicles), Some(plan)) = (self.vehicles.as_mut(), plan.as_ref()) {
+                vehicles.classified(job.camera, plan, &mut regions, &model);
+            }
             let score = top1(&regions);
             if let Some(score) = score {
                 self.confidence.push(score);
             }
-            let classified = Classified {
-                prediction_id,
-                camera: &stats.id,
-                frame: &job.frame,
-                frame_index: job.frame_index,
-                captured_at: job.captured_at,
-                model: &model,
-                reference: self.classifier.spec().reference.as_ref(),
-                regions: &regions,
-                inference_ms,
-            };
-            for tap in &mut self.taps {
-                tap.classified(&classified);
-            }
-            let outgoing = self.predictions.message(&classified)?;
-            self.queue.give_back(job.frame);
-            if heartbeat.waiting(|| self.predictions.outgoing.blocking_send(outgoing)).is_err() {
-                return Err(PipelineError::PublisherGone { camera: stats.id.clone(), frame_index: job.frame_index });
+            let publish_frame = self.vehicles.as_ref().is_none_or(|v| v.publishes_frames(job.camera));
+            if publish_frame {
+                let classified = Classified {
+                    prediction_id,
+                    camera: &stats.id,
+                    frame: &job.frame,
+                    frame_index: job.frame_index,
+                    captured_at: job.captured_at,
+                    model: &model,
+                    reference: self.classifier.spec().reference.as_ref(),
+                    regions: &regions,
+                    inference_ms,
+                    tracked,
+                };
+                for tap in &mut self.taps {
+                    tap.classified(&classified);
+                }
+                let outgoing = self.predictions.message(&classified)?;
+                self.queue.give_back(job.frame);
+                if !send(outgoing) {
+                    return Err(PipelineError::PublisherGone { camera: stats.id.clone(), frame_index: job.frame_index });
+                }
+            } else {
+                self.queue.give_back(job.frame);
             }
             CameraStats::add(&stats.frames_processed, 1);
             match self.probation.as_mut().map(|p| p.record(inference_ms, score)) {
@@ -213,6 +272,11 @@ impl InferenceWorker {
                 }
                 _ => {}
             }
+        }
+        // Shutdown: the vehicles still in view, then the last counts.
+        if let Some(vehicles) = self.vehicles.as_mut() {
+            let min_vehicle_score = self.classifier.spec().taxonomy.min_vehicle_score();
+            vehicles.finish(min_vehicle_score, &send)?;
         }
         Ok(())
     }

@@ -8,3 +8,4 @@ pub mod frame_queue;
 pub mod inference;
 pub mod regions;
 pub mod stats;
+pub mod vehicles;

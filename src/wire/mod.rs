@@ -14,6 +14,7 @@ pub mod samples;
 pub mod telemetry;
 pub mod time;
 pub mod topics;
+pub mod vehicles;
 
 pub use model::{ActiveModel, ModelIdentity, RegionPrediction, TopK};
 pub use time::rfc3339;

@@ -1,9 +1,9 @@
 //! What every prediction carries: the model that made it and its regions.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Names the exact model behind every prediction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelIdentity {
     pub name: String,
     pub version: String,
@@ -29,6 +29,12 @@ pub struct RegionPrediction {
     pub margin: f32,
     /// Entropy of the model's label distribution over ln(labels): 0 = certain, 1 = uniform.
     pub entropy: f32,
+    /// Each road class's probability (`none` left out), for a tracked vehicle's vote; not published.
+    #[serde(skip)]
+    pub road_scores: Vec<(String, f32)>,
+    /// The tracked vehicle this region is, on a tracked camera.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
 }
 
 /// The model serving now; the inference thread replaces it when it swaps.

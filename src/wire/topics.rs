@@ -30,6 +30,16 @@ impl Topics {
         format!("{}/predictions/{camera_id}", self.base)
     }
 
+    /// QoS 1, stored: one per tracked vehicle, when it has left the view.
+    pub fn vehicles(&self, camera_id: &str) -> String {
+        format!("{}/vehicles/{camera_id}", self.base)
+    }
+
+    /// QoS 1, stored: a tracked camera's counts per interval.
+    pub fn counts(&self, camera_id: &str) -> String {
+        format!("{}/counts/{camera_id}", self.base)
+    }
+
     /// QoS 1: camera, outbox, model and alert events.
     pub fn events(&self) -> String {
         format!("{}/events", self.base)
