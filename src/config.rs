@@ -1327,6 +1327,55 @@ loop = true
         }
     }
 
+    /// The first camera of MINIMAL, tracked, with `extra` written into its tables.
+    fn tracked(extra: &str) -> String {
+        MINIMAL.replacen("regions = \"motion\"\n", &format!("regions = \"motion\"\n[cameras.tracking]\n{extra}\n"), 1)
+    }
+
+    #[test]
+    fn tracking_defaults_and_frames_follow_it() {
+        let c = parse(&tracked("")).unwrap();
+        let t = c.cameras[0].tracking.as_ref().unwrap();
+        assert_eq!(*t, TrackingConfig::default());
+        assert!(!c.cameras[0].publishes_frames(), "a tracked camera publishes vehicles, not frames");
+        assert!(c.cameras[1].publishes_frames(), "an untracked one keeps its frames");
+        assert_eq!(c.counts.interval_seconds, 60);
+        let c = parse(&MINIMAL.replacen("regions = \"motion\"\n", "regions = \"motion\"\npublish_frames = true\n[cameras.tracking]\nclassify_every = 5\n", 1)).unwrap();
+        assert!(c.cameras[0].publishes_frames());
+        assert_eq!(c.cameras[0].tracking.as_ref().unwrap().classify_every, 5);
+    }
+
+    #[test]
+    fn bad_lanes_lines_and_calibrations_name_their_key() {
+        let lane = |polygon: &str| format!("[[cameras.lanes]]\nid = \"east-1\"\npolygon = {polygon}");
+        let line = |from: &str, to: &str| format!("[[cameras.lines]]\nid = \"gantry\"\nfrom = {from}\nto = {to}");
+        let calibration = |image: &str| format!("[cameras.calibration]\nimage = {image}\nground = [[0, 0], [3.5, 0], [3.5, 30], [0, 30]]");
+        let cases = [
+            (lane("[[0, 0], [10, 0]]"), "cameras[0].lanes[0].polygon", "has 2 points: a lane needs at least 3"),
+            (lane("[[0, 0], [10, 10], [10, 0], [0, 10]]"), "cameras[0].lanes[0].polygon", "crosses itself"),
+            (lane("[[0, 0], [5, 5], [10, 10]]"), "cameras[0].lanes[0].polygon", "has no area"),
+            (lane("[[0, 0], [1e9, 0], [0, 5]]"), "cameras[0].lanes[0].polygon", "write a number from 0 to"),
+            (format!("{}\n{}", lane("[[0, 0], [9, 0], [0, 9]]"), lane("[[0, 0], [9, 0], [0, 9]]")), "cameras[0].lanes[1].id", "used twice"),
+            (line("[480, 0]", "[480, 0]"), "cameras[0].lines[0].to", "the same point as `from`"),
+            (line("[480, 0]", "[480, nan]"), "cameras[0].lines[0].to", "write a number"),
+            (calibration("[[0, 0], [100, 0], [200, 0], [0, 50]]"), "cameras[0].calibration.image", "lie on one line"),
+            ("iou_gate = 0".to_string(), "cameras[0].tracking.iou_gate", "write a number from 0.01 to 0.95"),
+            ("max_misses = 0".to_string(), "cameras[0].tracking.max_misses", "from 1 to"),
+        ];
+        for (extra, key, problem) in cases {
+            let error = parse(&tracked(&extra)).unwrap_err();
+            assert_eq!(error.key(), Some(key), "{extra}: {error}");
+            assert!(error.to_string().contains(problem), "{extra}: {error}");
+        }
+        let collinear_ground = "[cameras.calibration]\nimage = [[0, 0], [100, 0], [100, 50], [0, 50]]\nground = [[0, 0], [1, 1], [2, 2], [0, 30]]";
+        assert_eq!(parse(&tracked(collinear_ground)).unwrap_err().key(), Some("cameras[0].calibration.ground"));
+        // Lanes without tracking would never be used: said, not ignored.
+        let untracked = MINIMAL.replacen("regions = \"motion\"\n", &format!("regions = \"motion\"\n{}\n", lane("[[0, 0], [9, 0], [0, 9]]")), 1);
+        let error = parse(&untracked).unwrap_err();
+        assert_eq!(error.key(), Some("cameras[0].lanes"), "{error}");
+        assert!(error.to_string().contains("add a [cameras.tracking] table"), "{error}");
+    }
+
     #[test]
     fn a_bad_broker_url_or_topic_level_is_typed() {
         let err = parse(&MINIMAL.replace("127.0.0.1:1883", "127.0.0.1:http")).unwrap_err();
@@ -1504,6 +1553,14 @@ loop = true
         // A message cap below 64 KiB could not carry a sample chunk; above 8 MiB no broker would take it.
         assert!((64 << 10..=8 << 20).contains(&c.mqtt.max_message_bytes));
         assert!(c.cameras.iter().all(|cam| (64 * 64..=8192 * 8192).contains(&cam.max_frame_pixels)));
+        assert!((1..=86_400).contains(&c.counts.interval_seconds));
+        for cam in &c.cameras {
+            if let Some(t) = &cam.tracking {
+                assert!(t.iou_gate.is_finite() && t.iou_gate > 0.0 && t.iou_gate < 1.0 && t.confirm_hits >= 1 && t.max_misses >= 1 && t.classify_every >= 1);
+            }
+            assert!(cam.lines.iter().all(|l| l.from.iter().chain(&l.to).all(|c| c.is_finite()) && l.from != l.to));
+            assert!(cam.lanes.iter().all(|l| l.polygon.len() >= 3 && l.polygon.iter().flatten().all(|c| c.is_finite())));
+        }
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -1558,8 +1615,11 @@ loop = true
             ("monitor", &[("enabled", Bool), ("remember_predictions", Int), ("feedback_window", Int), ("feedback_window_seconds", Int), ("min_labelled", Int), ("precision_alert_below", Float), ("precision_clear_at", Float), ("retrain_interval_seconds", Int)]),
             ("monitor.drift", &[("class_window", Int), ("reference_regions", Int), ("class_mix_alert_above", Float), ("class_mix_clear_below", Float), ("confidence_alert_below", Float), ("confidence_clear_at", Float), ("input_every_frames", Int), ("input_window", Int), ("brightness_alert_below", Float), ("brightness_clear_at", Float), ("contrast_alert_below", Float), ("contrast_clear_at", Float), ("sharpness_alert_below", Float), ("sharpness_clear_at", Float)]),
             ("samples", &[("enabled", Bool), ("max_bytes", Int), ("low_confidence_below", Float), ("random_rate", Float), ("max_per_hour", Int), ("recent", Int), ("recent_before_feedback", Bool), ("max_side", Int), ("publish", Bool), ("dir", Text)]),
-            ("cameras", &[("id", Text), ("url", Text), ("regions", Text), ("replay", Text), ("loop", Bool), ("max_regions", Int), ("max_frame_pixels", Int)]),
+            ("counts", &[("interval_seconds", Int)]),
+            ("cameras", &[("id", Text), ("url", Text), ("regions", Text), ("replay", Text), ("loop", Bool), ("max_regions", Int), ("max_frame_pixels", Int), ("publish_frames", Bool)]),
             ("cameras.motion", &[("min_area_fraction", Float), ("warmup_frames", Int), ("analysis_width", Int), ("learning_rate", Float)]),
+            ("cameras.tracking", &[("iou_gate", Float), ("confirm_hits", Int), ("max_misses", Int), ("classify_every", Int), ("edge_margin", Int)]),
+            ("cameras.lines", &[("id", Text), ("from", Text), ("to", Text)]),
         ]
     };
 
@@ -1582,14 +1642,18 @@ loop = true
             ("monitor", &[]),
             ("monitor.drift", &[]),
             ("samples", &[]),
+            ("counts", &[]),
             ("cameras", &[("id", "\"north\""), ("url", "\"clip.mp4\"")]),
             ("cameras.motion", &[]),
+            ("cameras.tracking", &[]),
+            ("cameras.lines", &[("id", "\"gantry\""), ("from", "[480, 0]"), ("to", "[480, 540]")]),
         ];
         let mut text = String::new();
         for (i, (section, keys)) in base.iter().enumerate() {
             match *section {
                 "" => {}
                 "cameras" => text.push_str("[[cameras]]\n"),
+                "cameras.lines" => text.push_str("[[cameras.lines]]\n"),
                 name => text.push_str(&format!("[{name}]\n")),
             }
             let mine: Vec<(&str, String)> = overrides.iter().filter(|(s, _, _)| *s == i).map(|(_, k, v)| (KEYS[i].1[*k].0, v.clone())).collect();

@@ -679,6 +679,12 @@ fn check(value: &Value, schema: &Value, at: &str) -> Result<(), String> {
                 return Err(format!("{at} has `{extra}`, which the schema does not document"));
             }
         }
+        // A map (e.g. class → count): every value against one schema.
+        if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+            for (key, v) in object {
+                check(v, values, &format!("{at}.{key}"))?;
+            }
+        }
     }
     if let Some(items) = value.as_array() {
         if schema.get("minItems").and_then(Value::as_u64).is_some_and(|m| (items.len() as u64) < m)
