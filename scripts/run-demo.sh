@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the agent on its built-in demo config (bundled model, bundled
 # clip looping in real time, broker on 127.0.0.1:1883), with a watcher that
-# prints each prediction. Starts a private Mosquitto if nothing listens on
+# prints each vehicle and each counts interval. Starts a private Mosquitto if nothing listens on
 # 1883, and stops what it started on exit (Ctrl-C).
 set -euo pipefail
 set -m  # children get their own process groups: Ctrl-C reaches only this script, which stops them in order
@@ -30,7 +30,7 @@ fi
 
 "$bin" watch --url mqtt://127.0.0.1:1883 --device demo &
 pids+=($!)
-echo "running the agent on media/road.mp4; predictions print below. Ctrl-C to stop." >&2
+echo "running the agent on media/road.mp4 (looping): each vehicle prints once as it leaves, and the counts every 10 s. Ctrl-C to stop." >&2
 "$bin" run &
 agent=$!
 wait "$agent" || true
