@@ -1,13 +1,17 @@
 //! Track ids unique on a device across restarts: a counter kept in the
-//! state folder, reserved a block at a time so that a vehicle costs no
-//! disk write. A crash skips the rest of a block, never reuses an id.
+//! state folder, reserved a block at a time. The first block is reserved
+//! when the agent starts; the next is written by a short-lived thread of its
+//! own while half the current one is left, so the frame path never touches
+//! the disk. A crash skips the rest of a block, never reuses an id.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::util::fs::{write_atomically, FileError};
 
 /// Ids reserved per write of the counter file.
-const BLOCK: u64 = 1000;
+const BLOCK: u64 = 10_000;
 /// The counter file is one decimal number.
 const MAX_FILE_BYTES: u64 = 64;
 
@@ -22,12 +26,15 @@ pub enum TrackIdError {
 pub struct TrackIds {
     path: PathBuf,
     next: u64,
-    /// Ids below this are reserved on disk.
-    reserved_to: u64,
+    /// Ids below this are reserved on disk; raised by the writer thread.
+    reserved_to: Arc<AtomicU64>,
+    /// The next reservation, being written.
+    writer: Option<std::thread::JoinHandle<Result<(), TrackIdError>>>,
 }
 
 impl TrackIds {
-    /// Opens (or starts) the counter at `path` and reserves the first block.
+    /// Opens (or starts) the counter at `path` and reserves the first block
+    /// (on the caller's thread: the agent's start-up).
     pub fn open(path: &Path) -> Result<TrackIds, TrackIdError> {
         let next = match crate::util::fs::read_regular_file(path, MAX_FILE_BYTES) {
             Ok(bytes) => {
@@ -36,32 +43,64 @@ impl TrackIds {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
             Err(e) => return Err(TrackIdError::File(FileError::new("read", path, e))),
-        };
-        let mut ids = TrackIds { path: path.to_path_buf(), next: next.max(1), reserved_to: next.max(1) };
-        ids.reserve()?;
-        Ok(ids)
+        }
+        .max(1);
+        let to = next.saturating_add(BLOCK);
+        reserve(path, to)?;
+        Ok(TrackIds { path: path.to_path_buf(), next, reserved_to: Arc::new(AtomicU64::new(to)), writer: None })
     }
 
-    fn reserve(&mut self) -> Result<(), TrackIdError> {
-        let to = self.next.saturating_add(BLOCK);
-        write_atomically(&self.path, format!("{to}\n").as_bytes()).map_err(TrackIdError::File)?;
-        self.reserved_to = to;
-        Ok(())
-    }
-
-    /// The next id. When the reservation cannot be written, the id is
-    /// still unique within this run; the error says why the next run may
-    /// repeat it.
+    /// The next id, and the error of a reservation that could not be
+    /// written (the id is still unique within this run; after a restart
+    /// ids from the last reserved block on could repeat).
     pub fn next(&mut self) -> (u64, Option<TrackIdError>) {
-        let error = if self.next >= self.reserved_to { self.reserve().err() } else { None };
+        let mut error = None;
+        if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
+            if let Some(Ok(Err(e))) = self.writer.take().map(std::thread::JoinHandle::join) {
+                error = Some(e);
+            }
+        }
+        let reserved_to = self.reserved_to.load(Ordering::Acquire);
+        if self.writer.is_none() && self.next.saturating_add(BLOCK / 2) >= reserved_to {
+            let (path, shared) = (self.path.clone(), self.reserved_to.clone());
+            let to = reserved_to.max(self.next).saturating_add(BLOCK);
+            let spawned = std::thread::Builder::new().name("track-ids".into()).spawn(move || {
+                reserve(&path, to)?;
+                shared.fetch_max(to, Ordering::AcqRel);
+                Ok(())
+            });
+            match spawned {
+                Ok(handle) => self.writer = Some(handle),
+                Err(e) => error = Some(TrackIdError::File(FileError::new("start a thread to write", &self.path, e))),
+            }
+        }
+        if self.next >= self.reserved_to.load(Ordering::Acquire) {
+            // Ids outran the writer (thousands in one write's time: never on a
+            // road): wait for it rather than hand out an id not on disk.
+            self.settle();
+            if self.next >= self.reserved_to.load(Ordering::Acquire) {
+                let to = self.next.saturating_add(BLOCK);
+                match reserve(&self.path, to) {
+                    Ok(()) => self.reserved_to.store(to, Ordering::Release),
+                    Err(e) => error = Some(e),
+                }
+            }
+        }
         let id = self.next;
         self.next = self.next.saturating_add(1);
-        if error.is_some() {
-            // Try again on the next id rather than for every one.
-            self.reserved_to = self.next;
-        }
         (id, error)
     }
+
+    /// Waits for a reservation being written (tests; shutdown need not).
+    pub fn settle(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn reserve(path: &Path, to: u64) -> Result<(), TrackIdError> {
+    write_atomically(path, format!("{to}\n").as_bytes()).map_err(TrackIdError::File)
 }
 
 #[cfg(test)]
@@ -73,8 +112,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("track_ids");
         let mut first = TrackIds::open(&path).unwrap();
-        let a: Vec<u64> = (0..1500).map(|_| first.next().0).collect();
+        // Past two blocks: the later reservations are written off this thread.
+        let a: Vec<u64> = (0..25_000).map(|_| first.next().0).collect();
         assert!(a.windows(2).all(|w| w[1] == w[0] + 1) && a[0] == 1);
+        first.settle();
         drop(first);
         // A restart (or a crash mid-block) starts above everything handed out.
         let mut second = TrackIds::open(&path).unwrap();
