@@ -41,9 +41,12 @@ ort: $(ORT_LIB)
 $(ORT_LIB):
 	scripts/fetch-onnxruntime.sh $(ORT_LIB)
 
-## make clip: regenerate media/road.mp4 and its truth file from the photos in media/sources.
+## make clip: regenerate media/road.mp4, media/highway.mp4 and their truth files from the photos
+## in media/sources, then check the motion region finder sees the highway's vehicles as the truth says.
 clip: deps
 	$(CARGO) run --release --example make_road_clip
+	$(CARGO) run --release --example make_highway_clip
+	$(CARGO) run --release --example check_highway_clip
 
 ## make deb: target/debian/cctv-agent_<version>_{amd64,arm64}.deb
 deb: build cross-aarch64
