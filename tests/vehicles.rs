@@ -209,6 +209,83 @@ fn assert_intervals_apart(counts: &[Value]) {
     }
 }
 
+/// `media/highway.truth.json`: four lanes both ways, a close pair, a vehicle
+/// that stops in view, vehicles side by side.
+fn highway_truth() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo("media/highway.truth.json")).unwrap()).unwrap()
+}
+
+/// The highway's lanes, line and calibration, as the truth gives them.
+fn highway_scene(truth: &Value) -> String {
+    let mut scene = String::from("[cameras.tracking]\n");
+    for lane in truth["lanes"].as_array().unwrap() {
+        scene += &format!("[[cameras.lanes]]\nid = {}\npolygon = {}\n", lane["id"], lane["polygon"]);
+    }
+    for line in truth["lines"].as_array().unwrap() {
+        scene += &format!("[[cameras.lines]]\nid = {}\nfrom = {}\nto = {}\n", line["id"], line["from"], line["to"]);
+    }
+    let c = &truth["calibration"];
+    scene += &format!("[cameras.calibration]\nimage = {}\nground = {}\n", c["image"], c["ground"]);
+    scene
+}
+
+#[test]
+fn on_a_four_lane_road_each_vehicle_is_one_message_through_stops_close_pairs_and_passing_traffic() {
+    let truth = highway_truth();
+    let clip = repo("media/highway.mp4");
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    let mut agent = Agent::start(&agent_config(&broker, &tracked_camera(&clip, "asap", &highway_scene(&truth), "max_regions = 16")));
+    let expected = truth["vehicles"].as_array().unwrap();
+    sub.wait_until(Duration::from_secs(120), "a vehicle message per vehicle", |all| all.iter().filter(|m| m.topic.contains("/vehicles/")).count() >= expected.len());
+    // Anything extra (a vehicle reported twice) would come within the silence that ends the clip's tracks.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.terminate().success(), "{}", agent.log());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let fps = truth["fps"].as_f64().unwrap();
+    let metres_per_pixel = 1.0 / 32.0;
+    let vehicles = payloads(&sub, "vehicles");
+    let mut matched = BTreeMap::new();
+    for v in &vehicles {
+        assert_matches_schema(v, "vehicle.json");
+        let crossing = &v["crossings"].as_array().unwrap().first().unwrap_or_else(|| panic!("crossed no line: {v}"))["frame"];
+        let frame = crossing.as_u64().unwrap();
+        // Its truth: the vehicle of its lane that crossed nearest that frame.
+        let t = expected
+            .iter()
+            .filter(|t| t["lane"] == v["lane"])
+            .min_by_key(|t| t["crossings"][0]["frame"].as_u64().unwrap().abs_diff(frame))
+            .unwrap_or_else(|| panic!("no vehicle drove in lane {}: {v}", v["lane"]));
+        let id = t["id"].as_u64().unwrap();
+        let full: Vec<[i64; 4]> = t["frames"].as_array().unwrap().iter().filter(|f| f["fully_visible"] == true).map(|f| bbox(&f["bbox"])).collect();
+        let full_frames: Vec<u64> = t["frames"].as_array().unwrap().iter().filter(|f| f["fully_visible"] == true).map(|f| f["frame"].as_u64().unwrap()).collect();
+        let (a, b) = (full[0], full[full.len() - 1]);
+        let metres = (((b[0] + b[2] / 2) - (a[0] + a[2] / 2)) as f64).hypot(((b[1] + b[3]) - (a[1] + a[3])) as f64) * metres_per_pixel;
+        let truth_speed = metres / ((full_frames[full_frames.len() - 1] - full_frames[0]) as f64 / fps) * 3.6;
+        let truth_frame = t["crossings"][0]["frame"].as_u64().unwrap();
+        println!(
+            "vehicle {id} ({} {} {}): track {} {} crossed {} at {frame} (truth {truth_frame}), {} km/h (truth over its uncut views {truth_speed:.1}), {} frames, votes {}",
+            t["class"], t["lane"], t["direction"], v["track"], v["class"], v["crossings"][0]["direction"], v["speed_kmh"], v["frames"], v["votes"]
+        );
+        assert!(matched.insert(id, v["track"].clone()).is_none(), "vehicle {id} reported twice: {vehicles:#?}");
+        assert!(frame.abs_diff(truth_frame) <= 3, "vehicle {id} crossed at {frame}, truth {truth_frame}");
+        assert_eq!(v["crossings"][0]["direction"], t["direction"], "vehicle {id}");
+        assert_eq!(v["class"], t["class"], "vehicle {id}");
+        let speed = v["speed_kmh"].as_f64().unwrap();
+        assert!((speed - truth_speed).abs() <= 0.1 * truth_speed, "vehicle {id}: {speed} km/h, truth {truth_speed:.1}");
+    }
+    assert_eq!(matched.len(), expected.len(), "every vehicle reported: {matched:?}");
+    assert_eq!(vehicles.len(), expected.len(), "and nothing else");
+    for source in expected.iter().map(|t| t["source"].as_str().unwrap()).collect::<BTreeSet<_>>() {
+        let class = expected.iter().find(|t| t["source"] == source).unwrap()["class"].as_str().unwrap().to_string();
+        assert_eq!(class_of_image(&repo("media/sources").join(source)), class, "the truth's class is the photograph's");
+    }
+    let counts = payloads(&sub, "counts");
+    assert_eq!(summed_counts(&counts), tallied_vehicles(&vehicles), "the counts are the vehicle messages, each once");
+    assert_intervals_apart(&counts);
+}
+
 #[test]
 fn a_restart_mid_clip_reuses_no_track_id_and_counts_no_interval_twice() {
     let broker = Mosquitto::start();
