@@ -11,4 +11,5 @@
 
 pub mod geometry;
 pub mod kalman;
+pub mod metrics;
 pub mod tracker;
