@@ -660,6 +660,29 @@ mod tests {
     }
 
     #[test]
+    fn a_car_hidden_behind_a_truck_does_not_stop_the_truck() {
+        // A car overtakes in the far lane; while it is wholly behind the
+        // truck in the image (frames 19–28) the only region is the truck's,
+        // which covers most of both boxes but is the truck: not a merge.
+        let mut rng = fastrand::Rng::with_seed(10);
+        let frames: Vec<Frame> = (0..50)
+            .map(|f| {
+                let truck = BBox::new(100.0 + 6.0 * f as f32, 200.0, 250.0, 130.0);
+                let car = BBox::new(-200.0 + 22.0 * f as f32, 180.0, 100.0, 80.0);
+                let hidden = car.x >= truck.x && car.right() <= truck.right();
+                let truth = if hidden { vec![(1, truck)] } else { vec![(1, truck), (2, car)] };
+                Frame::seen(t(f), truth, &mut rng)
+            })
+            .collect();
+        let outcome = track("hidden behind", &frames, |f, step, _| {
+            if (19..29).contains(&f) {
+                assert!(step.assigned[0].is_some_and(|a| a.confirmed), "frame {f}: {:?}", step.assigned);
+            }
+        });
+        assert_one_key_per_vehicle(&outcome, 2);
+    }
+
+    #[test]
     fn dropped_frames_keep_the_keys() {
         // Every seventh processed frame comes three intervals after the last.
         let mut rng = fastrand::Rng::with_seed(8);
