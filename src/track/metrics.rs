@@ -163,6 +163,7 @@ mod tests {
         mot.add_frame(&[(1, a)], &[(10, a), (40, far)]);
         // 10 still overlaps 1 enough: kept, though 50 fits better (50 is a false positive).
         mot.add_frame(&[(1, a)], &[(50, a), (10, square(20.0))]);
+        mot.add_frame(&[(1, a)], &[(10, a)]);
         // 10 is gone: 1 is now 50, a second switch.
         mot.add_frame(&[(1, a)], &[(50, a)]);
 
@@ -170,8 +171,8 @@ mod tests {
         assert_eq!(
             figures,
             MotFigures {
-                truth_boxes: 9,
-                matches: 8,
+                truth_boxes: 10,
+                matches: 9,
                 misses: 1,
                 false_positives: 2,
                 id_switches: 2,
@@ -180,7 +181,7 @@ mod tests {
         );
         assert_eq!(
             mot.to_string(),
-            "MOTA 0.44, ID switches 2, fragments 1, misses 1, false positives 2 over 9 truth boxes"
+            "MOTA 0.50, ID switches 2, fragments 1, misses 1, false positives 2 over 10 truth boxes"
         );
         let keys: Vec<(TruthId, Vec<TrackKey>)> =
             mot.keys_per_truth().iter().map(|(id, keys)| (*id, keys.iter().copied().collect())).collect();
