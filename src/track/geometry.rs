@@ -52,3 +52,27 @@ impl BBox {
         }
     }
 }
+
+// The tracker's box tests.
+impl BBox {
+    /// Finite, with area: a region the tracker can use.
+    pub fn is_usable(&self) -> bool {
+        [self.x, self.y, self.w, self.h].iter().all(|v| v.is_finite()) && self.w > 0.0 && self.h > 0.0
+    }
+
+    /// The smallest box holding both.
+    pub fn union(&self, other: &BBox) -> BBox {
+        let (x, y) = (self.x.min(other.x), self.y.min(other.y));
+        BBox::new(x, y, self.right().max(other.right()) - x, self.bottom().max(other.bottom()) - y)
+    }
+
+    /// The share of this box's area that lies inside `other`, 0 without area.
+    pub fn fraction_inside(&self, other: &BBox) -> f32 {
+        let area = self.area();
+        if area <= 0.0 {
+            0.0
+        } else {
+            self.intersection(other) / area
+        }
+    }
+}

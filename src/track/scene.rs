@@ -191,7 +191,7 @@ impl Scene {
                 record.best = Some((quality, region, frame.frame_index));
             }
             // Cut views are classified only while the track has no vote at all.
-            let due = record.since_classified >= self.config.classify_every;
+            let due = record.since_classified.saturating_add(1) >= self.config.classify_every;
             let classify = due && (!cut || (record.vote.is_empty() && record.cut_vote.is_empty()));
             record.since_classified = if classify { 0 } else { record.since_classified.saturating_add(1) };
             plans.push(Some(Plan { track: a.key, classify, best_view }));
