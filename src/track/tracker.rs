@@ -360,17 +360,26 @@ mod tests {
         regions: Vec<BBox>,
     }
 
-    impl Frame {
-        /// Each visible vehicle's region is its box, jittered by up to 2 px.
-        fn seen(t: f64, truth: Vec<(TruthId, BBox)>, rng: &mut fastrand::Rng) -> Frame {
-            let regions = truth.iter().map(|(_, b)| jitter(b, rng)).collect();
-            Frame { t, truth, regions }
-        }
-    }
-
-    fn jitter(b: &BBox, rng: &mut fastrand::Rng) -> BBox {
-        let mut shake = || rng.f32() * 4.0 - 2.0;
-        BBox::new(b.x + shake(), b.y + shake(), b.w + shake(), b.h + shake())
+    /// The frames at these indices (25 fps), each visible vehicle's region
+    /// its box jittered by up to 2 px.
+    fn scene(
+        seed: u64,
+        frames: impl IntoIterator<Item = usize>,
+        truth_at: impl Fn(usize) -> Vec<(TruthId, BBox)>,
+    ) -> Vec<Frame> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut shake = move || rng.f32() * 4.0 - 2.0;
+        frames
+            .into_iter()
+            .map(|f| {
+                let truth = truth_at(f);
+                let regions = truth
+                    .iter()
+                    .map(|(_, b)| BBox::new(b.x + shake(), b.y + shake(), b.w + shake(), b.h + shake()))
+                    .collect();
+                Frame { t: t(f), truth, regions }
+            })
+            .collect()
     }
 
     /// What the tracker made of a scene.
@@ -481,19 +490,16 @@ mod tests {
     fn a_hidden_vehicle_keeps_its_key_even_when_fast() {
         // 1: 100 px wide at 15 px/frame, hidden 10 frames; 2: slower, in the
         // next lane, hidden max_misses frames.
-        let mut rng = fastrand::Rng::with_seed(1);
-        let frames: Vec<Frame> = (0..60)
-            .map(|f| {
-                let mut truth = Vec::new();
-                if !(25..35).contains(&f) {
-                    truth.push((1, BBox::new(15.0 * f as f32, 100.0, 100.0, 60.0)));
-                }
-                if !(30..42).contains(&f) {
-                    truth.push((2, BBox::new(900.0 - 6.0 * f as f32, 250.0, 120.0, 70.0)));
-                }
-                Frame::seen(t(f), truth, &mut rng)
-            })
-            .collect();
+        let frames = scene(1, 0..60, |f| {
+            let mut truth = Vec::new();
+            if !(25..35).contains(&f) {
+                truth.push((1, BBox::new(15.0 * f as f32, 100.0, 100.0, 60.0)));
+            }
+            if !(30..42).contains(&f) {
+                truth.push((2, BBox::new(900.0 - 6.0 * f as f32, 250.0, 120.0, 70.0)));
+            }
+            truth
+        });
         let outcome = track("occlusion", &frames, |_, _, _| {});
         assert_one_key_per_vehicle(&outcome, 2);
         assert_eq!(outcome.keys.len(), 2, "keys {:?}", outcome.keys);
@@ -515,17 +521,10 @@ mod tests {
     #[test]
     fn a_vehicle_that_stops_in_traffic_keeps_its_key() {
         // Two vehicles 30 px apart, stopping and going together.
-        let mut rng = fastrand::Rng::with_seed(2);
-        let frames: Vec<Frame> = (0..200)
-            .map(|f| {
-                let front = 200.0 + stop_and_go(f);
-                let truth = vec![
-                    (1, BBox::new(front, 300.0, 150.0, 80.0)),
-                    (2, BBox::new(front - 180.0, 300.0, 150.0, 80.0)),
-                ];
-                Frame::seen(t(f), truth, &mut rng)
-            })
-            .collect();
+        let frames = scene(2, 0..200, |f| {
+            let front = 200.0 + stop_and_go(f);
+            vec![(1, BBox::new(front, 300.0, 150.0, 80.0)), (2, BBox::new(front - 180.0, 300.0, 150.0, 80.0))]
+        });
         let outcome = track("stop and go", &frames, |_, _, _| {});
         assert_one_key_per_vehicle(&outcome, 2);
         assert_eq!(outcome.mot.figures().fragmentations, 0);
@@ -535,22 +534,18 @@ mod tests {
     fn a_vehicle_lost_while_stopping_is_found_again() {
         // Lane 1's region vanishes for max_misses frames while it stands;
         // lane 2's while it brakes (moving ~4 px/frame), and it stops unseen.
-        let mut rng = fastrand::Rng::with_seed(3);
         let lane_1_lost = 70..82;
         let lane_2_lost = 45..57;
-        let frames: Vec<Frame> = (0..200)
-            .map(|f| {
-                let mut truth = Vec::new();
-                if !lane_1_lost.contains(&f) {
-                    truth.push((1, BBox::new(100.0 + stop_and_go(f), 100.0, 120.0, 70.0)));
-                }
-                if !lane_2_lost.contains(&f) {
-                    truth.push((2, BBox::new(100.0 + stop_and_go(f), 300.0, 120.0, 70.0)));
-                }
-                Frame::seen(t(f), truth, &mut rng)
-            })
-            .collect();
-
+        let frames = scene(3, 0..200, |f| {
+            let mut truth = Vec::new();
+            if !lane_1_lost.contains(&f) {
+                truth.push((1, BBox::new(100.0 + stop_and_go(f), 100.0, 120.0, 70.0)));
+            }
+            if !lane_2_lost.contains(&f) {
+                truth.push((2, BBox::new(100.0 + stop_and_go(f), 300.0, 120.0, 70.0)));
+            }
+            truth
+        });
         let mut lane_2_speeds = Vec::new();
         let outcome = track("stopped and lost", &frames, |f, _, tracker| {
             if lane_2_lost.contains(&f) {
@@ -572,9 +567,7 @@ mod tests {
 
     #[test]
     fn two_vehicles_close_behind_each_other_stay_two() {
-        let mut rng = fastrand::Rng::with_seed(4);
-        let frames: Vec<Frame> = (0..100).map(|f| Frame::seen(t(f), close_behind(f), &mut rng)).collect();
-        let outcome = track("close behind", &frames, |_, _, _| {});
+        let outcome = track("close behind", &scene(4, 0..100, close_behind), |_, _, _| {});
         assert_one_key_per_vehicle(&outcome, 2);
         assert_eq!(outcome.keys.len(), 2);
     }
@@ -588,29 +581,21 @@ mod tests {
 
     #[test]
     fn vehicles_passing_in_adjacent_lanes_do_not_swap() {
-        let mut rng = fastrand::Rng::with_seed(5);
-        let frames: Vec<Frame> = (0..75).map(|f| Frame::seen(t(f), passing(f), &mut rng)).collect();
-        let outcome = track("passing", &frames, |_, _, _| {});
+        let outcome = track("passing", &scene(5, 0..75, passing), |_, _, _| {});
         assert_one_key_per_vehicle(&outcome, 2);
     }
 
     #[test]
     fn a_split_region_is_no_new_vehicle() {
         // Front and back halves for frames 20–21 and 50.
-        let mut rng = fastrand::Rng::with_seed(6);
         let split_frames = [20, 21, 50];
-        let frames: Vec<Frame> = (0..80)
-            .map(|f| {
-                let car = BBox::new(10.0 * f as f32, 200.0, 150.0, 80.0);
-                let mut frame = Frame::seen(t(f), vec![(1, car)], &mut rng);
-                if split_frames.contains(&f) {
-                    let back = BBox::new(car.x, car.y, 70.0, car.h);
-                    let front = BBox::new(car.x + 80.0, car.y + 5.0, 70.0, car.h - 5.0);
-                    frame.regions = vec![back, front];
-                }
-                frame
-            })
-            .collect();
+        let mut frames = scene(6, 0..80, |f| vec![(1, BBox::new(10.0 * f as f32, 200.0, 150.0, 80.0))]);
+        for f in split_frames {
+            let car = frames[f].truth[0].1;
+            let back = BBox::new(car.x, car.y, 70.0, car.h);
+            let front = BBox::new(car.x + 80.0, car.y + 5.0, 70.0, car.h - 5.0);
+            frames[f].regions = vec![back, front];
+        }
         let outcome = track("split", &frames, |_, _, _| {});
         assert_one_key_per_vehicle(&outcome, 1);
         assert_eq!(outcome.keys, BTreeSet::from([1]), "a piece started a track");
@@ -625,22 +610,13 @@ mod tests {
 
     /// Runs a scene whose regions merge into their union on `merged`
     /// frames, and checks neither vehicle's box jumped to the union then.
-    fn assert_merge_updates_neither(
-        name: &str,
-        truth_at: impl Fn(usize) -> Vec<(TruthId, BBox)>,
-        merged: &[usize],
-    ) {
-        let mut rng = fastrand::Rng::with_seed(7);
-        let frames: Vec<Frame> = (0..80)
-            .map(|f| {
-                let mut frame = Frame::seen(t(f), truth_at(f), &mut rng);
-                if merged.contains(&f) {
-                    let union = frame.regions.iter().skip(1).fold(frame.regions[0], |u, r| u.union(r));
-                    frame.regions = vec![union];
-                }
-                frame
-            })
-            .collect();
+    fn assert_merge_updates_neither(name: &str, truth_at: fn(usize) -> Vec<(TruthId, BBox)>, merged: &[usize]) {
+        let mut frames = scene(7, 0..80, truth_at);
+        for &f in merged {
+            let regions = &frames[f].regions;
+            let union = regions.iter().fold(regions[0], |union, region| union.union(region));
+            frames[f].regions = vec![union];
+        }
         let outcome = track(name, &frames, |f, step, tracker| {
             if merged.contains(&f) {
                 assert_eq!(step.assigned, vec![None], "frame {f}");
@@ -664,16 +640,16 @@ mod tests {
         // A car overtakes in the far lane; while it is wholly behind the
         // truck in the image (frames 19–28) the only region is the truck's,
         // which covers most of both boxes but is the truck: not a merge.
-        let mut rng = fastrand::Rng::with_seed(10);
-        let frames: Vec<Frame> = (0..50)
-            .map(|f| {
-                let truck = BBox::new(100.0 + 6.0 * f as f32, 200.0, 250.0, 130.0);
-                let car = BBox::new(-200.0 + 22.0 * f as f32, 180.0, 100.0, 80.0);
-                let hidden = car.x >= truck.x && car.right() <= truck.right();
-                let truth = if hidden { vec![(1, truck)] } else { vec![(1, truck), (2, car)] };
-                Frame::seen(t(f), truth, &mut rng)
-            })
-            .collect();
+        let frames = scene(10, 0..50, |f| {
+            let truck = BBox::new(100.0 + 6.0 * f as f32, 200.0, 250.0, 130.0);
+            let car = BBox::new(-200.0 + 22.0 * f as f32, 180.0, 100.0, 80.0);
+            let hidden = car.x >= truck.x && car.right() <= truck.right();
+            if hidden {
+                vec![(1, truck)]
+            } else {
+                vec![(1, truck), (2, car)]
+            }
+        });
         let outcome = track("hidden behind", &frames, |f, step, _| {
             if (19..29).contains(&f) {
                 assert!(step.assigned[0].is_some_and(|a| a.confirmed), "frame {f}: {:?}", step.assigned);
@@ -685,19 +661,14 @@ mod tests {
     #[test]
     fn dropped_frames_keep_the_keys() {
         // Every seventh processed frame comes three intervals after the last.
-        let mut rng = fastrand::Rng::with_seed(8);
-        let mut frame_index = 0;
-        let frames: Vec<Frame> = (0..50)
-            .map(|step| {
-                frame_index += if step % 7 == 6 { 3 } else { 1 };
-                let f = frame_index as f32;
-                let truth = vec![
-                    (1, BBox::new(15.0 * f, 100.0, 100.0, 60.0)),
-                    (2, BBox::new(1000.0 - 5.0 * f, 250.0, 130.0, 80.0)),
-                ];
-                Frame::seen(t(frame_index), truth, &mut rng)
-            })
-            .collect();
+        let processed = (0..50usize).scan(0, |frame, step| {
+            *frame += if step % 7 == 6 { 3 } else { 1 };
+            Some(*frame)
+        });
+        let frames = scene(8, processed, |f| {
+            let x = f as f32;
+            vec![(1, BBox::new(15.0 * x, 100.0, 100.0, 60.0)), (2, BBox::new(1000.0 - 5.0 * x, 250.0, 130.0, 80.0))]
+        });
         let outcome = track("dropped frames", &frames, |_, _, _| {});
         assert_one_key_per_vehicle(&outcome, 2);
         assert_eq!(outcome.keys.len(), 2);
@@ -706,17 +677,10 @@ mod tests {
     #[test]
     fn flickering_noise_is_never_confirmed() {
         // A still box in one frame of three, beside a passing car.
-        let mut rng = fastrand::Rng::with_seed(9);
-        let frames: Vec<Frame> = (0..90)
-            .map(|f| {
-                let car = BBox::new(8.0 * f as f32, 100.0, 120.0, 70.0);
-                let mut frame = Frame::seen(t(f), vec![(1, car)], &mut rng);
-                if f % 3 == 0 {
-                    frame.regions.push(jitter(&BBox::new(400.0, 400.0, 60.0, 40.0), &mut rng));
-                }
-                frame
-            })
-            .collect();
+        let mut frames = scene(9, 0..90, |f| vec![(1, BBox::new(8.0 * f as f32, 100.0, 120.0, 70.0))]);
+        for frame in frames.iter_mut().step_by(3) {
+            frame.regions.push(BBox::new(400.0, 400.0, 60.0, 40.0));
+        }
         let outcome = track("flicker", &frames, |_, _, _| {});
         assert_one_key_per_vehicle(&outcome, 1);
         assert_eq!(outcome.mot.figures().false_positives, 0);
