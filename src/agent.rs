@@ -171,15 +171,24 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     if let Some((_, sender)) = &monitor {
         worker = worker.with_tap(Box::new(sender.digest_tap()));
     }
-    if let Some(tap) = sample_tap {
-        worker = worker.with_tap(Box::new(tap));
+    if let Some(tap) = &sample_tap {
+        worker = worker.with_tap(Box::new(tap.clone()));
     }
     if config.cameras.iter().any(|c| c.tracking.is_some()) {
         let ids = TrackIds::open(&config.state_dir.join("track_ids"))?;
         let interval = Duration::from_secs(config.counts.interval_seconds);
-        let stage = VehicleStage::new(&context.device_id, &context.topics, &config.cameras, interval, ids);
+        let mut stage = VehicleStage::new(&context.device_id, &context.topics, &config.cameras, interval, ids);
+        if let Some((_, sender)) = &monitor {
+            stage = stage.with_tap(Box::new(sender.vehicle_tap()));
+        }
+        // The frame tap's clone: one hourly sample budget for frames and vehicles.
+        if let Some(tap) = &sample_tap {
+            stage = stage.with_tap(Box::new(tap.clone()));
+        }
         worker = worker.with_vehicles(stage);
     }
+    // The sampler thread ends once its taps (and the monitor) are gone.
+    drop(sample_tap);
     let (inference_done, mut inference_result) = oneshot::channel();
     std::thread::Builder::new()
         .name("inference".into())

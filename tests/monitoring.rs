@@ -58,18 +58,28 @@ fn samples(sub: &Subscriber) -> BTreeMap<String, (Value, Vec<u8>)> {
     whole
 }
 
-/// Frame `index` of the bundled clip, scaled to `width`×`height`, as RGB.
-fn clip_frame_rgb(index: u64, width: i32, height: i32) -> Vec<u8> {
+/// Frame `index` of the bundled clip (BGR).
+fn clip_frame(index: u64) -> Mat {
     let mut capture = videoio::VideoCapture::from_file(road_clip().to_str().unwrap(), videoio::CAP_ANY).unwrap();
     let mut frame = Mat::default();
     for _ in 0..=index {
         assert!(capture.read(&mut frame).unwrap(), "clip has frame {index}");
     }
+    frame
+}
+
+/// A BGR image scaled to `width`×`height`, as RGB.
+fn scaled_rgb(image: &Mat, width: i32, height: i32) -> Vec<u8> {
     let mut scaled = Mat::default();
-    imgproc::resize(&frame, &mut scaled, Size::new(width, height), 0.0, 0.0, imgproc::INTER_AREA).unwrap();
+    imgproc::resize(image, &mut scaled, Size::new(width, height), 0.0, 0.0, imgproc::INTER_AREA).unwrap();
     let mut rgb = Mat::default();
     imgproc::cvt_color_def(&scaled, &mut rgb, imgproc::COLOR_BGR2RGB).unwrap();
     rgb.data_bytes().unwrap().to_vec()
+}
+
+/// Frame `index` of the bundled clip, scaled to `width`×`height`, as RGB.
+fn clip_frame_rgb(index: u64, width: i32, height: i32) -> Vec<u8> {
+    scaled_rgb(&clip_frame(index), width, height)
 }
 
 fn send_feedback(port: u16, labels: &[(u64, &str)]) {
@@ -394,4 +404,135 @@ fn files_under_state_dir_are_owner_only_whatever_the_umask() {
         }
     }
     assert!(seen.iter().any(|p| p.ends_with("outbox.redb")) && seen.iter().any(|p| p.extension().is_some_and(|e| e == "jpg")), "{seen:?}");
+}
+
+/// The bundled clip as a tracked camera: two lanes and a counting line.
+/// `extra` is more of the camera's keys (before its sub-tables).
+fn tracked_camera(id: &str, extra: &str) -> String {
+    format!(
+        r#"[[cameras]]
+id = "{id}"
+url = "{url}"
+regions = "motion"
+replay = "asap"
+{extra}
+[cameras.tracking]
+[[cameras.lanes]]
+id = "east"
+polygon = [[0, 38], [640, 38], [640, 203], [0, 203]]
+[[cameras.lanes]]
+id = "west"
+polygon = [[0, 203], [640, 203], [640, 368], [0, 368]]
+[[cameras.lines]]
+id = "middle"
+from = [320, 30]
+to = [320, 376]
+"#,
+        url = road_clip().display()
+    )
+}
+
+/// `bbox` of frame `index` of the bundled clip, scaled to `width`×`height`, as RGB.
+fn clip_crop_rgb(index: u64, bbox: [i64; 4], width: i32, height: i32) -> Vec<u8> {
+    let frame = clip_frame(index);
+    let region = Mat::roi(&frame, opencv::core::Rect::new(bbox[0] as i32, bbox[1] as i32, bbox[2] as i32, bbox[3] as i32)).unwrap();
+    scaled_rgb(&region.try_clone().unwrap(), width, height)
+}
+
+/// Issue #13: a loop detector or weigh-in-motion station labels vehicles,
+/// not frames. On a tracked camera each vehicle counts once in precision,
+/// its frames not at all, and the trainer gets one sample per vehicle.
+#[test]
+fn per_vehicle_feedback_counts_vehicles_not_frames_and_saves_the_mistaken_vehicles_best_view() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    // Frames are published too, so that the test can label one by seq (refused)
+    // and see that the per-frame sampler offers none of them.
+    let config = format!(
+        "{}\n[monitor]\nfeedback_window = 40\nmin_labelled = 4\nprecision_alert_below = 0.8\nprecision_clear_at = 0.9\n[samples]\nrandom_rate = 1.0\nmax_per_hour = 100000\n",
+        agent_config(&broker, &tracked_camera("road", "publish_frames = true"))
+    );
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("file finished", 1, Duration::from_secs(120));
+    // The last tracks end once the camera has been silent for 2 s.
+    std::thread::sleep(Duration::from_secs(4));
+    let vehicles: Vec<Value> = sub.on("/vehicles/road").into_iter().map(|m| m.payload).collect();
+    let tracks: Vec<(String, String)> = vehicles.iter().map(|v| (v["track"].as_str().unwrap().to_string(), v["class"].as_str().unwrap().to_string())).collect();
+    println!("vehicles: {tracks:?}");
+    assert!(tracks.len() >= 3, "the clip's vehicles were not tracked: {tracks:?}\n{}", agent.log());
+    let frames = sub.on("/predictions/road");
+    assert!(frames.len() > 5 * tracks.len(), "publish_frames = true: {} frame predictions", frames.len());
+
+    // One sample per vehicle (random_rate = 1), tied to its track; none per frame.
+    sub.wait_until(Duration::from_secs(20), "a sample per vehicle", |_| samples(&sub).len() >= tracks.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let saved = samples(&sub);
+    let sampled: BTreeSet<&str> = saved.values().filter_map(|(meta, _)| meta["track"].as_str()).collect();
+    let all_tracks: BTreeSet<&str> = tracks.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(saved.len(), tracks.len(), "a tracked camera's frames were sampled: {:?}", saved.keys().collect::<Vec<_>>());
+    assert_eq!(sampled, all_tracks);
+
+    // The sensor's labels: every vehicle, all but one agreeing; with them, a
+    // label for one of the camera's frames by seq, which must not count.
+    let (wrong_track, predicted) = tracks[1].clone();
+    let truth = other_class(&predicted);
+    let mut labels: Vec<Value> = tracks
+        .iter()
+        .map(|(track, class)| json!({"track": track, "class": if *track == wrong_track { truth } else { class.as_str() }, "source": "wim-1"}))
+        .collect();
+    let frame_seq = frames[frames.len() / 2].payload["seq"].as_u64().unwrap();
+    labels.insert(1, json!({"seq": frame_seq, "region": 0, "class": "car"}));
+    for label in &labels {
+        assert_matches_schema(label, "feedback.json");
+    }
+    publish(broker.port, FEEDBACK, &serde_json::to_vec(&labels).unwrap());
+    let n = tracks.len() as u64;
+    sub.wait_until(Duration::from_secs(10), "the vehicles' labels in telemetry", |_| latest_monitor(&sub)["feedback"]["labelled"].as_u64().is_some_and(|l| l >= n));
+    std::thread::sleep(Duration::from_millis(1500)); // a later figure would show the frame's label too
+    let feedback = latest_monitor(&sub)["feedback"].clone();
+    println!("feedback: {feedback}");
+    assert_eq!((feedback["labelled"].as_u64(), feedback["correct"].as_u64()), (Some(n), Some(n - 1)), "{feedback}");
+    assert!((feedback["precision"].as_f64().unwrap() - (n - 1) as f64 / n as f64).abs() < 1e-9, "{feedback}");
+    assert_eq!(feedback["confusion"][&predicted][truth], 1, "{feedback}");
+
+    // An unknown track is refused, naming it and saying what to send.
+    publish(broker.port, FEEDBACK, br#"{"track": "road-999999", "class": "car"}"#);
+    sub.wait_until(Duration::from_secs(10), "2 rejections", |_| sub.events("feedback_rejected").len() == 2);
+    let rejected = sub.events("feedback_rejected");
+    for event in &rejected {
+        assert_matches_schema(event, "event.json");
+    }
+    let reasons: Vec<&str> = rejected.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].contains(&format!("seq {frame_seq}")) && reasons[0].contains("tracks vehicles") && reasons[0].contains("\"track\""), "{reasons:?}");
+    assert!(reasons[1].contains("track `road-999999`") && reasons[1].contains("/vehicles/"), "{reasons:?}");
+    assert!(rejected[1]["prediction_seq"].is_null());
+    assert_eq!(latest_monitor(&sub)["feedback"]["labelled"], n);
+
+    // Precision below 0.8 with 4 labels: one alert, one retrain request whose mistake names the track.
+    sub.wait_until(Duration::from_secs(10), "the precision alert", |_| !alerts(&sub, "raised").is_empty());
+    let requests = retrain_requests(&sub);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_matches_schema(&requests[0], "retrain.json");
+    let mistakes = requests[0]["evidence"]["mistakes"].clone();
+    assert_eq!(mistakes, json!([{"track": wrong_track, "camera": "road", "predicted": predicted, "truth": truth, "source": "wim-1"}]), "{}", requests[0]);
+
+    // The vehicle marked wrong reaches the trainer: its best view, with its true class.
+    sub.wait_until(Duration::from_secs(20), "the mistaken vehicle's sample", |_| samples(&sub).values().any(|(meta, _)| meta["reason"] == "feedback_wrong"));
+    let marked: Vec<(Value, Vec<u8>)> = samples(&sub).into_values().filter(|(meta, _)| meta["reason"] == "feedback_wrong").collect();
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    let (meta, jpeg) = &marked[0];
+    let vehicle = vehicles.iter().find(|v| v["track"] == wrong_track.as_str()).unwrap();
+    assert_eq!((meta["track"].as_str(), meta["truth"].as_str(), meta["class"].as_str()), (Some(wrong_track.as_str()), Some(truth), Some(predicted.as_str())), "{meta}");
+    assert_eq!((&meta["bbox"], &meta["frame_index"], &meta["votes"]), (&vehicle["bbox"], &vehicle["best_frame"], &vehicle["votes"]), "{meta}");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(agent.state_dir().join("samples").join(format!("{}.json", meta["id"].as_str().unwrap()))).unwrap()).unwrap();
+    assert_eq!((on_disk["track"].as_str(), on_disk["truth"].as_str()), (Some(wrong_track.as_str()), Some(truth)));
+    let image = image::load_from_memory(jpeg).expect("a valid JPEG").to_rgb8();
+    let view = bbox(&vehicle["bbox"]);
+    let scale = (256.0 / view[2].max(view[3]) as f64).min(1.0);
+    let (width, height) = ((view[2] as f64 * scale).round() as u32, (view[3] as f64 * scale).round() as u32);
+    assert_eq!((image.width(), image.height()), (width, height));
+    let expected = clip_crop_rgb(vehicle["best_frame"].as_u64().unwrap(), view, width as i32, height as i32);
+    let difference: f64 = image.as_raw().iter().zip(&expected).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / expected.len() as f64;
+    assert!(difference < 8.0, "the sample differs from the vehicle's best view by {difference:.1} per channel");
+    assert!(agent.terminate().success(), "{}", agent.log());
 }

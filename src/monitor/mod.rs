@@ -1,6 +1,7 @@
 //! Monitoring: how well the model does on this road, told by the device.
 //!
-//! - [`feedback`]: true classes for earlier predictions → precision, recall.
+//! - [`feedback`]: true classes for earlier predictions and vehicles → precision, recall.
+//! - [`vehicles`]: recent vehicles of tracked cameras, by track, for that feedback.
 //! - [`drift`]: label-free signs per camera: class mix, confidence, input.
 //! - [`input_stats`]: brightness, contrast, sharpness of a frame.
 //! - [`alerts`]: hysteresis, so each crossing gives one alert and one clear.
@@ -8,9 +9,10 @@
 //!
 //! [`MonitorTask`] owns the books and the alerts. It hears of every
 //! classified frame from the inference thread (a digest, through a
-//! [`taps::DigestTap`]), of the `seq` each prediction got from the
-//! publisher's stored-message hook, of feedback through the route it
-//! registers, and of input statistics from the cameras ([`taps::InputTap`]).
+//! [`taps::DigestTap`]), of every tracked vehicle ([`taps::VehicleDigestTap`]),
+//! of the `seq` each prediction got from the publisher's stored-message
+//! hook, of feedback through the route it registers, and of input
+//! statistics from the cameras ([`taps::InputTap`]).
 //! It publishes alerts on `…/events` and retrain requests on
 //! `<root>/fleet/retrain/<model>`, both stored and numbered like predictions.
 
@@ -20,6 +22,7 @@ pub mod feedback;
 pub mod input_stats;
 pub mod samples;
 pub mod taps;
+pub mod vehicles;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -33,7 +36,7 @@ use crate::publish::{Inbound, Routes};
 use crate::infer::spec::Reference;
 use crate::infer::{ActiveModel, ModelIdentity};
 use crate::wire::events::{event_body, AlertState, Event};
-use crate::wire::retrain::{Evidence, Mistake, RetrainRequest};
+use crate::wire::retrain::{Evidence, Labelled, Mistake, RetrainRequest};
 use crate::wire::rfc3339;
 use crate::util::fs::file_safe;
 use crate::publish::Outgoing;
@@ -41,7 +44,7 @@ use crate::wire::Topics;
 use crate::util::shutdown::Shutdown;
 use alerts::{AlertBook, Rule, Transition};
 use drift::{Baseline, BaselineFile, BaselineSource, CameraDrift, DriftFigures, InputStats};
-use feedback::LabelBook;
+use feedback::{LabelBook, Subject};
 use samples::{SampleStats, SamplerInput};
 
 /// Inputs waiting for the monitor; more are dropped (counted in telemetry).
@@ -63,6 +66,18 @@ pub struct PredictionDigest {
     pub reference: Option<Arc<Reference>>,
     /// Per region: road class and top-1 model score.
     pub regions: Vec<(String, f32)>,
+    /// A tracked camera's frame: its drift counts, its labels do not (its vehicles' do).
+    pub tracked: bool,
+}
+
+/// What the monitor needs of a tracked camera's vehicle.
+#[derive(Debug)]
+pub struct VehicleDigest {
+    pub track: String,
+    pub camera: String,
+    pub model: Arc<ModelIdentity>,
+    /// Its consensus class.
+    pub class: String,
 }
 
 #[derive(Debug)]
@@ -71,6 +86,8 @@ pub enum MonitorInput {
     Digest(Box<PredictionDigest>),
     /// The prediction tagged `tag` (its `prediction_id`) was stored as `seq`.
     Stored { tag: u64, seq: u64 },
+    /// A tracked camera's vehicle, once its message was sent to the publisher.
+    Vehicle(Box<VehicleDigest>),
     Feedback(Vec<u8>),
     /// Feedback the broker sent because it is retained: it would be counted
     /// again at every connect, so it is refused (and counted as rejected).
@@ -178,6 +195,7 @@ impl MonitorTask {
         let mut books = Books {
             labels: LabelBook::new(
                 self.config.remember_predictions,
+                vehicles::REMEMBER_VEHICLES,
                 self.config.feedback_window,
                 Duration::from_secs(self.config.feedback_window_seconds),
                 self.classes.clone(),
@@ -212,6 +230,10 @@ impl MonitorTask {
                             let digest = books.pending.pop_front().expect("checked");
                             self.on_prediction(&mut books, seq, *digest).await;
                         }
+                    }
+                    Some(MonitorInput::Vehicle(vehicle)) => {
+                        let camera = Self::camera_id(&mut books, &vehicle.camera);
+                        books.labels.remember_vehicle(Arc::from(vehicle.track), camera, vehicle.model, &vehicle.class);
                     }
                     Some(MonitorInput::Feedback(payload)) => {
                         self.on_feedback(&mut books, &payload).await;
@@ -271,8 +293,13 @@ impl MonitorTask {
             });
         }
         let classes: Vec<String> = digest.regions.into_iter().map(|(class, _)| class).collect();
-        let camera = books.camera_ids.entry(digest.camera.clone()).or_insert_with(|| Arc::from(digest.camera.as_str())).clone();
-        books.labels.remember(seq, digest.prediction_id, camera, model, &classes);
+        let camera = Self::camera_id(books, &digest.camera);
+        books.labels.remember(seq, digest.prediction_id, camera, model, &classes, digest.tracked);
+    }
+
+    /// One shared copy per camera id, for everything the books remember.
+    fn camera_id(books: &mut Books, camera: &str) -> Arc<str> {
+        books.camera_ids.entry(camera.to_string()).or_insert_with(|| Arc::from(camera)).clone()
     }
 
     /// Distinct for distinct ids (`file_safe` is injective).
@@ -305,22 +332,22 @@ impl MonitorTask {
             Err(reason) => return self.reject(books, None, None, reason.to_string()).await,
         };
         for label in labels {
-            let (seq, region) = (label.seq, label.region);
+            let (seq, region) = label.seq_and_region();
             match books.labels.add(label) {
                 Ok(labelled) => {
                     if !labelled.is_correct() {
-                        tracing::debug!(seq, region, predicted = %labelled.predicted, truth = %labelled.truth, "feedback: prediction was wrong");
+                        tracing::debug!(subject = ?labelled.subject, predicted = %labelled.predicted, truth = %labelled.truth, "feedback: prediction was wrong");
+                        let truth = labelled.truth.clone();
+                        let marked = match &labelled.subject {
+                            Subject::Region { seq, region, prediction_id } => SamplerInput::MarkedWrong { prediction_id: *prediction_id, region: *region, seq: *seq, truth },
+                            Subject::Vehicle { track } => SamplerInput::VehicleMarkedWrong { track: track.to_string(), truth },
+                        };
                         if let Some((samples, _)) = &self.samples {
-                            let _ = samples.try_send(SamplerInput::MarkedWrong {
-                                prediction_id: labelled.prediction_id,
-                                region,
-                                seq,
-                                truth: labelled.truth.clone(),
-                            });
+                            let _ = samples.try_send(marked);
                         }
                     }
                 }
-                Err(reason) => self.reject(books, Some(seq), Some(region), reason.to_string()).await,
+                Err(reason) => self.reject(books, seq, region, reason.to_string()).await,
             }
         }
     }
@@ -349,12 +376,12 @@ impl MonitorTask {
         let value = value.expect("judged");
         let advice = match transition {
             Transition::Raised => format!(
-                "{} of {} labelled regions named right; {}",
+                "{} of {} labelled regions and vehicles named right; {}",
                 metrics.correct,
                 metrics.labelled,
                 self.retrain_note(books, &model, "precision")
             ),
-            Transition::Cleared => format!("{} of {} labelled regions named right again", metrics.correct, metrics.labelled),
+            Transition::Cleared => format!("{} of {} labelled regions and vehicles named right again", metrics.correct, metrics.labelled),
         };
         self.alert(transition, "precision", None, rule, value, metrics.labelled, metrics.window_seconds, &model, advice).await;
         if transition == Transition::Raised {
@@ -365,8 +392,10 @@ impl MonitorTask {
                 .filter(|l| !l.is_correct())
                 .take(MISTAKES_IN_REQUEST)
                 .map(|l| Mistake {
-                    seq: l.seq,
-                    region: l.region,
+                    of: match &l.subject {
+                        Subject::Region { seq, region, .. } => Labelled::Region { seq: *seq, region: *region },
+                        Subject::Vehicle { track } => Labelled::Vehicle { track },
+                    },
                     camera: &l.camera,
                     predicted: &l.predicted,
                     truth: &l.truth,
@@ -565,6 +594,11 @@ impl MonitorSender {
     /// For the inference thread: a digest of every classified frame.
     pub fn digest_tap(&self) -> taps::DigestTap {
         taps::DigestTap { sender: self.clone() }
+    }
+
+    /// For the inference thread's vehicle stage: every tracked vehicle, by its track.
+    pub fn vehicle_tap(&self) -> taps::VehicleDigestTap {
+        taps::VehicleDigestTap { sender: self.clone(), model: None }
     }
 
     /// For a camera thread: brightness, contrast and sharpness every `every` frames.

@@ -3,10 +3,14 @@
 //! The inference thread cuts a small RGB crop of each region worth saving
 //! (low confidence, a small random share, both at most `max_per_hour`) and,
 //! while feedback flows, of every region, and offers it (never waiting: a
-//! full channel drops the crop, counted). The sampler thread encodes it (the
-//! `image` crate) and keeps the latest `recent` crops in memory, so that a
-//! region the feedback later marks wrong can still be saved. It saves the
-//! regions worth saving and those marked wrong, as
+//! full channel drops the crop, counted). A tracked camera's frames are not
+//! sampled: each of its vehicles is, once, by the best view of its track,
+//! under the same rules (its consensus score is its confidence), so the
+//! trainer gets one example per vehicle rather than a hundred near-copies.
+//! The sampler thread encodes it (the `image` crate) and keeps the latest
+//! `recent` region crops and, apart, the latest `recent` vehicle crops in
+//! memory, so that a region or vehicle the feedback later marks wrong can
+//! still be saved. It saves those worth saving and those marked wrong, as
 //! `<id>.jpg` + `<id>.json` in `samples.dir`, oldest deleted first to stay
 //! within `max_bytes`. Each saved sample is published on
 //! `…/samples/<id>` in chunks through the outbox (see `docs/mqtt.md`).
@@ -19,7 +23,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::WeakSender;
 
@@ -27,6 +31,7 @@ use crate::config::SamplesConfig;
 use crate::util::fs::FileError;
 use crate::infer::{ModelIdentity, RegionPrediction};
 use crate::wire::rfc3339;
+use crate::wire::vehicles::VehicleMessage;
 use crate::publish::Outgoing;
 
 /// Raw JPEG bytes per published chunk (base64 makes each message ~43 KiB).
@@ -35,16 +40,15 @@ pub const CHUNK_BYTES: usize = 32 << 10;
 const QUEUE: usize = 64;
 const JPEG_QUALITY: u8 = 85;
 
-/// A region's crop and what was predicted for it.
+/// A crop of a region or of a vehicle's best view, and what was predicted for it.
 #[derive(Debug)]
 pub struct Crop {
-    pub prediction_id: u64,
+    pub of: CropOf,
     pub camera: String,
+    /// A region's frame; a vehicle's last sighting (see `SampleMeta`).
     pub captured_at: SystemTime,
     pub frame_index: u64,
-    pub region: usize,
     pub model: Arc<ModelIdentity>,
-    pub prediction: RegionPrediction,
     /// Saved at once for this reason; `None`: kept only in case feedback marks it wrong.
     pub reason: Option<Reason>,
     pub width: u32,
@@ -53,10 +57,18 @@ pub struct Crop {
 }
 
 #[derive(Debug)]
+pub enum CropOf {
+    Region { prediction_id: u64, region: usize, prediction: RegionPrediction },
+    Vehicle { track: String, view: VehicleView },
+}
+
+#[derive(Debug)]
 pub enum SamplerInput {
     Crop(Box<Crop>),
     /// Feedback said this region was wrong: save it with the true class.
     MarkedWrong { prediction_id: u64, region: usize, seq: u64, truth: String },
+    /// Feedback said this vehicle was another class: save its best view with the true class.
+    VehicleMarkedWrong { track: String, truth: String },
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +82,7 @@ pub struct SampleStats {
     pub dropped: AtomicU64,
     /// Low-confidence or random samples skipped by `max_per_hour`.
     pub rate_limited: AtomicU64,
-    /// Regions marked wrong whose crop was no longer in memory.
+    /// Regions and vehicles marked wrong whose crop was no longer in memory.
     pub missed: AtomicU64,
     pub write_errors: AtomicU64,
     /// Unix seconds of the last feedback message (0: none yet); set by the
@@ -116,7 +128,9 @@ impl SampleStats {
 }
 
 /// The inference thread's side: decides what to crop and offers it. The
-/// hourly limit is applied here, before any pixel is copied.
+/// hourly limit is applied here, before any pixel is copied. Its clones (the
+/// frame tap and the vehicle tap) share that limit.
+#[derive(Clone)]
 pub struct SampleTap {
     tx: SyncSender<SamplerInput>,
     stats: Arc<SampleStats>,
@@ -124,7 +138,8 @@ pub struct SampleTap {
     low_confidence_below: f32,
     random_rate: f64,
     max_per_hour: usize,
-    saved_this_hour: VecDeque<Instant>,
+    /// When each sample of the last hour was let through (only the inference thread locks it).
+    saved_this_hour: Arc<Mutex<VecDeque<Instant>>>,
     /// Crop every region for late feedback: never (`recent = 0`), always,
     /// or while feedback flows.
     keep_recent: KeepRecent,
@@ -151,17 +166,7 @@ impl SampleTap {
         model: &Arc<ModelIdentity>,
         prediction: &RegionPrediction,
     ) {
-        let mut reason = if prediction.score < self.low_confidence_below {
-            Some(Reason::LowConfidence)
-        } else if self.random_rate > 0.0 && fastrand::f64() < self.random_rate {
-            Some(Reason::Random)
-        } else {
-            None
-        };
-        if reason.is_some() && !self.within_hourly_limit() {
-            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            reason = None;
-        }
+        let reason = self.reason_to_save(prediction.score);
         let keep = match self.keep_recent {
             KeepRecent::Never => false,
             KeepRecent::Always => true,
@@ -178,35 +183,87 @@ impl SampleTap {
                 return;
             }
         };
-        let crop = Crop {
-            prediction_id,
+        self.send(Crop {
+            of: CropOf::Region { prediction_id, region, prediction: prediction.clone() },
             camera: camera.to_string(),
             captured_at,
             frame_index,
-            region,
             model: model.clone(),
-            prediction: prediction.clone(),
             reason,
             width,
             height,
             rgb,
+        });
+    }
+
+    /// A tracked vehicle's best view (BGR), once, when its track has ended;
+    /// never waits. One crop per vehicle is cheap, so it is kept for late
+    /// feedback whenever `recent` is on, feedback flowing or not.
+    pub fn offer_vehicle(&mut self, vehicle: &VehicleMessage, best_view: Option<&Mat>) {
+        let Some(view) = best_view else {
+            tracing::debug!(track = %vehicle.track, "a vehicle without a best view: nothing to sample");
+            return;
         };
+        let reason = self.reason_to_save(vehicle.score);
+        if reason.is_none() && self.keep_recent == KeepRecent::Never {
+            return;
+        }
+        let (width, height, rgb) = match crop_rgb(view, Rect::new(0, 0, view.cols(), view.rows()), self.max_side) {
+            Ok(crop) => crop,
+            Err(error) => {
+                tracing::debug!(%error, track = %vehicle.track, "cannot crop a vehicle for samples");
+                return;
+            }
+        };
+        // The message says when the vehicle was last seen, not when its best view was.
+        let captured_at = humantime::parse_rfc3339(&vehicle.last_seen).unwrap_or_else(|_| SystemTime::now());
+        let view = VehicleView { bbox: vehicle.bbox, class: vehicle.class.clone(), score: vehicle.score, votes: vehicle.votes.clone() };
+        self.send(Crop {
+            of: CropOf::Vehicle { track: vehicle.track.clone(), view },
+            camera: vehicle.camera.clone(),
+            captured_at,
+            frame_index: vehicle.best_frame,
+            model: Arc::new(vehicle.model.clone()),
+            reason,
+            width,
+            height,
+            rgb,
+        });
+    }
+
+    /// Low confidence or the random share, within the hourly limit.
+    fn reason_to_save(&mut self, score: f32) -> Option<Reason> {
+        let reason = if score < self.low_confidence_below {
+            Reason::LowConfidence
+        } else if self.random_rate > 0.0 && fastrand::f64() < self.random_rate {
+            Reason::Random
+        } else {
+            return None;
+        };
+        if self.within_hourly_limit() {
+            Some(reason)
+        } else {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    fn send(&self, crop: Crop) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(SamplerInput::Crop(Box::new(crop))) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
 
-impl SampleTap {
     fn within_hourly_limit(&mut self) -> bool {
         let now = Instant::now();
-        while self.saved_this_hour.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600)) {
-            self.saved_this_hour.pop_front();
+        let mut saved = self.saved_this_hour.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while saved.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600)) {
+            saved.pop_front();
         }
-        if self.saved_this_hour.len() >= self.max_per_hour {
+        if saved.len() >= self.max_per_hour {
             return false;
         }
-        self.saved_this_hour.push_back(now);
+        saved.push_back(now);
         true
     }
 }
@@ -247,8 +304,17 @@ pub fn shrink(image: &impl opencv::core::ToInputArray, size: Size) -> opencv::Re
 /// A sample's name: capture time (ms), camera, frame and region. Sorting
 /// names sorts samples by capture time.
 pub fn sample_id(captured_at: SystemTime, camera: &str, frame_index: u64, region: usize) -> String {
-    let ms = captured_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    format!("{ms:013}-{}-{frame_index}-{region}", crate::util::fs::file_safe(camera))
+    format!("{:013}-{}-{frame_index}-{region}", unix_ms(captured_at), crate::util::fs::file_safe(camera))
+}
+
+/// A vehicle's sample name: time (ms), its track (unique on the device), and
+/// `vehicle`, which no region's name ends with (theirs end in a digit).
+pub fn vehicle_sample_id(captured_at: SystemTime, track: &str) -> String {
+    format!("{:013}-{}-vehicle", unix_ms(captured_at), crate::util::fs::file_safe(track))
+}
+
+fn unix_ms(time: SystemTime) -> u128 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
 }
 
 
@@ -257,7 +323,7 @@ struct Encoded {
     jpeg: Vec<u8>,
 }
 
-pub use crate::wire::samples::{Reason, SampleChunk, SampleMeta};
+pub use crate::wire::samples::{Predicted, Reason, SampleChunk, SampleMeta, VehicleView};
 
 pub struct Sampler {
     config: SamplesConfig,
@@ -266,7 +332,11 @@ pub struct Sampler {
     topic_prefix: String,
     publisher: WeakSender<Outgoing>,
     stats: Arc<SampleStats>,
+    /// The latest region crops, for late feedback.
     recent: VecDeque<Encoded>,
+    /// The latest vehicles' crops, apart: a busy untracked camera's regions
+    /// would push them out within seconds, and a vehicle's label may come later.
+    recent_vehicles: VecDeque<Encoded>,
     /// Saved samples on disk, oldest first: (id, bytes of both files).
     on_disk: VecDeque<(String, u64)>,
     /// A full or read-only disk fails every save: one line per interval.
@@ -290,7 +360,7 @@ impl Sampler {
             low_confidence_below: config.low_confidence_below,
             random_rate: config.random_rate,
             max_per_hour: config.max_per_hour as usize,
-            saved_this_hour: VecDeque::new(),
+            saved_this_hour: Default::default(),
             keep_recent: match (config.recent, config.recent_before_feedback) {
                 (0, _) => KeepRecent::Never,
                 (_, true) => KeepRecent::Always,
@@ -304,6 +374,7 @@ impl Sampler {
             publisher,
             stats,
             recent: VecDeque::new(),
+            recent_vehicles: VecDeque::new(),
             on_disk: VecDeque::new(),
             write_error_log: crate::util::throttle::Throttle::for_warnings(),
         };
@@ -323,14 +394,22 @@ impl Sampler {
             match input {
                 SamplerInput::Crop(crop) => self.take(crop),
                 SamplerInput::MarkedWrong { prediction_id, region, seq, truth } => {
-                    match self.recent.iter().position(|e| e.crop.prediction_id == prediction_id && e.crop.region == region) {
-                        Some(at) => {
-                            let encoded = self.recent.remove(at).expect("found");
-                            self.save(&encoded, Reason::FeedbackWrong, Some(seq), Some(truth));
-                        }
+                    let found = self.recent.iter().position(|e| matches!(e.crop.of, CropOf::Region { prediction_id: p, region: r, .. } if p == prediction_id && r == region));
+                    match found.and_then(|at| self.recent.remove(at)) {
+                        Some(encoded) => self.save(&encoded, Reason::FeedbackWrong, Some(seq), Some(truth)),
                         None => {
                             self.stats.missed.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(seq, region, "region marked wrong is no longer in memory; raise samples.recent to keep more");
+                        }
+                    }
+                }
+                SamplerInput::VehicleMarkedWrong { track, truth } => {
+                    let found = self.recent_vehicles.iter().position(|e| matches!(&e.crop.of, CropOf::Vehicle { track: t, .. } if *t == track));
+                    match found.and_then(|at| self.recent_vehicles.remove(at)) {
+                        Some(encoded) => self.save(&encoded, Reason::FeedbackWrong, None, Some(truth)),
+                        None => {
+                            self.stats.missed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%track, "vehicle marked wrong is no longer in memory; raise samples.recent to keep more");
                         }
                     }
                 }
@@ -338,7 +417,7 @@ impl Sampler {
         }
     }
 
-    fn take(&mut self, crop: Box<Crop>) {
+    fn take(&mut self, mut crop: Box<Crop>) {
         let jpeg = match encode_jpeg(&crop) {
             Ok(jpeg) => jpeg,
             Err(error) => {
@@ -346,21 +425,32 @@ impl Sampler {
                 return;
             }
         };
+        // Kept for late feedback as JPEG only: the raw pixels take many times more memory.
+        crop.rgb = Vec::new();
         let encoded = Encoded { crop, jpeg };
         if let Some(reason) = encoded.crop.reason {
             self.save(&encoded, reason, None, None);
         }
         if self.config.recent > 0 {
-            self.recent.push_back(encoded);
-            while self.recent.len() > self.config.recent {
-                self.recent.pop_front();
+            let ring = match encoded.crop.of {
+                CropOf::Region { .. } => &mut self.recent,
+                CropOf::Vehicle { .. } => &mut self.recent_vehicles,
+            };
+            ring.push_back(encoded);
+            while ring.len() > self.config.recent {
+                ring.pop_front();
             }
         }
     }
 
     fn save(&mut self, encoded: &Encoded, reason: Reason, seq: Option<u64>, truth: Option<String>) {
         let crop = &encoded.crop;
-        let id = sample_id(crop.captured_at, &crop.camera, crop.frame_index, crop.region);
+        let (id, region, track, prediction) = match &crop.of {
+            CropOf::Region { region, prediction, .. } => {
+                (sample_id(crop.captured_at, &crop.camera, crop.frame_index, *region), Some(*region), None, Predicted::Region(prediction.clone()))
+            }
+            CropOf::Vehicle { track, view } => (vehicle_sample_id(crop.captured_at, track), None, Some(track.clone()), Predicted::Vehicle(view.clone())),
+        };
         let meta = SampleMeta {
             id: id.clone(),
             reason,
@@ -368,9 +458,10 @@ impl Sampler {
             camera: crop.camera.clone(),
             captured_at: rfc3339(crop.captured_at),
             frame_index: crop.frame_index,
-            region: crop.region,
+            region,
+            track,
             model: (*crop.model).clone(),
-            prediction: crop.prediction.clone(),
+            prediction,
             seq,
             truth,
             saved_at: rfc3339(SystemTime::now()),
@@ -516,13 +607,11 @@ mod tests {
         let thread = std::thread::spawn(move || sampler.run(rx));
         for i in 0..12u64 {
             let crop = Crop {
-                prediction_id: i,
+                of: CropOf::Region { prediction_id: i, region: 0, prediction: prediction(0.1) },
                 camera: "cam 1".into(),
                 captured_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i),
                 frame_index: i,
-                region: 0,
                 model: model.clone(),
-                prediction: prediction(0.1),
                 reason: (i < 10).then_some(Reason::LowConfidence),
                 width: 64,
                 height: 64,
@@ -548,5 +637,103 @@ mod tests {
         assert_eq!((jpeg.width(), jpeg.height()), (64, 64));
         // The oldest went first.
         assert!(!dir.path().join(format!("{}.jpg", sample_id(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), "cam 1", 0, 0))).exists());
+    }
+
+    fn vehicle_message(track: &str, score: f32) -> VehicleMessage {
+        VehicleMessage {
+            device: "dev".into(),
+            camera: "road".into(),
+            track: track.into(),
+            class: "van".into(),
+            score,
+            votes: [("van".to_string(), 7), ("car".to_string(), 2)].into(),
+            first_seen: "2026-11-27T10:28:10.000Z".into(),
+            last_seen: "2026-11-27T10:28:12.412Z".into(),
+            frames: 12,
+            classified_frames: 9,
+            lane: Some("east".into()),
+            crossings: vec![],
+            speed_kmh: None,
+            bbox: [100, 40, 120, 60],
+            best_frame: 41,
+            model: ModelIdentity { name: "m".into(), version: "1".into(), sha256: "s".into() },
+        }
+    }
+
+    fn best_view() -> Mat {
+        Mat::new_rows_cols_with_default(60, 120, CV_8UC3, Scalar::new(0.0, 0.0, 255.0, 0.0)).unwrap()
+    }
+
+    fn crops(rx: &Receiver<SamplerInput>) -> Vec<Box<Crop>> {
+        rx.try_iter().filter_map(|input| if let SamplerInput::Crop(crop) = input { Some(crop) } else { None }).collect()
+    }
+
+    #[test]
+    fn a_vehicle_is_offered_once_by_its_consensus_score_within_the_hourly_limit_the_frame_tap_shares() {
+        let config = SamplesConfig { recent: 0, random_rate: 0.0, low_confidence_below: 0.5, max_per_hour: 2, ..Default::default() };
+        let (never, _) = tokio::sync::mpsc::channel::<Outgoing>(1);
+        let (sampler, mut frames, _tx, rx) = Sampler::new(config, "dev".into(), "t/".into(), never.downgrade());
+        let mut vehicles = frames.clone();
+        vehicles.offer_vehicle(&vehicle_message("road-1", 0.9), Some(&best_view()));
+        assert!(crops(&rx).is_empty(), "a confident vehicle is not saved (random_rate 0, recent 0)");
+        vehicles.offer_vehicle(&vehicle_message("road-2", 0.3), Some(&best_view()));
+        vehicles.offer_vehicle(&vehicle_message("road-3", 0.3), None);
+        let offered = crops(&rx);
+        assert_eq!(offered.len(), 1);
+        let crop = &offered[0];
+        assert!(matches!(&crop.of, CropOf::Vehicle { track, view } if track == "road-2" && view.class == "van" && view.bbox == [100, 40, 120, 60]));
+        assert_eq!((crop.reason, crop.frame_index, crop.width, crop.height), (Some(Reason::LowConfidence), 41, 120, 60));
+        assert_eq!(rfc3339(crop.captured_at), "2026-11-27T10:28:12.412Z");
+        assert_eq!(&crop.rgb[..3], &[255, 0, 0], "red, in RGB order");
+        // The frame tap spent the last of the hour's budget: the next vehicle waits.
+        let frame = Mat::new_rows_cols_with_default(100, 200, CV_8UC3, Scalar::all(0.0)).unwrap();
+        let model = Arc::new(ModelIdentity { name: "m".into(), version: "1".into(), sha256: "s".into() });
+        frames.offer(&frame, 1, "side", SystemTime::now(), 1, 0, &model, &prediction(0.1));
+        assert_eq!(crops(&rx).len(), 1);
+        vehicles.offer_vehicle(&vehicle_message("road-4", 0.3), Some(&best_view()));
+        assert!(crops(&rx).is_empty());
+        assert_eq!(sampler.stats.figures().rate_limited, 1);
+    }
+
+    #[test]
+    fn a_vehicle_marked_wrong_is_saved_with_its_track_and_true_class_though_regions_flooded_the_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SamplesConfig { dir: dir.path().to_path_buf(), recent: 3, recent_before_feedback: false, publish: false, random_rate: 0.0, low_confidence_below: 0.0, ..Default::default() };
+        let (never, _) = tokio::sync::mpsc::channel::<Outgoing>(1);
+        let (sampler, mut tap, tx, rx) = Sampler::new(config, "dev".into(), "t/".into(), never.downgrade());
+        let stats = sampler.stats();
+        // Kept for late feedback although no feedback has come yet (one crop per vehicle is cheap).
+        tap.offer_vehicle(&vehicle_message("road-7", 0.9), Some(&best_view()));
+        drop(tap);
+        let thread = std::thread::spawn(move || sampler.run(rx));
+        let model = Arc::new(ModelIdentity { name: "m".into(), version: "1".into(), sha256: "s".into() });
+        for i in 0..10u64 {
+            let crop = Crop {
+                of: CropOf::Region { prediction_id: i, region: 0, prediction: prediction(0.9) },
+                camera: "side".into(),
+                captured_at: SystemTime::now(),
+                frame_index: i,
+                model: model.clone(),
+                reason: None,
+                width: 8,
+                height: 8,
+                rgb: vec![0; 8 * 8 * 3],
+            };
+            tx.send(SamplerInput::Crop(Box::new(crop))).unwrap();
+        }
+        tx.send(SamplerInput::VehicleMarkedWrong { track: "road-7".into(), truth: "truck".into() }).unwrap();
+        tx.send(SamplerInput::VehicleMarkedWrong { track: "road-8".into(), truth: "truck".into() }).unwrap();
+        drop(tx);
+        thread.join().unwrap();
+
+        assert_eq!((stats.figures().saved, stats.figures().missed), (1, 1), "{:?}", stats.figures());
+        let id = vehicle_sample_id(humantime::parse_rfc3339("2026-11-27T10:28:12.412Z").unwrap(), "road-7");
+        assert_eq!(id, "1795775292412-road-7-vehicle");
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(format!("{id}.json"))).unwrap()).unwrap();
+        assert_eq!((meta["reason"].as_str(), meta["track"].as_str(), meta["truth"].as_str()), (Some("feedback_wrong"), Some("road-7"), Some("truck")));
+        assert_eq!((meta["class"].as_str(), meta["frame_index"].as_u64(), meta["votes"]["van"].as_u64()), (Some("van"), Some(41), Some(7)));
+        assert!(meta.get("region").is_none() && meta.get("seq").is_none() && meta.get("top_k").is_none(), "{meta}");
+        let jpeg = image::load_from_memory(&std::fs::read(dir.path().join(format!("{id}.jpg"))).unwrap()).unwrap();
+        assert_eq!((jpeg.width(), jpeg.height()), (120, 60));
     }
 }

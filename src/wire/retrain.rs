@@ -41,16 +41,26 @@ pub enum Evidence<'a> {
     Drift { camera: &'a str, figures: &'a DriftFigures },
 }
 
-/// A labelled region the model named wrong.
+/// A label the model got wrong: a frame's region, or a tracked vehicle.
 #[derive(Debug, Serialize)]
 pub struct Mistake<'a> {
-    pub seq: u64,
-    pub region: usize,
+    #[serde(flatten)]
+    pub of: Labelled<'a>,
     pub camera: &'a str,
     pub predicted: &'a str,
     pub truth: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<&'a str>,
+}
+
+/// What a label named, as feedback named it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Labelled<'a> {
+    /// `seq` and `region`, as before tracking: a region of a prediction.
+    Region { seq: u64, region: usize },
+    /// A tracked camera's vehicle, by its `…/vehicles` message's `track`.
+    Vehicle { track: &'a str },
 }
 
 /// Why a retrain request cannot be sent.
@@ -112,7 +122,7 @@ mod tests {
                 per_class: &per_class,
                 confusion: &confusion,
                 mistakes: (0..mistakes as u64)
-                    .map(|seq| Mistake { seq, region: 0, camera: "north", predicted: "car", truth: "truck", source: Some(&source) })
+                    .map(|seq| Mistake { of: Labelled::Region { seq, region: 0 }, camera: "north", predicted: "car", truth: "truck", source: Some(&source) })
                     .collect(),
                 mistakes_left_out: 0,
             },
@@ -127,5 +137,19 @@ mod tests {
             assert_eq!(listed.first().map(|m| m["seq"].as_u64().unwrap()), (listed.len() > 0).then_some(0), "the oldest are kept");
         }
         assert!(matches!(request(100).to_json_within(300), Err(RetrainError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_region_mistake_keeps_its_shape_and_a_vehicle_mistake_names_its_track_instead() {
+        let region = Mistake { of: Labelled::Region { seq: 7, region: 1 }, camera: "north", predicted: "car", truth: "truck", source: None };
+        assert_eq!(
+            serde_json::to_value(&region).unwrap(),
+            serde_json::json!({"seq": 7, "region": 1, "camera": "north", "predicted": "car", "truth": "truck"})
+        );
+        let vehicle = Mistake { of: Labelled::Vehicle { track: "north-12" }, camera: "north", predicted: "van", truth: "truck", source: Some("wim-1") };
+        assert_eq!(
+            serde_json::to_value(&vehicle).unwrap(),
+            serde_json::json!({"track": "north-12", "camera": "north", "predicted": "van", "truth": "truck", "source": "wim-1"})
+        );
     }
 }
