@@ -28,10 +28,11 @@ build: deps ort
 	cp -f $(ORT_LIB) target/release/libonnxruntime.so
 
 ## make bench: decode-only, inference-only and whole-pipeline frames/s on the bundled clip,
-## then the outbox's messages/s against a plain fsync'd file.
+## then the outbox's messages/s against a plain fsync'd file, then tracking off/on (vehicles, counts).
 bench: build
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench outbox
+	$(CARGO) bench --bench vehicles
 	$(CARGO) test --release --test models bench_swap -- --ignored --nocapture
 
 deps:
