@@ -161,6 +161,11 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         max_regions: 8,
         motion: MotionConfig::default(),
         max_frame_pixels: 4096 * 3072,
+        tracking: None,
+        lanes: Vec::new(),
+        lines: Vec::new(),
+        calibration: None,
+        publish_frames: None,
     };
     let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
     let classes = cctv_agent::monitor::feedback_classes(&classifier.spec().taxonomy);

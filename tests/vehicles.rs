@@ -23,14 +23,14 @@ const ROAD_SCENE: &str = r#"
 [cameras.tracking]
 [[cameras.lanes]]
 id = "east"
-polygon = [[0, 38], [640, 38], [640, 203], [0, 203]]
+polygon = [[0, 0], [640, 0], [640, 203], [0, 203]]
 [[cameras.lanes]]
 id = "west"
-polygon = [[0, 203], [640, 203], [640, 368], [0, 368]]
+polygon = [[0, 203], [640, 203], [640, 400], [0, 400]]
 [[cameras.lines]]
 id = "middle"
-from = [320, 30]
-to = [320, 376]
+from = [320, 0]
+to = [320, 400]
 [cameras.calibration]
 image = [[0, 38], [640, 38], [640, 368], [0, 368]]
 ground = [[0, 0], [13.58, 0], [13.58, 7.0], [0, 7.0]]
