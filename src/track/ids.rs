@@ -14,12 +14,19 @@ use crate::util::fs::{write_atomically, FileError};
 const BLOCK: u64 = 10_000;
 /// The counter file is one decimal number.
 const MAX_FILE_BYTES: u64 = 64;
+/// Ids stay exact in a JSON number, whatever reads them.
+const MAX_ID: u64 = (1 << 53) - 1;
+
+/// Milliseconds since the epoch: where ids go on when the counter is lost.
+fn time_floor() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64).min(MAX_ID - BLOCK)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackIdError {
     #[error("cannot keep the track id counter: {0}; check that the agent can write to its state_dir")]
     File(#[source] FileError),
-    #[error("track id counter {} holds {found:?}, not a number: delete it (ids then start again from 1)", path.display())]
+    #[error("track id counter {} holds {found:?}, not a number below 2^53; it is rewritten (nothing to do)", path.display())]
     Garbled { path: PathBuf, found: String },
 }
 
@@ -34,12 +41,22 @@ pub struct TrackIds {
 
 impl TrackIds {
     /// Opens (or starts) the counter at `path` and reserves the first block
-    /// (on the caller's thread: the agent's start-up).
+    /// (on the caller's thread: the agent's start-up). A counter that is not
+    /// a number (a damaged disk, a hand edit) is not a reason to stop
+    /// counting vehicles: ids go on from the time in milliseconds, far above
+    /// any count a device reaches, and the problem is logged.
     pub fn open(path: &Path) -> Result<TrackIds, TrackIdError> {
         let next = match crate::util::fs::read_regular_file(path, MAX_FILE_BYTES) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes).trim().to_string();
-                text.parse::<u64>().map_err(|_| TrackIdError::Garbled { path: path.to_path_buf(), found: text.chars().take(32).collect() })?
+                match text.parse::<u64>().ok().filter(|n| *n <= MAX_ID) {
+                    Some(n) => n,
+                    None => {
+                        let error = TrackIdError::Garbled { path: path.to_path_buf(), found: text.chars().take(32).collect() };
+                        tracing::warn!(%error, "track ids go on from the clock");
+                        time_floor()
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
             Err(e) => return Err(TrackIdError::File(FileError::new("read", path, e))),
@@ -124,10 +141,18 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_counter_is_named_not_reset_to_one() {
+    fn a_garbled_or_huge_counter_goes_on_from_the_clock_not_from_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("track_ids");
-        std::fs::write(&path, "twelve").unwrap();
-        assert!(matches!(TrackIds::open(&path), Err(TrackIdError::Garbled { .. })));
+        for garbage in ["twelve", "18446744073709551615", ""] {
+            std::fs::write(&path, garbage).unwrap();
+            let mut ids = TrackIds::open(&path).unwrap();
+            let id = ids.next().0;
+            assert!(id > 1_700_000_000_000 && id < 1 << 53, "{garbage:?} → {id}");
+            ids.settle();
+            // And the counter is a number again.
+            let again: u64 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+            assert!(again > id);
+        }
     }
 }
