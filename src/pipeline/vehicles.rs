@@ -166,6 +166,7 @@ impl VehicleStage {
         }
         let to_classify = plans.iter().zip(&job.regions).filter(|(p, _)| p.is_some_and(|p| p.classify)).map(|(_, r)| *r).collect();
         self.publish_ended(job.camera, ended, sender)?;
+        self.forget_dead(job.camera);
         Ok(FramePlan { plans, to_classify })
     }
 
@@ -194,6 +195,7 @@ impl VehicleStage {
             if tracked.scene.has_tracks() && tracked.last_frame_at.is_some_and(|at| at.elapsed() >= SILENT) {
                 let ended = tracked.scene.finish(min_vehicle_score);
                 self.publish_ended(index, ended, sender)?;
+                self.forget_dead(index);
             }
             let Some(tracked) = self.cameras[index].as_mut() else { continue };
             let due = tracked.counts.take_due(now);
@@ -222,6 +224,21 @@ impl VehicleStage {
             }
         }
         Ok(())
+    }
+
+    /// Drops what is kept for tracks the scene no longer has (tentative
+    /// ones that died as noise are never published, so nothing else would).
+    fn forget_dead(&mut self, camera: usize) {
+        let Some(tracked) = self.cameras.get_mut(camera).and_then(Option::as_mut) else { return };
+        let scene = &tracked.scene;
+        tracked.best_crops.retain(|key, _| scene.is_live(*key));
+        tracked.models.retain(|key, _| scene.is_live(*key));
+        tracked.names.retain(|key, _| scene.is_live(*key));
+    }
+
+    /// What is kept per live track (crops, models, names), for tests.
+    pub fn kept(&self, camera: usize) -> usize {
+        self.cameras.get(camera).and_then(Option::as_ref).map_or(0, |t| t.best_crops.len() + t.models.len() + t.names.len())
     }
 
     fn send_counts(&self, camera: &str, interval: Interval, sender: &dyn Fn(Outgoing) -> bool) -> Result<(), VehicleError> {
@@ -322,5 +339,78 @@ fn counts_message(device: &str, camera: &str, interval: Interval) -> CountsMessa
         vehicles: interval.vehicles,
         lines: interval.lines,
         lanes: interval.lanes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::{Scalar, CV_8UC3};
+    use std::cell::RefCell;
+
+    fn camera() -> CameraConfig {
+        toml::from_str("id = \"north\"\nurl = \"clip.mp4\"\nregions = \"motion\"\n[tracking]\n[[lines]]\nid = \"gantry\"\nfrom = [320, 0]\nto = [320, 240]\n").unwrap()
+    }
+
+    fn job(frame_index: u64, regions: Vec<Rect>) -> FrameJob {
+        let frame = Mat::new_rows_cols_with_default(240, 640, CV_8UC3, Scalar::all(90.0)).unwrap();
+        FrameJob { camera: 0, frame_index, captured_at: SystemTime::now(), clock_s: frame_index as f64 / 25.0, frame, regions }
+    }
+
+    /// Classifies every region it is asked to as a sure car.
+    fn car(rect: &Rect) -> RegionPrediction {
+        RegionPrediction {
+            bbox: [rect.x, rect.y, rect.width, rect.height],
+            class: "car".into(),
+            score: 0.9,
+            top_k: Vec::new(),
+            margin: 0.5,
+            entropy: 0.2,
+            road_scores: vec![("car".into(), 0.9), ("van".into(), 0.05)],
+            track: None,
+        }
+    }
+
+    #[test]
+    fn flickering_noise_keeps_nothing_and_a_vehicle_is_published_once_with_its_crossing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = TrackIds::open(&dir.path().join("track_ids")).unwrap();
+        let mut stage = VehicleStage::new("pole-17", &Topics::new("cctv", "pole-17"), &[camera()], Duration::from_secs(60), ids);
+        let sent = RefCell::new(Vec::new());
+        let send = |o: Outgoing| {
+            sent.borrow_mut().push(o);
+            true
+        };
+        let model = Arc::new(ModelIdentity { name: "m".into(), version: "1".into(), sha256: "0".repeat(64) });
+        let mut frame = 0;
+        // Noise: a box that shows one frame in three, in a new place each time, never confirmed.
+        for i in 0..60 {
+            let regions = if i % 3 == 0 { vec![Rect::new(20 + (i as i32 * 37) % 500, 10, 30, 30)] } else { vec![] };
+            let plan = stage.observe(&job(frame, regions), 0.3, &send).unwrap();
+            let mut classified: Vec<RegionPrediction> = plan.to_classify.iter().map(car).collect();
+            stage.classified(0, &plan, &mut classified, &model);
+            frame += 1;
+        }
+        assert_eq!(stage.kept(0), 0, "nothing kept for tracks that died as noise");
+        // A car drives right across the line.
+        for step in 0..60 {
+            let plan = stage.observe(&job(frame, vec![Rect::new(10 + step * 8, 100, 120, 60)]), 0.3, &send).unwrap();
+            let mut classified: Vec<RegionPrediction> = plan.to_classify.iter().map(car).collect();
+            stage.classified(0, &plan, &mut classified, &model);
+            frame += 1;
+        }
+        for _ in 0..20 {
+            stage.observe(&job(frame, vec![]), 0.3, &send).unwrap();
+            frame += 1;
+        }
+        assert_eq!(stage.kept(0), 0);
+        let sent = sent.into_inner();
+        let vehicles: Vec<VehicleMessage> =
+            sent.iter().filter(|o| o.topic.contains("/vehicles/")).map(|o| serde_json::from_slice(&o.payload).unwrap()).collect();
+        assert_eq!(vehicles.len(), 1, "one vehicle: {vehicles:?}");
+        let v = &vehicles[0];
+        assert_eq!((v.class.as_str(), v.track.as_str(), v.crossings.len()), ("car", "north-1", 1));
+        assert_eq!(v.crossings[0].direction, crate::wire::vehicles::Direction::Forward);
+        assert!(v.speed_kmh.is_none(), "no calibration, no speed");
     }
 }

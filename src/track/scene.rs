@@ -213,6 +213,11 @@ impl Scene {
         }
     }
 
+    /// Whether `key` is a track still open.
+    pub fn is_live(&self, key: TrackKey) -> bool {
+        self.records.contains_key(&key)
+    }
+
     /// Whether any track is open (tentative or confirmed).
     pub fn has_tracks(&self) -> bool {
         !self.records.is_empty()
