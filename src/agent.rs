@@ -88,6 +88,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     })
     .await
     .map_err(|e| AgentError::Panicked(e.to_string()))??;
+    // Tracked cameras number their vehicles from the state folder: read (and
+    // the first block reserved) now, before anything connects.
+    let track_ids = if config.cameras.iter().any(|c| c.tracking.is_some()) {
+        let path = config.state_dir.join("track_ids");
+        Some(tokio::task::spawn_blocking(move || TrackIds::open(&path)).await.map_err(|e| AgentError::Panicked(e.to_string()))??)
+    } else {
+        None
+    };
     notifier.status("loading the model");
     let keys = match &config.registry {
         Some(registry) => registry.public_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(AgentError::Registry)?,
@@ -174,8 +182,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     if let Some(tap) = &sample_tap {
         worker = worker.with_tap(Box::new(tap.clone()));
     }
-    if config.cameras.iter().any(|c| c.tracking.is_some()) {
-        let ids = TrackIds::open(&config.state_dir.join("track_ids"))?;
+    if let Some(ids) = track_ids {
         let interval = Duration::from_secs(config.counts.interval_seconds);
         let mut stage = VehicleStage::new(&context.device_id, &context.topics, &config.cameras, interval, ids);
         if let Some((_, sender)) = &monitor {

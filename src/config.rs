@@ -570,7 +570,7 @@ pub struct CameraConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TrackingConfig {
     /// Least overlap (IoU) of a region with a track's predicted box to be the same vehicle.
-    pub iou_gate: f32,
+    pub iou_gate: f64,
     /// Frames with a region before a new track counts as a vehicle.
     pub confirm_hits: u32,
     /// Processed frames in a row without its region before a vehicle has left.
@@ -1081,10 +1081,11 @@ impl Config {
             }
             return Ok(());
         };
-        check.num(&key("tracking.iou_gate"), t.iou_gate as f64, 0.01..=0.95)?;
+        check.num(&key("tracking.iou_gate"), t.iou_gate, 0.01..=0.95)?;
         check.int(&key("tracking.confirm_hits"), t.confirm_hits as u64, 1..=1000)?;
         check.int(&key("tracking.max_misses"), t.max_misses as u64, 1..=10_000)?;
-        check.int(&key("tracking.classify_every"), t.classify_every as u64, 1..=10_000)?;
+        // A vehicle is in view for ~100 frames: classified less often than this, it barely votes.
+        check.int(&key("tracking.classify_every"), t.classify_every as u64, 1..=50)?;
         check.int(&key("tracking.edge_margin"), t.edge_margin as u64, 0..=1000)?;
         check.count(&key("lanes"), camera.lanes.len(), 0..=MAX_LANES)?;
         check.count(&key("lines"), camera.lines.len(), 0..=MAX_LANES)?;
@@ -1101,7 +1102,9 @@ impl Config {
             if !ids.insert(lane.id.as_str()) {
                 return Err(check.invalid(&format!("{name}.id"), format!("\"{}\" is used twice: give each lane its own id", lane.id)));
             }
-            check.count(&format!("{name}.polygon"), lane.polygon.len(), 0..=MAX_POLYGON_POINTS)?;
+            if lane.polygon.len() > MAX_POLYGON_POINTS {
+                check.count(&format!("{name}.polygon"), lane.polygon.len(), 3..=MAX_POLYGON_POINTS)?;
+            }
             for p in &lane.polygon {
                 coordinate(&format!("{name}.polygon"), p)?;
             }
@@ -1131,7 +1134,14 @@ impl Config {
             for (name, points) in [("calibration.image", &c.image), ("calibration.ground", &c.ground)] {
                 check_four_points(points).map_err(|e| check.invalid(&key(name), e.to_string()))?;
             }
-            Homography::from_points(&c.image, &c.ground).map_err(|e| check.invalid(&key("calibration"), e.to_string()))?;
+            crate::util::plane::check_polygon(&c.ground).map_err(|e| check.invalid(&key("calibration.ground"), format!("{e}: list the ground points in the same order as the image points, around the quadrilateral")))?;
+            crate::util::plane::check_polygon(&c.image).map_err(|e| check.invalid(&key("calibration.image"), format!("{e}: list the image points in order around the quadrilateral")))?;
+            let h = Homography::from_points(&c.image, &c.ground).map_err(|e| check.invalid(&key("calibration"), e.to_string()))?;
+            // Every point speeds are measured at must be on the near side of the horizon.
+            let measured: Vec<[f64; 2]> = camera.lanes.iter().flat_map(|l| l.polygon.iter().copied()).chain(c.image.iter().copied()).collect();
+            if !h.holds_over(&measured) {
+                return Err(check.invalid(&key("calibration"), "puts the horizon inside the calibrated points or the lanes: the image points must be four spots on the road, in the same order as their ground positions".into()));
+            }
         }
         Ok(())
     }
@@ -1369,6 +1379,19 @@ loop = true
         }
         let collinear_ground = "[cameras.calibration]\nimage = [[0, 0], [100, 0], [100, 50], [0, 50]]\nground = [[0, 0], [1, 1], [2, 2], [0, 30]]";
         assert_eq!(parse(&tracked(collinear_ground)).unwrap_err().key(), Some("cameras[0].calibration.ground"));
+        // Found by attacking: a ground quadrilateral listed out of order (a bow tie), and
+        // one whose horizon falls inside the lanes, gave speeds of hundreds of km/h.
+        let bow_tie = "[cameras.calibration]\nimage = [[0, 46], [960, 46], [960, 494], [0, 494]]\nground = [[0, 0], [30, 0], [0, 14], [30, 14]]";
+        let error = parse(&tracked(bow_tie)).unwrap_err();
+        assert_eq!(error.key(), Some("cameras[0].calibration.ground"), "{error}");
+        assert!(error.to_string().contains("same order as the image points"), "{error}");
+        let lanes = "[[cameras.lanes]]\nid = \"east-2\"\npolygon = [[0, 158], [960, 158], [960, 270], [0, 270]]\n";
+        let horizon = format!("{lanes}[cameras.calibration]\nimage = [[240, 397], [720, 397], [960, 540], [0, 540]]\nground = [[0, 100], [14, 100], [14, 0], [0, 0]]");
+        let error = parse(&tracked(&horizon)).unwrap_err();
+        assert_eq!(error.key(), Some("cameras[0].calibration"), "{error}");
+        assert!(error.to_string().contains("horizon"), "{error}");
+        // The documented bounds are accepted as written.
+        assert!(parse(&tracked("iou_gate = 0.01")).is_ok() && parse(&tracked("iou_gate = 0.95")).is_ok());
         // Lanes without tracking would never be used: said, not ignored.
         let untracked = MINIMAL.replacen("regions = \"motion\"\n", &format!("regions = \"motion\"\n{}\n", lane("[[0, 0], [9, 0], [0, 9]]")), 1);
         let error = parse(&untracked).unwrap_err();

@@ -108,7 +108,7 @@ impl Scene {
     /// The scene of a camera with tracking on; its config was validated.
     pub fn new(camera: &CameraConfig) -> Option<Scene> {
         let config = camera.tracking.clone()?;
-        let tracker = Tracker::new(TrackerConfig { iou_gate: config.iou_gate, confirm_hits: config.confirm_hits, max_misses: config.max_misses });
+        let tracker = Tracker::new(TrackerConfig { iou_gate: config.iou_gate as f32, confirm_hits: config.confirm_hits, max_misses: config.max_misses });
         let lanes = camera.lanes.iter().map(|l| Lane { id: l.id.clone(), polygon: l.polygon.clone() }).collect();
         let lines = camera.lines.iter().map(|l| Line { id: l.id.clone(), from: l.from, to: l.to }).collect();
         let ground = camera.calibration.as_ref().and_then(|c| Homography::from_points(&c.image, &c.ground).ok());

@@ -120,6 +120,16 @@ impl Homography {
         Ok(Homography(SMatrix::<f64, 3, 3>::new(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], 1.0)))
     }
 
+    /// Whether every point is on one side of the horizon, clear of it: the
+    /// map is then continuous over their convex hull (no speed jumps to
+    /// infinity between them).
+    pub fn holds_over(&self, points: &[Point]) -> bool {
+        let w = |p: &Point| self.0[(2, 0)] * p[0] + self.0[(2, 1)] * p[1] + self.0[(2, 2)];
+        let ws: Vec<f64> = points.iter().map(w).collect();
+        let scale = ws.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        scale > 0.0 && (ws.iter().all(|v| *v > 1e-3 * scale) || ws.iter().all(|v| *v < -1e-3 * scale))
+    }
+
     /// The ground position of image point `p`, or None beyond the horizon.
     pub fn apply(&self, p: Point) -> Option<Point> {
         let v = self.0 * SVector::<f64, 3>::new(p[0], p[1], 1.0);
@@ -182,6 +192,17 @@ mod tests {
         // Perspective: the far half of the image covers more road than the near half.
         let mid = h.apply([500.0, 350.0]).unwrap();
         assert!((mid[1] - 11.25).abs() < 1e-6 && (mid[0] - 1.75).abs() < 1e-6, "{mid:?}");
+    }
+
+    #[test]
+    fn a_horizon_between_the_points_is_found() {
+        // A strong perspective: the far edge (y = 200) is near the horizon.
+        let image = [[400.0, 500.0], [600.0, 500.0], [505.0, 200.0], [495.0, 200.0]];
+        let ground = [[0.0, 0.0], [3.5, 0.0], [3.5, 30.0], [0.0, 30.0]];
+        let h = Homography::from_points(&image, &ground).unwrap();
+        assert!(h.holds_over(&image));
+        // Higher up the image than the horizon: beyond it.
+        assert!(!h.holds_over(&[[500.0, 500.0], [500.0, 100.0]]));
     }
 
     #[test]
