@@ -35,6 +35,7 @@ use crate::pipeline::stats::{CameraState, CameraStats};
 use crate::pipeline::vehicles::VehicleStage;
 use crate::publish::{mqtt, Publisher, PublisherStats, Routes};
 use crate::track::ids::TrackIds;
+use crate::track::journal;
 use crate::util::health::Health;
 use crate::util::shutdown::Shutdown;
 use crate::wire::Topics;
@@ -69,6 +70,8 @@ pub enum AgentError {
     /// Tracked cameras number their vehicles from a counter in state_dir.
     #[error("{0}")]
     TrackIds(#[from] crate::track::ids::TrackIdError),
+    #[error("{0}")]
+    CountsJournal(#[from] crate::track::journal::JournalError),
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
@@ -88,11 +91,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     })
     .await
     .map_err(|e| AgentError::Panicked(e.to_string()))??;
-    // Tracked cameras number their vehicles from the state folder: read (and
-    // the first block reserved) now, before anything connects.
-    let track_ids = if config.cameras.iter().any(|c| c.tracking.is_some()) {
-        let path = config.state_dir.join("track_ids");
-        Some(tokio::task::spawn_blocking(move || TrackIds::open(&path)).await.map_err(|e| AgentError::Panicked(e.to_string()))??)
+    // Tracked cameras number their vehicles from the state folder (read, and
+    // the first block reserved, before anything connects), and keep their
+    // open counts interval there: what a crashed run was counting is sent again.
+    let tracking = if config.cameras.iter().any(|c| c.tracking.is_some()) {
+        let state_dir = config.state_dir.clone();
+        let tracked: Vec<String> = config.cameras.iter().filter(|c| c.tracking.is_some()).map(|c| c.id.clone()).collect();
+        let open = move || -> Result<_, AgentError> {
+            let ids = TrackIds::open(&state_dir.join("track_ids"))?;
+            let dir = state_dir.join("counts");
+            let recovered: Vec<_> = tracked.iter().filter_map(|camera| journal::recover(&dir, camera)).collect();
+            for interval in &recovered {
+                tracing::warn!(camera = %interval.camera, from = %interval.from, to = %interval.to, "the last run stopped without publishing these counts: sending them again, marked recovered");
+            }
+            Ok((ids, journal::CountsJournal::start(&dir)?, recovered))
+        };
+        Some(tokio::task::spawn_blocking(open).await.map_err(|e| AgentError::Panicked(e.to_string()))??)
     } else {
         None
     };
@@ -182,9 +196,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     if let Some(tap) = &sample_tap {
         worker = worker.with_tap(Box::new(tap.clone()));
     }
-    if let Some(ids) = track_ids {
+    if let Some((ids, journal, recovered)) = tracking {
         let interval = Duration::from_secs(config.counts.interval_seconds);
-        let mut stage = VehicleStage::new(&context.device_id, &context.topics, &config.cameras, interval, ids);
+        let mut stage = VehicleStage::new(&context.device_id, &context.topics, &config.cameras, interval, ids).with_journal(journal, recovered);
         if let Some((_, sender)) = &monitor {
             stage = stage.with_tap(Box::new(sender.vehicle_tap()));
         }

@@ -97,8 +97,12 @@ fn class_of_image(path: &Path) -> String {
     line["class"].as_str().unwrap().to_string()
 }
 
+/// Payloads on `…/<kind>/…`, each once: QoS 1 may deliver a message twice
+/// (what was in flight when the agent was killed is sent again), so, as the
+/// contract says, receivers deduplicate on `seq`.
 fn payloads(sub: &Subscriber, kind: &str) -> Vec<Value> {
-    sub.all().into_iter().filter(|m| m.topic.contains(&format!("/{kind}/"))).map(|m| m.payload).collect()
+    let mut seen = BTreeSet::new();
+    sub.all().into_iter().filter(|m| m.topic.contains(&format!("/{kind}/"))).map(|m| m.payload).filter(|p| seen.insert(p["seq"].as_u64())).collect()
 }
 
 /// Every count of every interval, summed: (what, class) → vehicles.
@@ -309,6 +313,36 @@ fn a_restart_mid_clip_reuses_no_track_id_and_counts_no_interval_twice() {
     let counts = payloads(&sub, "counts");
     assert_intervals_apart(&counts);
     assert_eq!(summed_counts(&counts), tallied_vehicles(&vehicles), "each vehicle counted once, over both runs");
+}
+
+#[test]
+fn a_crash_loses_no_counts_the_interval_in_progress_is_sent_again_marked_recovered() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "cctv/#");
+    // A long interval: what the killed run counted is only in its journal.
+    let config = agent_config(&broker, &tracked_camera(&road_clip(), "realtime", ROAD_SCENE, "loop = true").replace("interval_seconds = 2", "interval_seconds = 3600"));
+    let mut agent = Agent::start(&config);
+    sub.wait_until(Duration::from_secs(60), "two vehicles", |all| all.iter().filter(|m| m.topic.contains("/vehicles/")).count() >= 2);
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill(); // as in a power cut: no shutdown, no last counts
+    let before = payloads(&sub, "vehicles").len();
+    let mut agent = Agent::start_in(agent.into_dir(), &config);
+    sub.wait_until(Duration::from_secs(60), "more vehicles after the restart", |all| all.iter().filter(|m| m.topic.contains("/vehicles/")).count() >= before + 2);
+    assert!(agent.terminate().success(), "{}", agent.log());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let vehicles = payloads(&sub, "vehicles");
+    let counts = payloads(&sub, "counts");
+    let recovered: Vec<&Value> = counts.iter().filter(|c| c["recovered"] == true).collect();
+    assert_eq!(recovered.len(), 1, "the killed run's open interval, once: {counts:#?}");
+    for c in &counts {
+        assert_matches_schema(c, "counts.json");
+    }
+    let first_run: BTreeSet<&str> = vehicles[..before].iter().map(|v| v["track"].as_str().unwrap()).collect();
+    assert_eq!(recovered[0]["vehicles"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>(), first_run.len() as u64, "it holds the killed run's vehicles");
+    assert_intervals_apart(&counts);
+    let told: Vec<String> = vehicles.iter().map(|v| format!("#{} {} {} {} {}", v["seq"], v["track"], v["class"], v["lane"], v["last_seen"])).collect();
+    assert_eq!(summed_counts(&counts), tallied_vehicles(&vehicles), "every vehicle of both runs counted once: {told:#?}\n{counts:#?}");
 }
 
 #[test]

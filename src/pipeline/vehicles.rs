@@ -19,6 +19,7 @@ use crate::publish::Outgoing;
 use crate::track::counts::{Counted, Counts, Interval};
 use crate::track::geometry::BBox;
 use crate::track::ids::{TrackIdError, TrackIds};
+use crate::track::journal::CountsJournal;
 use crate::track::scene::{FrameInfo, Plan, Scene, Vehicle};
 use crate::track::tracker::TrackKey;
 use crate::track::vote::NO_VEHICLE;
@@ -76,6 +77,10 @@ pub struct VehicleStage {
     taps: Vec<Box<dyn VehicleTap>>,
     /// Track-id file trouble, logged once a minute at most.
     id_trouble: Throttle,
+    /// Keeps each camera's open interval on disk for a crash.
+    journal: Option<CountsJournal>,
+    /// Intervals a crashed run left, published on the first tick.
+    recovered: Vec<CountsMessage>,
 }
 
 /// What the inference thread does with a tracked camera's frame.
@@ -114,7 +119,17 @@ impl VehicleStage {
             ids,
             taps: Vec::new(),
             id_trouble: Throttle::new(Duration::from_secs(60)),
+            journal: None,
+            recovered: Vec::new(),
         }
+    }
+
+    /// Keeps open intervals in `journal`; publishes `recovered` (a crashed
+    /// run's open intervals) first.
+    pub fn with_journal(mut self, journal: CountsJournal, recovered: Vec<CountsMessage>) -> VehicleStage {
+        self.journal = Some(journal);
+        self.recovered = recovered.into_iter().map(|r| CountsMessage { recovered: true, ..r }).collect();
+        self
     }
 
     pub fn with_tap(mut self, tap: Box<dyn VehicleTap>) -> VehicleStage {
@@ -189,6 +204,10 @@ impl VehicleStage {
     /// Ends the tracks of cameras gone silent, and publishes the counts of
     /// every interval that has ended.
     pub fn tick(&mut self, min_vehicle_score: f32, sender: &dyn Fn(Outgoing) -> bool) -> Result<(), VehicleError> {
+        for interval in std::mem::take(&mut self.recovered) {
+            let camera = interval.camera.clone();
+            send(sender, Outgoing::stored(self.topics.counts(&camera), serde_json::to_vec(&interval)?), &camera)?;
+        }
         let now = SystemTime::now();
         for index in 0..self.cameras.len() {
             let Some(tracked) = self.cameras[index].as_mut() else { continue };
@@ -200,11 +219,22 @@ impl VehicleStage {
             let Some(tracked) = self.cameras[index].as_mut() else { continue };
             let due = tracked.counts.take_due(now);
             let camera = tracked.id.clone();
+            let published = !due.is_empty();
             for interval in due {
                 self.send_counts(&camera, interval, sender)?;
             }
+            if published {
+                self.keep(index);
+            }
         }
         Ok(())
+    }
+
+    /// Hands the camera's open interval to the journal.
+    fn keep(&self, camera: usize) {
+        if let (Some(journal), Some(tracked)) = (&self.journal, self.cameras.get(camera).and_then(Option::as_ref)) {
+            journal.keep(&counts_message(&self.device_id, &tracked.id, tracked.counts.snapshot(SystemTime::now())));
+        }
     }
 
     /// At shutdown: every open track's vehicle, then each camera's last counts.
@@ -222,6 +252,7 @@ impl VehicleStage {
             for interval in last {
                 self.send_counts(&camera, interval, sender)?;
             }
+            self.keep(index);
         }
         Ok(())
     }
@@ -249,6 +280,7 @@ impl VehicleStage {
     /// Each ended vehicle: its message, the taps, and the open interval's counts.
     fn publish_ended(&mut self, camera: usize, ended: Vec<Vehicle>, sender: &dyn Fn(Outgoing) -> bool) -> Result<(), VehicleError> {
         let Some(tracked) = self.cameras.get_mut(camera).and_then(Option::as_mut) else { return Ok(()) };
+        let mut counted = false;
         for vehicle in ended {
             let crop = tracked.best_crops.remove(&vehicle.key);
             let model = tracked.models.remove(&vehicle.key);
@@ -272,10 +304,14 @@ impl VehicleStage {
                 lane: message.lane.as_deref(),
                 crossings: message.crossings.iter().map(|c| (c.line.as_str(), c.direction)).collect(),
             });
+            counted = true;
             let seen = Seen { message: &message, crop: crop.as_ref() };
             for tap in &mut self.taps {
                 tap.vehicle(&seen);
             }
+        }
+        if counted {
+            self.keep(camera);
         }
         Ok(())
     }
@@ -339,6 +375,7 @@ fn counts_message(device: &str, camera: &str, interval: Interval) -> CountsMessa
         vehicles: interval.vehicles,
         lines: interval.lines,
         lanes: interval.lanes,
+        recovered: false,
     }
 }
 

@@ -69,6 +69,13 @@ impl Counts {
         }
     }
 
+    /// The open interval as it stands, cut at `now` (for the journal).
+    pub fn snapshot(&self, now: SystemTime) -> Interval {
+        let mut open = self.open.clone();
+        open.to = now.max(open.from);
+        open
+    }
+
     /// When the open interval ends.
     pub fn due(&self) -> SystemTime {
         self.open.to

@@ -5,7 +5,7 @@
 //! classes ([`vote`]), its lane and line crossings and, on a calibrated
 //! camera, its speed ([`geometry`], `util::plane`). Vehicles are counted per
 //! interval ([`counts`]); track ids are unique per device across restarts
-//! ([`ids`]). [`metrics`] scores a tracker against truth (CLEAR-MOT) for the tests.
+//! ([`ids`]); the interval in progress is kept on disk for a crash ([`journal`]). [`metrics`] scores a tracker against truth (CLEAR-MOT) for the tests.
 //!
 //! Pure logic: no OpenCV, no MQTT. The inference thread
 //! (`pipeline::vehicles`) drives it.
@@ -13,6 +13,7 @@
 pub mod counts;
 pub mod geometry;
 pub mod ids;
+pub mod journal;
 pub mod kalman;
 pub mod metrics;
 pub mod scene;

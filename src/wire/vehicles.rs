@@ -82,4 +82,8 @@ pub struct CountsMessage {
     pub lines: BTreeMap<String, LineCounts>,
     /// Every configured lane, even with no vehicle.
     pub lanes: BTreeMap<String, ClassCounts>,
+    /// Sent again at start: the interval in progress when the last run
+    /// crashed (it ends when it was last kept on disk).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
