@@ -323,7 +323,7 @@ fn name_of(names: &mut HashMap<TrackKey, String>, ids: &mut TrackIds, trouble: &
 }
 
 fn new_name(ids: &mut TrackIds, trouble: &mut Throttle, camera: &str) -> String {
-    let (n, error) = ids.next();
+    let (n, error) = ids.next_id();
     if let Some(error) = error {
         report(trouble, &error);
     }
@@ -422,7 +422,7 @@ mod tests {
         let mut frame = 0;
         // Noise: a box that shows one frame in three, in a new place each time, never confirmed.
         for i in 0..60 {
-            let regions = if i % 3 == 0 { vec![Rect::new(20 + (i as i32 * 37) % 500, 10, 30, 30)] } else { vec![] };
+            let regions = if i % 3 == 0 { vec![Rect::new(20 + (i * 37) % 500, 10, 30, 30)] } else { vec![] };
             let plan = stage.observe(&job(frame, regions), 0.3, &send).unwrap();
             let mut classified: Vec<RegionPrediction> = plan.to_classify.iter().map(car).collect();
             stage.classified(0, &plan, &mut classified, &model);

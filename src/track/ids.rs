@@ -70,7 +70,7 @@ impl TrackIds {
     /// The next id, and the error of a reservation that could not be
     /// written (the id is still unique within this run; after a restart
     /// ids from the last reserved block on could repeat).
-    pub fn next(&mut self) -> (u64, Option<TrackIdError>) {
+    pub fn next_id(&mut self) -> (u64, Option<TrackIdError>) {
         let mut error = None;
         if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
             if let Some(Ok(Err(e))) = self.writer.take().map(std::thread::JoinHandle::join) {
@@ -130,13 +130,13 @@ mod tests {
         let path = dir.path().join("track_ids");
         let mut first = TrackIds::open(&path).unwrap();
         // Past two blocks: the later reservations are written off this thread.
-        let a: Vec<u64> = (0..25_000).map(|_| first.next().0).collect();
+        let a: Vec<u64> = (0..25_000).map(|_| first.next_id().0).collect();
         assert!(a.windows(2).all(|w| w[1] == w[0] + 1) && a[0] == 1);
         first.settle();
         drop(first);
         // A restart (or a crash mid-block) starts above everything handed out.
         let mut second = TrackIds::open(&path).unwrap();
-        let b = second.next().0;
+        let b = second.next_id().0;
         assert!(b > *a.last().unwrap(), "{b} after {}", a.last().unwrap());
     }
 
@@ -147,7 +147,7 @@ mod tests {
         for garbage in ["twelve", "18446744073709551615", ""] {
             std::fs::write(&path, garbage).unwrap();
             let mut ids = TrackIds::open(&path).unwrap();
-            let id = ids.next().0;
+            let id = ids.next_id().0;
             assert!(id > 1_700_000_000_000 && id < 1 << 53, "{garbage:?} → {id}");
             ids.settle();
             // And the counter is a number again.
