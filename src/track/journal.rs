@@ -8,7 +8,9 @@
 //!
 //! A crash between publishing an interval and writing its successor leaves
 //! the published one in the journal: it is then published twice, with the
-//! same camera and `from` (receivers keep the first; docs/mqtt.md).
+//! same camera and `from` (receivers keep the first; docs/mqtt.md). The same
+//! holds for a crash soon after a start: the recovered interval stays in the
+//! journal until the new run keeps its own, so it is sent again, not lost.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,17 +86,29 @@ fn path_of(dir: &Path, camera: &str) -> PathBuf {
     dir.join(format!("{}.json", file_safe(camera)))
 }
 
-/// The interval a camera's last run left with vehicles in it, if any, and
-/// clears it (so it is recovered once). Unreadable journals are logged and ignored.
+/// The interval a camera's last run left with vehicles in it, if any. The
+/// file stays until this run keeps its own interval over it (at its first
+/// counted vehicle or interval, or at a clean stop), long after the
+/// recovered message is in the outbox: a crash before that recovers it
+/// again (the same `from`: receivers keep the first), never loses it.
 pub fn recover(dir: &Path, camera: &str) -> Option<CountsMessage> {
     let path = path_of(dir, camera);
-    let bytes = read_regular_file(&path, MAX_FILE_BYTES).ok()?;
-    let _ = std::fs::remove_file(&path);
-    match serde_json::from_slice::<CountsMessage>(&bytes) {
-        Ok(interval) if interval.camera == camera && !interval.vehicles.is_empty() => Some(interval),
-        Ok(_) => None,
+    let bytes = match read_regular_file(&path, MAX_FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(error) => {
-            tracing::warn!(%error, path = %path.display(), "a counts journal that cannot be read is ignored");
+            tracing::warn!(%error, path = %path.display(), "a counts journal that cannot be read is ignored: the counts of the last run's interval in progress are lost");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<CountsMessage>(&bytes) {
+        Ok(interval) if interval.camera != camera => {
+            tracing::warn!(path = %path.display(), found = %interval.camera, "a counts journal of another camera is ignored");
+            None
+        }
+        Ok(interval) => (!interval.vehicles.is_empty()).then_some(interval),
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "a counts journal that cannot be read is ignored: the counts of the last run's interval in progress are lost");
             None
         }
     }
@@ -130,7 +144,12 @@ mod tests {
         drop(journal);
         assert!(path_of(dir.path(), "south").exists());
         assert_eq!(recover(dir.path(), "north").map(|i| i.vehicles["car"]), Some(5));
-        assert!(recover(dir.path(), "north").is_none(), "recovered once");
+        // Still there until this run keeps its own interval: a crash before then recovers it again.
+        assert_eq!(recover(dir.path(), "north").map(|i| i.vehicles["car"]), Some(5));
+        let journal = CountsJournal::start(dir.path()).unwrap();
+        journal.keep(&interval("north", 0));
+        drop(journal);
+        assert!(recover(dir.path(), "north").is_none(), "kept over by the new run's interval");
         assert!(recover(dir.path(), "south").is_none(), "an empty interval is nothing to recover");
         std::fs::write(path_of(dir.path(), "east"), "garbage").unwrap();
         assert!(recover(dir.path(), "east").is_none());
