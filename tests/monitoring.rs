@@ -416,19 +416,9 @@ url = "{url}"
 regions = "motion"
 replay = "asap"
 {extra}
-[cameras.tracking]
-[[cameras.lanes]]
-id = "east"
-polygon = [[0, 38], [640, 38], [640, 203], [0, 203]]
-[[cameras.lanes]]
-id = "west"
-polygon = [[0, 203], [640, 203], [640, 368], [0, 368]]
-[[cameras.lines]]
-id = "middle"
-from = [320, 30]
-to = [320, 376]
-"#,
-        url = road_clip().display()
+{scene}"#,
+        url = road_clip().display(),
+        scene = ROAD_SCENE,
     )
 }
 

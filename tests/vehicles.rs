@@ -16,25 +16,6 @@ use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cctv-agent");
 
-/// The bundled two-lane clip's scene: the upper lane drives left to right,
-/// the lower right to left; a line down the middle; the road is 7 m across
-/// 330 pixels (a 3.5 m lane each) and the frame 640 px long.
-const ROAD_SCENE: &str = r#"
-[cameras.tracking]
-[[cameras.lanes]]
-id = "east"
-polygon = [[0, 0], [640, 0], [640, 203], [0, 203]]
-[[cameras.lanes]]
-id = "west"
-polygon = [[0, 203], [640, 203], [640, 400], [0, 400]]
-[[cameras.lines]]
-id = "middle"
-from = [320, 0]
-to = [320, 400]
-[cameras.calibration]
-image = [[0, 38], [640, 38], [640, 368], [0, 368]]
-ground = [[0, 0], [13.58, 0], [13.58, 7.0], [0, 7.0]]
-"#;
 
 /// Metres per pixel of that calibration.
 const METRES_PER_PIXEL: f64 = 7.0 / 330.0;

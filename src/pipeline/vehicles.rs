@@ -189,14 +189,14 @@ impl VehicleStage {
     /// tracks' votes and names.
     pub fn classified(&mut self, camera: usize, plan: &FramePlan, regions: &mut [RegionPrediction], model: &Arc<ModelIdentity>) {
         let Some(tracked) = self.cameras.get_mut(camera).and_then(Option::as_mut) else { return };
-        let classified = plan.plans.iter().enumerate().filter_map(|(i, p)| p.filter(|p| p.classify).map(|p| (i, p.track)));
-        for ((index, track), region) in classified.zip(regions.iter_mut()) {
+        let classified = plan.plans.iter().flatten().filter(|p| p.classify);
+        for (p, region) in classified.zip(regions.iter_mut()) {
             let [x, y, w, h] = region.bbox;
             let bbox = BBox::new(x as f32, y as f32, w as f32, h as f32);
-            tracked.scene.classified(track, index, bbox, &region.road_scores, &region.class, region.entropy);
-            tracked.models.insert(track, model.clone());
+            tracked.scene.classified(p, bbox, &region.road_scores, &region.class, region.entropy);
+            tracked.models.insert(p.track, model.clone());
             if tracked.publish_frames {
-                region.track = Some(name_of(&mut tracked.names, &mut self.ids, &mut self.id_trouble, &tracked.id, track));
+                region.track = Some(name_of(&mut tracked.names, &mut self.ids, &mut self.id_trouble, &tracked.id, p.track));
             }
         }
     }

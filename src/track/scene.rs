@@ -34,6 +34,8 @@ pub struct Plan {
     pub classify: bool,
     /// This is the track's best view so far: keep a crop of it.
     pub best_view: bool,
+    /// Within `edge_margin` of the frame's edge: its vote counts only if no uncut view votes.
+    pub cut: bool,
 }
 
 /// A line crossed, once per track.
@@ -100,8 +102,6 @@ pub struct Scene {
     records: HashMap<TrackKey, Record>,
     /// The last frame index seen: a smaller one means the source restarted.
     last_frame: Option<u64>,
-    /// Regions of the current frame: whether each is cut by the frame's edge.
-    cut: Vec<bool>,
 }
 
 impl Scene {
@@ -112,7 +112,7 @@ impl Scene {
         let lanes = camera.lanes.iter().map(|l| Lane { id: l.id.clone(), polygon: l.polygon.clone() }).collect();
         let lines = camera.lines.iter().map(|l| Line { id: l.id.clone(), from: l.from, to: l.to }).collect();
         let ground = camera.calibration.as_ref().and_then(|c| Homography::from_points(&c.image, &c.ground).ok());
-        Some(Scene { tracker, config, lanes, lines, ground, records: HashMap::new(), last_frame: None, cut: Vec::new() })
+        Some(Scene { tracker, config, lanes, lines, ground, records: HashMap::new(), last_frame: None })
     }
 
     pub fn lane_ids(&self) -> Vec<String> {
@@ -134,7 +134,7 @@ impl Scene {
         self.last_frame = Some(frame.frame_index);
         let step = self.tracker.update(frame.clock_s, regions);
         let margin = self.config.edge_margin as f32;
-        self.cut = regions
+        let cut: Vec<bool> = regions
             .iter()
             .map(|r| r.x <= margin || r.y <= margin || r.right() >= frame.width as f32 - margin || r.bottom() >= frame.height as f32 - margin)
             .collect();
@@ -144,7 +144,7 @@ impl Scene {
                 plans.push(None);
                 continue;
             };
-            let cut = self.cut[i];
+            let cut = cut[i];
             let record = self.records.entry(a.key).or_insert_with(|| Record {
                 first_seen: frame.captured_at,
                 last_seen: frame.captured_at,
@@ -194,7 +194,7 @@ impl Scene {
             let due = record.since_classified.saturating_add(1) >= self.config.classify_every;
             let classify = due && (!cut || (record.vote.is_empty() && record.cut_vote.is_empty()));
             record.since_classified = if classify { 0 } else { record.since_classified.saturating_add(1) };
-            plans.push(Some(Plan { track: a.key, classify, best_view }));
+            plans.push(Some(Plan { track: a.key, classify, best_view, cut }));
         }
         for e in step.ended {
             ended.extend(self.close(e, min_vehicle_score));
@@ -202,13 +202,11 @@ impl Scene {
         (plans, ended)
     }
 
-    /// The classification of region `index` of the frame last observed, as
-    /// its road-class probabilities (`none` left out), its own class and
-    /// its entropy.
-    pub fn classified(&mut self, track: TrackKey, index: usize, region: BBox, probabilities: &[(String, f32)], class: &str, entropy: f32) {
-        let cut = self.cut.get(index).copied().unwrap_or(true);
-        if let Some(record) = self.records.get_mut(&track) {
-            let vote = if cut { &mut record.cut_vote } else { &mut record.vote };
+    /// The classification of a region `observe` planned: its road-class
+    /// probabilities (`none` left out), its own class and its entropy.
+    pub fn classified(&mut self, plan: &Plan, region: BBox, probabilities: &[(String, f32)], class: &str, entropy: f32) {
+        if let Some(record) = self.records.get_mut(&plan.track) {
+            let vote = if plan.cut { &mut record.cut_vote } else { &mut record.vote };
             vote.add(probabilities, class, region.area(), entropy);
         }
     }
