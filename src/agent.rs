@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::context::Context;
-use crate::infer::Classifier;
+use crate::infer::{Classifier, Detector};
+use crate::pipeline::detection::DetectionStage;
 use crate::models::recorder::RollbackRecorder;
 use crate::models::release::PublicKey;
 use crate::models::store::ModelStore;
@@ -49,6 +50,9 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 pub enum AgentError {
     #[error("cannot load the model: {0}")]
     Model(#[from] crate::infer::ModelError),
+    /// A camera has `regions = "detector"`: the agent does not serve without its detector.
+    #[error("cannot load the detector (a camera has regions = \"detector\"; [detector] path names another): {0}")]
+    Detector(crate::infer::ModelError),
     #[error("registry: {0}")]
     Registry(crate::models::release::ReleaseError),
     #[error("mqtt: {0}")]
@@ -122,6 +126,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         .map_err(|e| AgentError::Panicked(e.to_string()))??;
     let model = classifier.identity().clone();
     tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
+    let detector = match config.uses_detector() {
+        true => {
+            let (path, spec, threads) = (config.detector_path(), config.detector_spec_path(), config.model.intra_threads);
+            let detector = tokio::task::spawn_blocking(move || Detector::load(&path, &spec, threads))
+                .await
+                .map_err(|e| AgentError::Panicked(e.to_string()))?
+                .map_err(AgentError::Detector)?;
+            let identity = detector.identity();
+            tracing::info!(name = %identity.name, version = %identity.version, sha256 = %identity.sha256, "detector loaded");
+            Some(detector)
+        }
+        false => None,
+    };
 
     let (outgoing, outgoing_rx) = mpsc::channel(config.mqtt.queue_capacity);
     let context = Context {
@@ -187,7 +204,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
 
     let health = Arc::new(Health::new());
     let queue = Arc::new(FrameQueue::new());
-    let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(CameraStats::new(&c.id))).collect();
+    let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(if c.detection().is_some() { CameraStats::new(&c.id).with_detector() } else { CameraStats::new(&c.id) })).collect();
 
     let mut worker = InferenceWorker::new(&context, classifier, queue.clone(), camera_stats.clone(), health.register("inference"), swap_rx);
     if let Some((_, sender)) = &monitor {
@@ -207,6 +224,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             stage = stage.with_tap(Box::new(tap.clone()));
         }
         worker = worker.with_vehicles(stage);
+    }
+    if let Some(detector) = detector {
+        worker = worker.with_detection(DetectionStage::new(detector, &config.cameras));
     }
     // The sampler thread ends once its taps (and the monitor) are gone.
     drop(sample_tap);

@@ -117,6 +117,9 @@ pub struct Config {
     #[serde(default)]
     pub registry: Option<RegistryConfig>,
     pub model: ModelConfig,
+    /// The detector cameras with `regions = "detector"` use.
+    #[serde(default)]
+    pub detector: DetectorConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     #[serde(default)]
@@ -356,6 +359,35 @@ impl ModelConfig {
     }
 }
 
+/// The bundled detector's file name; it sits beside the bundled classifier.
+pub const BUNDLED_DETECTOR: &str = "yolov3_tiny.onnx";
+
+/// `[detector]`: the model that finds vehicles for `regions = "detector"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// The ONNX file; its spec is the `.toml` beside it unless `spec` says
+    /// otherwise. Default: the bundled detector beside `model.path`.
+    pub path: Option<PathBuf>,
+    pub spec: Option<PathBuf>,
+}
+
+impl Config {
+    /// The detector's ONNX file (the bundled one unless `[detector] path` names another).
+    pub fn detector_path(&self) -> PathBuf {
+        self.detector.path.clone().unwrap_or_else(|| self.model.path.with_file_name(BUNDLED_DETECTOR))
+    }
+
+    pub fn detector_spec_path(&self) -> PathBuf {
+        self.detector.spec.clone().unwrap_or_else(|| self.detector_path().with_extension("toml"))
+    }
+
+    /// Whether any camera finds its regions with the detector.
+    pub fn uses_detector(&self) -> bool {
+        self.cameras.iter().any(|c| c.regions == RegionsConfig::Detector)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
@@ -563,6 +595,26 @@ pub struct CameraConfig {
     /// Publish a prediction per frame too. Default: off when tracking is on.
     #[serde(default)]
     pub publish_frames: Option<bool>,
+    /// `regions = "detector"`: run the detector on every N-th frame (tracking in between). Default 1.
+    #[serde(default)]
+    pub detect_every: Option<u32>,
+    /// `regions = "detector"`: skip the detector while motion finds nothing
+    /// and no vehicle is tracked. Default on.
+    #[serde(default)]
+    pub motion_gate: Option<bool>,
+    /// `regions = "detector"` with the gate: detect anyway once every this
+    /// many seconds of a closed gate (a vehicle that stands still from the
+    /// start moves nothing); 0 = never. Default 10.
+    #[serde(default)]
+    pub gate_recheck_seconds: Option<u64>,
+}
+
+/// How a detector camera runs its detector, with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detection {
+    pub every: u32,
+    pub motion_gate: bool,
+    pub recheck_seconds: u64,
 }
 
 /// `[cameras.tracking]`: how regions become vehicles.
@@ -659,6 +711,8 @@ pub enum RegionsConfig {
     Full,
     /// Moving objects, found by background subtraction.
     Motion,
+    /// Objects found by the detector model (`[detector]`), gated by motion.
+    Detector,
     /// Fixed rectangles `[x, y, w, h]` in pixels (lanes).
     Fixed(Vec<[u32; 4]>),
 }
@@ -666,7 +720,7 @@ pub enum RegionsConfig {
 impl<'de> Deserialize<'de> for RegionsConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct RegionsVisitor;
-        const EXPECTED: &str = r#""full", "motion", or a list of [x, y, w, h] such as [[0, 100, 640, 200]]"#;
+        const EXPECTED: &str = r#""full", "motion", "detector", or a list of [x, y, w, h] such as [[0, 100, 640, 200]]"#;
         impl<'de> Visitor<'de> for RegionsVisitor {
             type Value = RegionsConfig;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -676,6 +730,7 @@ impl<'de> Deserialize<'de> for RegionsConfig {
                 match v {
                     "full" => Ok(RegionsConfig::Full),
                     "motion" => Ok(RegionsConfig::Motion),
+                    "detector" => Ok(RegionsConfig::Detector),
                     other => Err(E::custom(format!("unknown regions \"{other}\": write {EXPECTED}"))),
                 }
             }
@@ -724,6 +779,15 @@ impl CameraConfig {
     /// Whether each frame's prediction is published (tracked cameras publish vehicles instead, unless asked).
     pub fn publishes_frames(&self) -> bool {
         self.publish_frames.unwrap_or(self.tracking.is_none())
+    }
+
+    /// How it runs the detector; None unless `regions = "detector"`.
+    pub fn detection(&self) -> Option<Detection> {
+        (self.regions == RegionsConfig::Detector).then(|| Detection {
+            every: self.detect_every.unwrap_or(1),
+            motion_gate: self.motion_gate.unwrap_or(true),
+            recheck_seconds: self.gate_recheck_seconds.unwrap_or(10),
+        })
     }
 
     pub fn source(&self) -> SourceKind {
@@ -870,6 +934,8 @@ impl Config {
         };
         self.model.path = resolve(&self.model.path);
         self.model.spec = self.model.spec.as_deref().map(resolve);
+        self.detector.path = self.detector.path.as_deref().map(resolve);
+        self.detector.spec = self.detector.spec.as_deref().map(resolve);
         self.mqtt.ca_file = self.mqtt.ca_file.as_deref().map(resolve);
         self.mqtt.client_cert_file = self.mqtt.client_cert_file.as_deref().map(resolve);
         self.mqtt.client_key_file = self.mqtt.client_key_file.as_deref().map(resolve);
@@ -958,6 +1024,11 @@ impl Config {
         check.path("model.path", &self.model.path)?;
         if let Some(spec) = &self.model.spec {
             check.path("model.spec", spec)?;
+        }
+        for (key, path) in [("detector.path", &self.detector.path), ("detector.spec", &self.detector.spec)] {
+            if let Some(path) = path {
+                check.path(key, path)?;
+            }
         }
         check.int("model.intra_threads", self.model.intra_threads as u64, 1..=64)?;
         check.int("telemetry.interval_seconds", self.telemetry.interval_seconds, 1..=DAY)?;
@@ -1069,6 +1140,20 @@ impl Config {
             check.int(&key("motion.analysis_width"), m.analysis_width as u64, 32..=4096)?;
             check.num(&key("motion.learning_rate"), m.learning_rate, 0.0..=1.0)?;
             self.validate_tracking(check, camera, &key)?;
+            if camera.regions == RegionsConfig::Detector {
+                if let Some(every) = camera.detect_every {
+                    // At 25 fps, 30 frames is more than a second unseen: a fast vehicle crosses a view in that.
+                    check.int(&key("detect_every"), every as u64, 1..=30)?;
+                }
+                if let Some(seconds) = camera.gate_recheck_seconds {
+                    check.int(&key("gate_recheck_seconds"), seconds, 0..=86_400)?;
+                }
+            } else {
+                let given = [("detect_every", camera.detect_every.is_some()), ("motion_gate", camera.motion_gate.is_some()), ("gate_recheck_seconds", camera.gate_recheck_seconds.is_some())];
+                if let Some((name, _)) = given.iter().find(|(_, set)| *set) {
+                    return Err(check.invalid(&key(name), "applies to regions = \"detector\" only: remove it, or set regions = \"detector\"".into()));
+                }
+            }
         }
         Ok(())
     }

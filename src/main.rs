@@ -32,6 +32,14 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Find objects in still images with the detector, exactly as the pipeline does; one JSON line per image.
+    Detect {
+        /// The detector's ONNX model; its spec is the .toml beside it.
+        #[arg(long, default_value = "models/yolov3_tiny.onnx")]
+        model: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Validate a config file; names the bad key and what to write instead.
     CheckConfig { file: PathBuf },
     /// The trainer's side of a model release: keys, signing, pushing, announcing.
@@ -119,6 +127,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => load_config(config.as_deref()).and_then(run),
         Command::Classify { model, images } => classify(&model, &images),
+        Command::Detect { model, images } => detect(&model, &images),
         Command::CheckConfig { file } => check_config(&file),
         Command::Watch { url, config, device, json } => watch(url, config.as_deref(), device, json),
         Command::Release(command) => release(command),
@@ -259,13 +268,54 @@ fn classify(model: &Path, images: &[PathBuf]) -> Result<ExitCode> {
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn classify_one(classifier: &mut Classifier, image: &Path) -> Result<String> {
+/// A still image as OpenCV decodes it (BGR), or why not.
+fn read_image(image: &Path) -> Result<opencv::core::Mat> {
     use opencv::prelude::*;
     let path = image.to_str().context("image path is not UTF-8")?;
     let frame = opencv::imgcodecs::imread(path, opencv::imgcodecs::IMREAD_COLOR)?;
     if frame.empty() {
         anyhow::bail!("cannot read it as an image (missing, or not a format OpenCV decodes)");
     }
+    Ok(frame)
+}
+
+fn detect(model: &Path, images: &[PathBuf]) -> Result<ExitCode> {
+    let mut detector = cctv_agent::infer::Detector::load(model, &model.with_extension("toml"), 1)?;
+    let mut failed = false;
+    for image in images {
+        let line = read_image(image).and_then(|frame| Ok(detector.detect(&frame)?)).and_then(|found| {
+            let detections: Vec<serde_json::Value> = found
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "label": detector.label(d),
+                        "score": d.score,
+                        "box": d.bbox,
+                        "road_class": detector.road_classes(d).first(),
+                    })
+                })
+                .collect();
+            let identity = detector.identity();
+            Ok(serde_json::to_string(&serde_json::json!({
+                "image": image,
+                "model": { "name": identity.name, "version": identity.version },
+                "detections": detections,
+            }))?)
+        });
+        match line {
+            Ok(line) => println!("{line}"),
+            Err(error) => {
+                eprintln!("error: {}: {}", image.display(), explain(&error));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn classify_one(classifier: &mut Classifier, image: &Path) -> Result<String> {
+    use opencv::prelude::*;
+    let frame = read_image(image)?;
     let whole = opencv::core::Rect::new(0, 0, frame.cols(), frame.rows());
     let region = classifier.classify(&frame, &[whole])?.remove(0);
     Ok(serde_json::to_string(&serde_json::json!({

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::preprocess;
 use super::runtime::RuntimeError;
-use super::spec::{Activation, Layout, ModelSpec, SpecError};
+use super::spec::{Activation, InputSpec, Layout, ModelSpec, SpecError};
 pub use crate::wire::model::{ModelIdentity, RegionPrediction, TopK};
 
 /// Why a model cannot be served: its spec, ONNX Runtime, the file, or the
@@ -41,6 +41,9 @@ pub enum SignatureError {
     NoOutput { name: String, found: Vec<String> },
     #[error("output `{name}` has {classes} classes but the labels file has {labels}")]
     OutputClasses { name: String, classes: i64, labels: usize },
+    /// A detector head whose shape does not follow from the spec's input, strides, anchors and labels.
+    #[error("output `{name}` has shape {shape:?}, the spec needs {expected:?}")]
+    OutputShape { name: String, shape: Vec<i64>, expected: Vec<i64> },
 }
 
 /// Why one batch of regions was not classified (the frame is skipped).
@@ -54,6 +57,8 @@ pub enum InferError {
     NoOutput(String),
     #[error("inference failed: output has {classes} classes, labels file has {labels}")]
     OutputClasses { classes: usize, labels: usize },
+    #[error("inference failed: output `{name}` has shape {shape:?}, the spec needs {expected:?}")]
+    OutputShape { name: String, shape: Vec<i64>, expected: Vec<i64> },
 }
 
 /// Shannon entropy of a probability distribution, divided by its maximum.
@@ -150,13 +155,13 @@ impl Classifier {
         let entropy = normalized_entropy(scores);
         let (class, score) = self.spec.taxonomy.classify(scores);
         let road_scores = self.spec.taxonomy.scores(scores);
-        RegionPrediction { bbox: [rect.x, rect.y, rect.width, rect.height], class: class.to_string(), score, top_k, margin, entropy, road_scores, track: None }
+        RegionPrediction { bbox: [rect.x, rect.y, rect.width, rect.height], class: class.to_string(), score, top_k, margin, entropy, road_scores, track: None, detector: None }
     }
 }
 
 /// Built in its own function: ort's builder errors carry the (not `Send`)
 /// builder, so they become plain `ort::Error`s here.
-fn build_session(environment: &ort::environment::Environment, path: &Path, intra_threads: usize) -> ort::Result<Session> {
+pub(crate) fn build_session(environment: &ort::environment::Environment, path: &Path, intra_threads: usize) -> ort::Result<Session> {
     let build = || -> ort::Result<Session> {
         Ok(Session::builder(environment)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
@@ -168,23 +173,29 @@ fn build_session(environment: &ort::environment::Environment, path: &Path, intra
     build()
 }
 
-/// The model must take the spec's input and give the spec's output.
-fn check_signature(session: &Session, spec: &ModelSpec) -> Result<(), SignatureError> {
+/// The model must take the input `spec` describes: `[N, …]` in its layout.
+pub(crate) fn check_input(session: &Session, spec: &InputSpec) -> Result<(), SignatureError> {
     let input = session
         .inputs()
         .iter()
-        .find(|i| i.name() == spec.input.name)
-        .ok_or_else(|| SignatureError::NoInput { name: spec.input.name.clone(), found: names(session.inputs()) })?;
-    let (h, w) = (spec.input.height as i64, spec.input.width as i64);
-    let expected = match spec.input.layout {
+        .find(|i| i.name() == spec.name)
+        .ok_or_else(|| SignatureError::NoInput { name: spec.name.clone(), found: names(session.inputs()) })?;
+    let (h, w) = (spec.height as i64, spec.width as i64);
+    let expected = match spec.layout {
         Layout::Nchw => [-1, 3, h, w],
         Layout::Nhwc => [-1, h, w, 3],
     };
     let shape: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
     let fits = shape.len() == 4 && shape.iter().zip(expected).skip(1).all(|(have, want)| *have == want || *have == -1);
     if !fits {
-        return Err(SignatureError::InputShape { name: spec.input.name.clone(), shape, expected });
+        return Err(SignatureError::InputShape { name: spec.name.clone(), shape, expected });
     }
+    Ok(())
+}
+
+/// The model must take the spec's input and give the spec's output.
+fn check_signature(session: &Session, spec: &ModelSpec) -> Result<(), SignatureError> {
+    check_input(session, &spec.input)?;
     let output = session
         .outputs()
         .iter()
@@ -197,7 +208,7 @@ fn check_signature(session: &Session, spec: &ModelSpec) -> Result<(), SignatureE
     Ok(())
 }
 
-fn names(outlets: &[ort::value::Outlet]) -> Vec<String> {
+pub(crate) fn names(outlets: &[ort::value::Outlet]) -> Vec<String> {
     outlets.iter().map(|o| o.name().to_string()).collect()
 }
 

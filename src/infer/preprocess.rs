@@ -47,6 +47,27 @@ pub fn region_into(frame: &Mat, rect: Rect, spec: &InputSpec, out: &mut [f32]) -
     Ok(())
 }
 
+/// Writes all of `frame` into `out` letterboxed: scaled to fit the spec's
+/// size with its aspect kept, centred, the rest filled with grey `pad`.
+/// Returns the scale and the (x, y) offset of the frame inside the input.
+pub fn letterbox_into(frame: &Mat, spec: &InputSpec, pad: u8, out: &mut [f32]) -> opencv::Result<(f32, [f32; 2])> {
+    let (w, h) = (spec.width as i32, spec.height as i32);
+    let scale = (w as f32 / frame.cols() as f32).min(h as f32 / frame.rows() as f32);
+    let inner = Size::new(((frame.cols() as f32 * scale).round() as i32).clamp(1, w), ((frame.rows() as f32 * scale).round() as i32).clamp(1, h));
+    let interpolation = match spec.resize {
+        Resize::Bilinear => imgproc::INTER_LINEAR,
+        Resize::Area => imgproc::INTER_AREA,
+    };
+    let mut resized = Mat::default();
+    imgproc::resize(frame, &mut resized, inner, 0.0, 0.0, interpolation)?;
+    let (left, top) = ((w - inner.width) / 2, (h - inner.height) / 2);
+    let mut boxed = Mat::default();
+    let grey = opencv::core::Scalar::all(pad as f64);
+    opencv::core::copy_make_border(&resized, &mut boxed, top, h - inner.height - top, left, w - inner.width - left, opencv::core::BORDER_CONSTANT, grey)?;
+    region_into(&boxed, Rect::new(0, 0, w, h), spec, out)?;
+    Ok((scale, [left as f32, top as f32]))
+}
+
 /// In-place softmax over one row of logits.
 pub fn softmax(values: &mut [f32]) {
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);

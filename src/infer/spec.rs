@@ -41,6 +41,41 @@ pub enum SpecError {
     BadVersion { path: PathBuf, version: String },
     #[error("model spec {}: reference: {source}", path.display())]
     Reference { path: PathBuf, #[source] source: ReferenceError },
+    #[error("model spec {}: {source}", path.display())]
+    Detector { path: PathBuf, #[source] source: super::detector_spec::DetectorSpecError },
+    /// A detector's spec where a classifier's is needed.
+    #[error("model spec {}: is a detector's (kind = \"detector\"): name it under [detector], not [model]", path.display())]
+    NotAClassifier { path: PathBuf },
+}
+
+/// What a model does; a spec without `kind` is a classifier's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Classifier,
+    Detector,
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelKind::Classifier => "classifier",
+            ModelKind::Detector => "detector",
+        })
+    }
+}
+
+impl ModelKind {
+    /// The `kind` of a spec's text, before the rest is read by its kind's rules.
+    pub fn of(text: &str) -> Result<ModelKind, toml::de::Error> {
+        #[derive(Deserialize)]
+        struct KindOnly {
+            #[serde(default)]
+            kind: ModelKind,
+        }
+        Ok(toml::from_str::<KindOnly>(text)?.kind)
+    }
 }
 
 /// What is wrong with a spec's `[reference]` (the trainer's class mix).
@@ -61,6 +96,9 @@ pub enum ReferenceError {
 pub struct SpecFile {
     pub name: String,
     pub version: String,
+    /// `classifier` (the default) for this spec.
+    #[serde(default)]
+    pub kind: ModelKind,
     /// Labels file, one per line in output order; relative to the spec file.
     pub labels: PathBuf,
     /// Road taxonomy file; relative to the spec file.
@@ -152,6 +190,9 @@ pub struct ModelSpec {
 impl ModelSpec {
     pub fn load(path: &Path) -> Result<ModelSpec, SpecError> {
         let text = read_text(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        if ModelKind::of(&text).is_ok_and(|kind| kind != ModelKind::Classifier) {
+            return Err(SpecError::NotAClassifier { path: path.to_path_buf() });
+        }
         let file: SpecFile = toml::from_str(&text).map_err(|source| SpecError::Toml { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let labels_path = base.join(&file.labels);

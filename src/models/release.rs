@@ -343,7 +343,7 @@ pub fn check_spec(record: &ReleaseRecord, spec_text: &str) -> Result<(), Release
         .map_err(|e| ReleaseError::SpecInvalid { spec: shown(&record.spec_file), reason: e.to_string().trim_end().to_string() })?;
     // Destructured without `..`: a path key added to the spec must be added
     // here, or this does not compile.
-    let crate::infer::spec::SpecFile { name: _, version: _, labels, taxonomy, input: _, output: _, reference: _ } = &spec;
+    let crate::infer::spec::SpecFile { name: _, version: _, kind: _, labels, taxonomy, input: _, output: _, reference: _ } = &spec;
     for (key, path) in [("labels", labels), ("taxonomy", taxonomy)] {
         let name = path.to_str().filter(|n| check_name("file name", n).is_ok());
         let name = name.ok_or_else(|| ReleaseError::SpecPathNotPlain { key, path: shown(&path.to_string_lossy()) })?;

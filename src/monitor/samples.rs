@@ -577,6 +577,7 @@ mod tests {
             entropy: 0.5,
             road_scores: vec![],
             track: None,
+            detector: None,
         }
     }
 
@@ -657,6 +658,7 @@ mod tests {
             bbox: [100, 40, 120, 60],
             best_frame: 41,
             model: ModelIdentity { name: "m".into(), version: "1".into(), sha256: "s".into() },
+            detector: None,
         }
     }
 

@@ -190,8 +190,12 @@ impl CameraWorker {
         // What the container or stream declares, checked before the first decode.
         let declared = |property| capture.get(property).ok().filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0) as u64;
         self.check_frame_size(declared(videoio::CAP_PROP_FRAME_WIDTH), declared(videoio::CAP_PROP_FRAME_HEIGHT))?;
-        let mut finder = RegionFinder::new(&self.config.regions, &self.config.motion)
-            .map_err(CameraError::RegionSetup)?;
+        let detection = self.config.detection();
+        let mut finder = match detection {
+            // The detector runs on every frame it is due: no motion to find.
+            Some(d) if !d.motion_gate => RegionFinder::Nothing,
+            _ => RegionFinder::new(&self.config.regions, &self.config.motion).map_err(CameraError::RegionSetup)?,
+        };
         let is_file = matches!(source, SourceKind::File(_));
         let wait_for_inference = is_file && self.config.replay == Replay::Asap;
         let pace = is_file && self.config.replay == Replay::Realtime;
@@ -204,7 +208,9 @@ impl CameraWorker {
         // consecutive attempts to skip past undecodable frames.
         let frame_count = capture.get(videoio::CAP_PROP_FRAME_COUNT).ok().filter(|n| n.is_finite() && *n > 0.0).unwrap_or(0.0) as u64;
         let mut skips = 0usize;
-        let tracked = self.config.tracking.is_some();
+        // Frames without regions still go to inference: a tracker must see
+        // them (that is how it knows a vehicle has gone), a detector finds its own.
+        let every_frame = self.config.tracking.is_some() || detection.is_some();
         tracing::info!(url = %self.shown_url, fps, "camera opened");
         loop {
             if self.shutdown.is_triggered() {
@@ -257,8 +263,7 @@ impl CameraWorker {
             if regions.is_empty() {
                 CameraStats::add(&self.stats.frames_without_regions, 1);
             }
-            // A tracker must see the frames without regions too: that is how it knows a vehicle has gone.
-            if !regions.is_empty() || tracked {
+            if !regions.is_empty() || every_frame {
                 // The queue takes the frame; decode the next one into a recycled buffer.
                 let decoded = std::mem::replace(&mut frame, self.queue.take_spare());
                 let clock_s = if is_file { frame_index as f64 / fps } else { started.elapsed().as_secs_f64() };

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
+use super::detection::{refine, Decision, DetectionStage};
 use super::frame_queue::FrameQueue;
 use super::stats::CameraStats;
-use super::vehicles::{VehicleError, VehicleStage};
+use super::vehicles::{Detections, VehicleError, VehicleStage};
 use crate::context::Context;
 use crate::infer::spec::Reference;
 use crate::infer::{Classifier, ModelIdentity, RegionPrediction};
@@ -106,6 +107,8 @@ pub struct InferenceWorker {
     taps: Vec<Box<dyn FrameTap>>,
     /// Tracked cameras' vehicles and counts.
     vehicles: Option<VehicleStage>,
+    /// Detector cameras' detector.
+    detection: Option<DetectionStage>,
     // State below is only used by the thread in `run`.
     confidence: ConfidenceWindow,
     probation: Option<Probation>,
@@ -141,6 +144,7 @@ impl InferenceWorker {
             events: context.events(),
             taps: Vec::new(),
             vehicles: None,
+            detection: None,
             confidence: ConfidenceWindow::default(),
             probation: None,
         }
@@ -155,6 +159,12 @@ impl InferenceWorker {
     /// Tracks the vehicles of the cameras that have tracking on.
     pub fn with_vehicles(mut self, stage: VehicleStage) -> InferenceWorker {
         self.vehicles = Some(stage);
+        self
+    }
+
+    /// Finds the regions of detector cameras with the detector.
+    pub fn with_detection(mut self, stage: DetectionStage) -> InferenceWorker {
+        self.detection = Some(stage);
         self
     }
 
@@ -201,11 +211,52 @@ impl InferenceWorker {
                 model = Arc::new(self.classifier.identity().clone());
             }
             prediction_id += 1;
+            let mut job = job;
             let stats = &self.stats[job.camera];
+            // A detector camera's regions: the detector's, when it is due.
+            let mut detected = Vec::new();
+            if let Some(detection) = self.detection.as_mut().filter(|d| d.detects(job.camera)) {
+                let tracking = self.vehicles.as_ref().is_some_and(|v| v.has_tracks(job.camera));
+                let counters = stats.detector.as_ref();
+                match detection.decide(job.camera, job.clock_s, !job.regions.is_empty(), tracking) {
+                    Decision::Detect => {
+                        let started = Instant::now();
+                        match detection.detect(job.camera, &job.frame) {
+                            Ok(found) => {
+                                if let Some(c) = counters {
+                                    CameraStats::add(&c.frames_detected, 1);
+                                    c.record_latency(started.elapsed().as_secs_f32() * 1000.0);
+                                }
+                                (job.regions, detected) = found.into_iter().map(|f| (f.rect, f.detected)).unzip();
+                            }
+                            Err(error) => {
+                                if let Some(c) = counters {
+                                    CameraStats::add(&c.errors, 1);
+                                }
+                                tracing::warn!(camera = %stats.id, frame = job.frame_index, %error, "frame skipped: the detector failed on it");
+                                self.queue.give_back(job.frame);
+                                continue;
+                            }
+                        }
+                    }
+                    skipped => {
+                        if let Some(c) = counters {
+                            CameraStats::add(if skipped == Decision::Gated { &c.frames_gated } else { &c.frames_tracked_only }, 1);
+                        }
+                        if let Some(vehicles) = self.vehicles.as_mut() {
+                            vehicles.heard_from(job.camera);
+                        }
+                        self.queue.give_back(job.frame);
+                        CameraStats::add(&stats.frames_processed, 1);
+                        continue;
+                    }
+                }
+            }
             let tracked = self.vehicles.as_ref().is_some_and(|v| v.tracks(job.camera));
             let min_vehicle_score = self.classifier.spec().taxonomy.min_vehicle_score();
+            let detections = self.detection.as_ref().filter(|_| !detected.is_empty()).map(|d| Detections { detected: &detected, model: d.identity() });
             let plan = match self.vehicles.as_mut().filter(|_| tracked) {
-                Some(vehicles) => Some(vehicles.observe(&job, min_vehicle_score, &send)?),
+                Some(vehicles) => Some(vehicles.observe(&job, detections, min_vehicle_score, &send)?),
                 None => None,
             };
             let rects = plan.as_ref().map_or(&job.regions, |p| &p.to_classify);
@@ -229,6 +280,16 @@ impl InferenceWorker {
             };
             let inference_ms = started.elapsed().as_secs_f32() * 1000.0;
             stats.record_latency(inference_ms);
+            if let Some(detection) = self.detection.as_ref().filter(|_| !detected.is_empty()) {
+                // Each classified region's detection: the index into the job's regions.
+                let indices: Vec<usize> = plan.as_ref().map_or_else(|| (0..regions.len()).collect(), |p| p.classify_index.clone());
+                for (region, index) in regions.iter_mut().zip(indices) {
+                    if let Some(d) = detected.get(index) {
+                        refine(region, d, min_vehicle_score);
+                        region.detector = Some(detection.says(d));
+                    }
+                }
+            }
             if let (Some(vehicles), Some(plan)) = (self.vehicles.as_mut(), plan.as_ref()) {
                 vehicles.classified(job.camera, plan, &mut regions, &model);
             }

@@ -9,6 +9,8 @@ use opencv::video;
 use crate::config::{MotionConfig, RegionsConfig};
 
 pub enum RegionFinder {
+    /// No regions: a detector camera without the motion gate (the inference thread finds them).
+    Nothing,
     Full,
     Fixed(Vec<Rect>),
     Motion(MotionDetector),
@@ -21,7 +23,8 @@ impl RegionFinder {
             RegionsConfig::Fixed(rects) => RegionFinder::Fixed(
                 rects.iter().map(|r| Rect::new(r[0] as i32, r[1] as i32, r[2] as i32, r[3] as i32)).collect(),
             ),
-            RegionsConfig::Motion => RegionFinder::Motion(MotionDetector::new(motion.clone())?),
+            // The detector finds the regions on the inference thread; motion here is its gate.
+            RegionsConfig::Motion | RegionsConfig::Detector => RegionFinder::Motion(MotionDetector::new(motion.clone())?),
         })
     }
 
@@ -30,6 +33,7 @@ impl RegionFinder {
     pub fn find(&mut self, frame: &Mat, max: usize) -> opencv::Result<Vec<Rect>> {
         let bounds = Rect::new(0, 0, frame.cols(), frame.rows());
         let mut rects = match self {
+            RegionFinder::Nothing => Vec::new(),
             RegionFinder::Full => vec![bounds],
             RegionFinder::Fixed(rects) => rects.iter().map(|r| intersect(*r, bounds)).collect(),
             RegionFinder::Motion(detector) => detector.detect(frame)?,

@@ -1,7 +1,7 @@
 //! Per-camera counters shared between the camera thread, the inference
 //! thread and telemetry. Plain atomics: writers never wait on readers.
 
-pub use crate::wire::telemetry::{CameraSnapshot, CameraState};
+pub use crate::wire::telemetry::{CameraSnapshot, CameraState, DetectorSnapshot};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -40,6 +40,43 @@ pub struct CameraStats {
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
     latencies_ms: Mutex<VecDeque<f32>>,
+    /// A detector camera's detector counters.
+    pub detector: Option<DetectorStats>,
+}
+
+#[derive(Debug, Default)]
+pub struct DetectorStats {
+    pub frames_detected: AtomicU64,
+    pub frames_gated: AtomicU64,
+    pub frames_tracked_only: AtomicU64,
+    pub errors: AtomicU64,
+    latencies_ms: LatencyWindow,
+}
+
+impl DetectorStats {
+    pub fn record_latency(&self, ms: f32) {
+        self.latencies_ms.push(ms);
+    }
+}
+
+/// The last `LATENCY_WINDOW` latencies.
+#[derive(Debug, Default)]
+struct LatencyWindow(Mutex<VecDeque<f32>>);
+
+impl LatencyWindow {
+    fn push(&self, ms: f32) {
+        let mut window = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if window.len() == LATENCY_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(ms);
+    }
+
+    fn sorted(&self) -> Vec<f32> {
+        let mut latencies: Vec<f32> = self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+        latencies.sort_by(f32::total_cmp);
+        latencies
+    }
 }
 
 impl CameraStats {
@@ -56,7 +93,14 @@ impl CameraStats {
             state: AtomicU8::new(0),
             last_error: Mutex::new(None),
             latencies_ms: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+            detector: None,
         }
+    }
+
+    /// A camera whose regions come from the detector.
+    pub fn with_detector(mut self) -> CameraStats {
+        self.detector = Some(DetectorStats::default());
+        self
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -101,6 +145,17 @@ impl CameraStats {
             latency_ms_p50: percentile(&latencies, 0.50),
             latency_ms_p95: percentile(&latencies, 0.95),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            detector: self.detector.as_ref().map(|d| {
+                let latencies = d.latencies_ms.sorted();
+                DetectorSnapshot {
+                    frames_detected: load(&d.frames_detected),
+                    frames_gated: load(&d.frames_gated),
+                    frames_tracked_only: load(&d.frames_tracked_only),
+                    errors: load(&d.errors),
+                    latency_ms_p50: percentile(&latencies, 0.50),
+                    latency_ms_p95: percentile(&latencies, 0.95),
+                }
+            }),
         }
     }
 }

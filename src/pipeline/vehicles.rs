@@ -22,7 +22,8 @@ use crate::track::ids::{TrackIdError, TrackIds};
 use crate::track::journal::CountsJournal;
 use crate::track::scene::{FrameInfo, Plan, Scene, Vehicle};
 use crate::track::tracker::TrackKey;
-use crate::track::vote::NO_VEHICLE;
+use crate::track::vote::{Detected, NO_VEHICLE};
+use crate::wire::model::DetectorSays;
 use crate::util::throttle::Throttle;
 use crate::wire::vehicles::{CountsMessage, Crossing, VehicleMessage};
 use crate::wire::{rfc3339, Topics};
@@ -59,6 +60,8 @@ struct Tracked {
     best_crops: HashMap<TrackKey, Mat>,
     /// The model that last classified each live track.
     models: HashMap<TrackKey, Arc<ModelIdentity>>,
+    /// The detector that last found each live track (detector cameras).
+    detectors: HashMap<TrackKey, Arc<ModelIdentity>>,
     /// When its last frame came: a camera silent for `SILENT` has lost its vehicles from view.
     last_frame_at: Option<Instant>,
 }
@@ -89,6 +92,15 @@ pub struct FramePlan {
     pub plans: Vec<Option<Plan>>,
     /// The regions to classify (in `plans` order).
     pub to_classify: Vec<Rect>,
+    /// Their indices in the job's regions.
+    pub classify_index: Vec<usize>,
+}
+
+/// What the detector said of each of a frame's regions, and which detector it was.
+#[derive(Clone, Copy)]
+pub struct Detections<'a> {
+    pub detected: &'a [Detected],
+    pub model: &'a Arc<ModelIdentity>,
 }
 
 impl VehicleStage {
@@ -108,6 +120,7 @@ impl VehicleStage {
                     names: HashMap::new(),
                     best_crops: HashMap::new(),
                     models: HashMap::new(),
+                    detectors: HashMap::new(),
                     last_frame_at: None,
                 })
             })
@@ -154,10 +167,24 @@ impl VehicleStage {
         Some(silent.map_or(Instant::now() + wait, |s| s.min(Instant::now() + wait)))
     }
 
-    /// Tracks a tracked camera's frame; publishes the vehicles that ended.
-    pub fn observe(&mut self, job: &FrameJob, min_vehicle_score: f32, sender: &dyn Fn(Outgoing) -> bool) -> Result<FramePlan, VehicleError> {
+    /// A tracked camera's frame that is not observed (its detector did not
+    /// run on it): the camera is not silent.
+    pub fn heard_from(&mut self, camera: usize) {
+        if let Some(tracked) = self.cameras.get_mut(camera).and_then(Option::as_mut) {
+            tracked.last_frame_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether a vehicle is being tracked on `camera`.
+    pub fn has_tracks(&self, camera: usize) -> bool {
+        self.cameras.get(camera).and_then(Option::as_ref).is_some_and(|t| t.scene.has_tracks())
+    }
+
+    /// Tracks a tracked camera's frame (with what the detector said of its
+    /// regions, on a detector camera); publishes the vehicles that ended.
+    pub fn observe(&mut self, job: &FrameJob, detections: Option<Detections<'_>>, min_vehicle_score: f32, sender: &dyn Fn(Outgoing) -> bool) -> Result<FramePlan, VehicleError> {
         let Some(tracked) = self.cameras.get_mut(job.camera).and_then(Option::as_mut) else {
-            return Ok(FramePlan { plans: Vec::new(), to_classify: job.regions.clone() });
+            return Ok(FramePlan { plans: Vec::new(), to_classify: job.regions.clone(), classify_index: (0..job.regions.len()).collect() });
         };
         let frame = FrameInfo {
             clock_s: job.clock_s,
@@ -168,7 +195,13 @@ impl VehicleStage {
         };
         let boxes: Vec<BBox> = job.regions.iter().map(|r| BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32)).collect();
         tracked.last_frame_at = Some(Instant::now());
-        let (plans, ended) = tracked.scene.observe(frame, &boxes, min_vehicle_score);
+        let detected = detections.map_or(&[][..], |d| d.detected);
+        let (plans, ended) = tracked.scene.observe(frame, &boxes, detected, min_vehicle_score);
+        if let Some(d) = detections {
+            for plan in plans.iter().flatten() {
+                tracked.detectors.insert(plan.track, d.model.clone());
+            }
+        }
         for (plan, rect) in plans.iter().zip(&job.regions) {
             if let Some(plan) = plan.filter(|p| p.best_view) {
                 match Mat::roi(&job.frame, *rect).and_then(|roi| roi.try_clone()) {
@@ -179,10 +212,11 @@ impl VehicleStage {
                 }
             }
         }
-        let to_classify = plans.iter().zip(&job.regions).filter(|(p, _)| p.is_some_and(|p| p.classify)).map(|(_, r)| *r).collect();
+        let classify_index: Vec<usize> = plans.iter().enumerate().filter(|(_, p)| p.is_some_and(|p| p.classify)).map(|(i, _)| i).collect();
+        let to_classify = classify_index.iter().map(|i| job.regions[*i]).collect();
         self.publish_ended(job.camera, ended, sender)?;
         self.forget_dead(job.camera);
-        Ok(FramePlan { plans, to_classify })
+        Ok(FramePlan { plans, to_classify, classify_index })
     }
 
     /// Gives the classified regions (in `plan.to_classify` order) their
@@ -264,6 +298,7 @@ impl VehicleStage {
         let scene = &tracked.scene;
         tracked.best_crops.retain(|key, _| scene.is_live(*key));
         tracked.models.retain(|key, _| scene.is_live(*key));
+        tracked.detectors.retain(|key, _| scene.is_live(*key));
         tracked.names.retain(|key, _| scene.is_live(*key));
     }
 
@@ -285,6 +320,7 @@ impl VehicleStage {
             let crop = tracked.best_crops.remove(&vehicle.key);
             let model = tracked.models.remove(&vehicle.key);
             let name = tracked.names.remove(&vehicle.key);
+            let detector = tracked.detectors.remove(&vehicle.key);
             let Some(model) = model else {
                 // Never classified (each classification of it failed): nothing to say of it.
                 tracing::debug!(camera = %tracked.id, frames = vehicle.frames, "a track ended without a classification");
@@ -296,7 +332,10 @@ impl VehicleStage {
                 continue;
             }
             let track = name.unwrap_or_else(|| new_name(&mut self.ids, &mut self.id_trouble, &tracked.id));
-            let message = vehicle_message(&self.device_id, &tracked.id, track, &vehicle, &model);
+            let mut message = vehicle_message(&self.device_id, &tracked.id, track, &vehicle, &model);
+            if let (Some(call), Some(detector)) = (&vehicle.detector, detector) {
+                message.detector = Some(DetectorSays { label: call.label.clone(), score: call.score, frames: Some(call.frames), model: (*detector).clone() });
+            }
             let body = serde_json::to_vec(&message)?;
             send(sender, Outgoing::stored(self.topics.vehicles(&tracked.id), body), &tracked.id)?;
             tracked.counts.add(&Counted {
@@ -363,6 +402,7 @@ fn vehicle_message(device: &str, camera: &str, track: String, v: &Vehicle, model
         bbox: [b.x.round() as i32, b.y.round() as i32, b.w.round() as i32, b.h.round() as i32],
         best_frame: v.best_frame,
         model: model.clone(),
+        detector: None,
     }
 }
 
@@ -405,6 +445,7 @@ mod tests {
             entropy: 0.2,
             road_scores: vec![("car".into(), 0.9), ("van".into(), 0.05)],
             track: None,
+            detector: None,
         }
     }
 
@@ -423,7 +464,7 @@ mod tests {
         // Noise: a box that shows one frame in three, in a new place each time, never confirmed.
         for i in 0..60 {
             let regions = if i % 3 == 0 { vec![Rect::new(20 + (i * 37) % 500, 10, 30, 30)] } else { vec![] };
-            let plan = stage.observe(&job(frame, regions), 0.3, &send).unwrap();
+            let plan = stage.observe(&job(frame, regions), None, 0.3, &send).unwrap();
             let mut classified: Vec<RegionPrediction> = plan.to_classify.iter().map(car).collect();
             stage.classified(0, &plan, &mut classified, &model);
             frame += 1;
@@ -431,13 +472,13 @@ mod tests {
         assert_eq!(stage.kept(0), 0, "nothing kept for tracks that died as noise");
         // A car drives right across the line.
         for step in 0..60 {
-            let plan = stage.observe(&job(frame, vec![Rect::new(10 + step * 8, 100, 120, 60)]), 0.3, &send).unwrap();
+            let plan = stage.observe(&job(frame, vec![Rect::new(10 + step * 8, 100, 120, 60)]), None, 0.3, &send).unwrap();
             let mut classified: Vec<RegionPrediction> = plan.to_classify.iter().map(car).collect();
             stage.classified(0, &plan, &mut classified, &model);
             frame += 1;
         }
         for _ in 0..20 {
-            stage.observe(&job(frame, vec![]), 0.3, &send).unwrap();
+            stage.observe(&job(frame, vec![]), None, 0.3, &send).unwrap();
             frame += 1;
         }
         assert_eq!(stage.kept(0), 0);

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use super::geometry::BBox;
 use super::tracker::{Ended, TrackKey, Tracker, TrackerConfig};
-use super::vote::{Consensus, Vote};
+use super::vote::{combine, Consensus, Detected, DetectorCall, DetectorVote, Vote};
 use crate::config::{CameraConfig, TrackingConfig};
 use crate::util::plane::{cross, polygon_contains, segments_meet, Homography, Point};
 use crate::wire::vehicles::Direction;
@@ -60,6 +60,8 @@ pub struct Vehicle {
     pub speed_kmh: Option<f32>,
     pub best_bbox: BBox,
     pub best_frame: u64,
+    /// What the detector called it (detector cameras).
+    pub detector: Option<DetectorCall>,
 }
 
 struct Lane {
@@ -91,6 +93,7 @@ struct Record {
     vote: Vote,
     /// Votes of views cut by the frame edge: used only if it had no other.
     cut_vote: Vote,
+    detector: DetectorVote,
 }
 
 pub struct Scene {
@@ -126,7 +129,8 @@ impl Scene {
     /// Tracks the frame's regions. Returns a plan per region (None: not a
     /// vehicle of its own, e.g. a fragment of one) and the vehicles whose
     /// tracks ended; a source that restarted ends every track first.
-    pub fn observe(&mut self, frame: FrameInfo, regions: &[BBox], min_vehicle_score: f32) -> (Vec<Option<Plan>>, Vec<Vehicle>) {
+    /// `detected` is empty, or what the detector said of each region.
+    pub fn observe(&mut self, frame: FrameInfo, regions: &[BBox], detected: &[Detected], min_vehicle_score: f32) -> (Vec<Option<Plan>>, Vec<Vehicle>) {
         let mut ended = Vec::new();
         if self.last_frame.is_some_and(|last| frame.frame_index <= last) {
             ended = self.finish(min_vehicle_score);
@@ -157,7 +161,11 @@ impl Scene {
                 best: None,
                 vote: Vote::default(),
                 cut_vote: Vote::default(),
+                detector: DetectorVote::default(),
             });
+            if let Some(d) = detected.get(i) {
+                record.detector.add(d);
+            }
             record.last_seen = frame.captured_at;
             record.frames += 1;
             let (x, y) = a.filtered.bottom_centre();
@@ -235,6 +243,7 @@ impl Scene {
             return None;
         }
         let vote = if record.vote.is_empty() { &record.cut_vote } else { &record.vote };
+        let detector = record.detector.call();
         let lane = record.lanes.iter().max_by_key(|(index, n)| (**n, std::cmp::Reverse(**index))).map(|(i, _)| self.lanes[*i].id.clone());
         let speed_kmh = record.ground.and_then(|((t0, g0), (t1, g1))| {
             let dt = t1 - t0;
@@ -244,7 +253,7 @@ impl Scene {
         let (_, best_bbox, best_frame) = record.best.unwrap_or_default();
         Some(Vehicle {
             key: ended.key,
-            consensus: vote.consensus(min_vehicle_score),
+            consensus: combine(vote, detector.as_ref(), min_vehicle_score),
             first_seen: record.first_seen,
             last_seen: record.last_seen,
             frames: record.frames,
@@ -253,6 +262,7 @@ impl Scene {
             speed_kmh,
             best_bbox,
             best_frame,
+            detector,
         })
     }
 }

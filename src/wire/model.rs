@@ -35,6 +35,22 @@ pub struct RegionPrediction {
     /// The tracked vehicle this region is, on a tracked camera.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track: Option<String>,
+    /// What the detector said of this region, on a detector camera.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detector: Option<DetectorSays>,
+}
+
+/// The detector's label for a region or a vehicle, and its model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorSays {
+    /// The detector's own label (`truck`), not a road class.
+    pub label: String,
+    /// Objectness × label probability (a vehicle's: its mean over the frames it had this label).
+    pub score: f32,
+    /// A vehicle's: frames the detector found it in.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub frames: Option<u32>,
+    pub model: ModelIdentity,
 }
 
 /// The model serving now; the inference thread replaces it when it swaps.

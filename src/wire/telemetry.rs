@@ -32,6 +32,24 @@ pub struct CameraSnapshot {
     pub latency_ms_p50: Option<f32>,
     pub latency_ms_p95: Option<f32>,
     pub last_error: Option<String>,
+    /// A detector camera's detector: how often it ran, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorSnapshot>,
+}
+
+/// `regions = "detector"`: what each processed frame got.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DetectorSnapshot {
+    /// Frames the detector ran on.
+    pub frames_detected: u64,
+    /// Frames it did not run on because motion found nothing and no vehicle was tracked.
+    pub frames_gated: u64,
+    /// Frames between two detections (`detect_every` > 1): tracks only.
+    pub frames_tracked_only: u64,
+    /// Frames the detector failed on (skipped).
+    pub errors: u64,
+    pub latency_ms_p50: Option<f32>,
+    pub latency_ms_p95: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -56,6 +56,9 @@ pub struct VehicleMessage {
     pub best_frame: u64,
     /// The model that classified it last.
     pub model: ModelIdentity,
+    /// What the detector called it, on a detector camera.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detector: Option<super::model::DetectorSays>,
 }
 
 /// Per class, how many vehicles.
