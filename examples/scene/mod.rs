@@ -1,5 +1,5 @@
-//! What the clip makers share (`make_road_clip`, `make_highway_clip`): the
-//! synthetic road, the vehicle photographs as sprites, the ffmpeg encoder and
+//! What the clip makers share (`make_road_clip`, `make_highway_clip`,
+//! `make_queue_clip`): the synthetic road, the vehicle photographs as sprites, the ffmpeg encoder and
 //! a truth box clipped to the frame. Not an example itself (no `main.rs`).
 
 #![allow(dead_code)] // each maker uses its own part
@@ -72,6 +72,26 @@ impl Road {
                 shade(self.asphalt_colour)
             }
         })
+    }
+}
+
+impl Road {
+    /// Paints a solid line across the lanes (a stop line) on a background
+    /// `draw` made: the columns and rows given, in the lane-line colour with
+    /// deterministic noise like the road's.
+    pub fn paint_across(&self, canvas: &mut RgbImage, cols: RangeInclusive<i32>, rows: RangeInclusive<i32>) {
+        let mut seed: u32 = 0x9e37_79b9;
+        for y in rows.clone() {
+            for x in cols.clone() {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let n = (seed % 21) as i32 - 10;
+                if (0..self.width as i32).contains(&x) && (0..self.height as i32).contains(&y) {
+                    canvas.put_pixel(x as u32, y as u32, Rgb(LANE_LINE.map(|c| (c + n).clamp(0, 255) as u8)));
+                }
+            }
+        }
     }
 }
 

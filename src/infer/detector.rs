@@ -102,6 +102,33 @@ fn merge_contained(mut boxes: Vec<Candidate>, threshold: f32) -> Vec<Candidate> 
     kept
 }
 
+/// One detection per object whatever its label: where two boxes overlap
+/// by more than `nms_iou`, or one lies `contained` inside the other (its
+/// intersection over its own area), they are one object. It keeps the
+/// best score's label and score, and the larger box. For a detector whose
+/// labels split one kind of object (COCO's `car` and `truck` on one
+/// pickup, frame by frame). Best first.
+pub fn one_per_object(mut detections: Vec<Detection>, nms_iou: f32, contained: f32) -> Vec<Detection> {
+    detections.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let corners = |d: &Detection| [d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3]];
+    let area = |d: &Detection| d.bbox[2] * d.bbox[3];
+    let mut kept: Vec<Detection> = Vec::new();
+    for d in detections {
+        let c = corners(&d);
+        let same = kept.iter_mut().find(|k| {
+            let kc = corners(k);
+            let overlap = (c[2].min(kc[2]) - c[0].max(kc[0])).max(0.0) * (c[3].min(kc[3]) - c[1].max(kc[1])).max(0.0);
+            iou(c, kc) > nms_iou || overlap > contained * area(&d).min(area(k))
+        });
+        match same {
+            Some(k) if area(&d) > area(k) => k.bbox = d.bbox,
+            Some(_) => {}
+            None => kept.push(d),
+        }
+    }
+    kept
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -330,6 +357,17 @@ mod tests {
         assert!((c.score - 0.5).abs() < 1e-4, "{}", c.score);
         assert!((c.centre[0] - 0.25).abs() < 1e-6 && (c.centre[1] - 0.75).abs() < 1e-6, "{:?}", c.centre);
         assert!((c.size[0] - 0.1).abs() < 1e-6 && (c.size[1] - 0.4).abs() < 1e-6, "{:?}", c.size);
+    }
+
+    #[test]
+    fn a_pickup_boxed_as_car_and_as_truck_is_one_object_with_the_better_label_and_the_larger_box() {
+        let car = Detection { bbox: [244.0, 144.0, 180.0, 82.0], label: 2, score: 0.73 };
+        let truck = Detection { bbox: [240.0, 140.0, 190.0, 90.0], label: 7, score: 0.31 };
+        let beside = Detection { bbox: [469.0, 138.0, 167.0, 98.0], label: 2, score: 0.9 };
+        let one = one_per_object(vec![truck, car, beside.clone()], 0.45, 0.8);
+        assert_eq!(one.len(), 2, "{one:?}");
+        assert_eq!(one[0], beside);
+        assert_eq!((one[1].label, one[1].score, one[1].bbox), (2, 0.73, [240.0, 140.0, 190.0, 90.0]));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use crate::config::{CameraConfig, Detection as DetectionConfig};
 use crate::infer::classifier::InferError;
-use crate::infer::{Detector, ModelIdentity};
+use crate::infer::detector::one_per_object;
+use crate::infer::{Detection, Detector, ModelIdentity};
 use crate::infer::RegionPrediction;
 use crate::track::vote::{combine, Detected, DetectorCall, Vote};
 use crate::wire::model::DetectorSays;
@@ -86,15 +87,18 @@ impl DetectionStage {
     }
 
     /// The vehicles in `frame` for `camera`: labels the detector's spec
-    /// maps to road classes, the most confident first, at most the
-    /// camera's `max_regions`, each at least 8 pixels a side.
+    /// maps to road classes, one box per vehicle whatever its labels, the
+    /// most confident first, at most the camera's `max_regions`, each at
+    /// least 8 pixels a side.
     pub fn detect(&mut self, camera: usize, frame: &Mat) -> Result<Vec<Found>, InferError> {
         let max = self.cameras.get(camera).and_then(Option::as_ref).map_or(usize::MAX, |c| c.max_regions);
         let (width, height) = (frame.cols(), frame.rows());
-        let detections = self.detector.detect(frame)?;
-        Ok(detections
+        let vehicles: Vec<Detection> = self.detector.detect(frame)?.into_iter().filter(|d| !self.detector.road_classes(d).is_empty()).collect();
+        let spec = self.detector.spec();
+        // A place holds one vehicle: COCO's detector may box one pickup as a car and as a truck.
+        let vehicles = one_per_object(vehicles, spec.nms_iou, spec.merge_contained.unwrap_or(1.0));
+        Ok(vehicles
             .iter()
-            .filter(|d| !self.detector.road_classes(d).is_empty())
             .map(|d| Found {
                 rect: d.rect(width, height),
                 detected: Detected { label: self.detector.label(d).to_string(), score: d.score, classes: self.detector.road_classes(d).clone() },

@@ -94,15 +94,17 @@ struct Record {
     /// Votes of views cut by the frame edge: used only if it had no other.
     cut_vote: Vote,
     detector: DetectorVote,
-    /// Frames in which its region was mostly inside an older track's region.
+    /// Frames in which its region was mostly inside another track's region.
     frames_inside: u32,
 }
 
-/// A region with at least this share of its area inside the region of an
-/// older track in the same frame is, in that frame, a second view of that
+/// A region with at least this share of its area inside the region of
+/// another track in the same frame is, in that frame, a second view of a
 /// vehicle (a detector's box around its cab or its wheels beside the box
-/// around all of it). A track that is a second view in most of its frames
-/// is no vehicle of its own and is not reported.
+/// around all of it, or around the part of it in view as it enters). A
+/// track that is a second view in most of its frames is no vehicle of its
+/// own and is not reported; the vehicle's own track, seen whole for far
+/// longer, is.
 const PART_OF: f32 = 0.5;
 
 pub struct Scene {
@@ -154,7 +156,7 @@ impl Scene {
         let keys: Vec<Option<TrackKey>> = step.assigned.iter().map(|a| a.as_ref().map(|a| a.key)).collect();
         let part_of_another = |i: usize, key: TrackKey| {
             let r = &regions[i];
-            regions.iter().zip(&keys).any(|(other, k)| k.is_some_and(|k| k < key) && r.fraction_inside(other) >= PART_OF)
+            regions.iter().zip(&keys).any(|(other, k)| k.is_some_and(|k| k != key) && r.fraction_inside(other) >= PART_OF)
         };
         let mut plans = Vec::with_capacity(regions.len());
         for (i, assignment) in step.assigned.iter().enumerate() {
