@@ -28,11 +28,13 @@ build: deps ort
 	cp -f $(ORT_LIB) target/release/libonnxruntime.so
 
 ## make bench: decode-only, inference-only and whole-pipeline frames/s on the bundled clip,
-## then the outbox's messages/s against a plain fsync'd file, then tracking off/on (vehicles, counts).
+## then the outbox's messages/s against a plain fsync'd file, then tracking off/on (vehicles, counts),
+## then the detector: ms per frame against OpenCV DNN, motion vs detect_every 1/3/5, the empty road's CPU.
 bench: build
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench outbox
 	$(CARGO) bench --bench vehicles
+	$(CARGO) bench --bench detector
 	$(CARGO) test --release --test models bench_swap -- --ignored --nocapture
 
 deps:

@@ -16,6 +16,8 @@
 //! clip scaled to 1920×1200 (made with ffmpeg into target/), where decoding
 //! costs a real share of a core.
 
+mod support;
+
 use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
@@ -24,7 +26,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cctv_agent::config::{CameraConfig, MonitorConfig, MotionConfig, RegionsConfig, Replay, SamplesConfig};
-use cctv_agent::context::Context;
 use cctv_agent::infer::Classifier;
 use cctv_agent::monitor::samples::Sampler;
 use cctv_agent::monitor::MonitorTask;
@@ -34,16 +35,14 @@ use cctv_agent::pipeline::inference::InferenceWorker;
 use cctv_agent::pipeline::stats::CameraStats;
 use cctv_agent::publish::Routes;
 use cctv_agent::util::health::Health;
-use cctv_agent::util::shutdown::Shutdown;
-use cctv_agent::wire::Topics;
+use support::{bench_context, classifier, median, peak_rss_kib};
 
 const ROUNDS: usize = 5;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let clip = root.join("media/road.mp4");
-    let model = root.join("models/efficientnet_lite0.onnx");
-    let load = || Classifier::load(&model, &model.with_extension("toml"), 1).expect("model loads (make build fetches ONNX Runtime)");
+    let load = classifier;
     println!("model: efficientnet_lite0, 1 intra-op thread; {ROUNDS} interleaved rounds per clip");
     measure(&clip, &load);
     match upscaled(&clip, &root.join("target/bench/road-1920x1200.mp4")) {
@@ -144,14 +143,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
     let health = Health::new();
     let queue = Arc::new(FrameQueue::new());
     let stats = Arc::new(CameraStats::new("bench"));
-    let (outgoing, mut received) = tokio::sync::mpsc::channel(256);
-    let context = Context {
-        device_id: "bench".into(),
-        topics: Topics::new("cctv", "bench"),
-        outgoing,
-        active_model: Arc::new(std::sync::RwLock::new(classifier.identity().clone())),
-        shutdown: Shutdown::new(),
-    };
+    let (context, mut received) = bench_context(&classifier);
     let config = CameraConfig {
         id: "bench".into(),
         url: clip.display().to_string(),
@@ -166,6 +158,9 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         lines: Vec::new(),
         calibration: None,
         publish_frames: None,
+        detect_every: None,
+        motion_gate: None,
+        gate_recheck_seconds: None,
     };
     let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
     let classes = cctv_agent::monitor::feedback_classes(&classifier.spec().taxonomy);
@@ -215,16 +210,4 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         monitor.join().unwrap();
     }
     n as f64 / elapsed
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
 }

@@ -13,7 +13,8 @@
 //! The pipeline is built with the agent's own constructors (CameraWorker,
 //! FrameQueue, InferenceWorker with `with_vehicles(VehicleStage::new(…))`
 //! as `agent::run` does, a Context whose outgoing channel a thread of this
-//! bench drains in place of the publisher; MQTT and the outbox excluded).
+//! bench drains in place of the publisher; MQTT and the outbox excluded),
+//! by `support::run_pipeline`, which benches/detector.rs shares.
 //!
 //! Per run: frames/s (wall, from the first frame decoded to the inference
 //! thread's end, which includes reporting the vehicles still in view),
@@ -29,31 +30,16 @@
 //! `classified_frames` (it leaves out cut views, tracks never confirmed and
 //! tracks that were no vehicle). Run 4 prints both, so the gap shows.
 
-use opencv::prelude::*;
-use opencv::videoio::{self, VideoCapture};
+mod support;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cctv_agent::config::CameraConfig;
-use cctv_agent::context::Context;
-use cctv_agent::infer::Classifier;
-use cctv_agent::pipeline::camera::CameraWorker;
-use cctv_agent::pipeline::frame_queue::FrameQueue;
-use cctv_agent::pipeline::inference::InferenceWorker;
-use cctv_agent::pipeline::stats::CameraStats;
-use cctv_agent::pipeline::vehicles::VehicleStage;
-use cctv_agent::publish::Outgoing;
-use cctv_agent::track::ids::TrackIds;
-use cctv_agent::util::health::Health;
-use cctv_agent::util::shutdown::Shutdown;
-use cctv_agent::wire::Topics;
+use support::{camera_config, camera_text, clip_info, highway_scene, highway_truth, median, peak_rss_kib, repo, run_pipeline, COUNTS_INTERVAL};
 
 const ROUNDS: usize = 5;
-/// The agent's default `[counts] interval_seconds`.
-const COUNTS_INTERVAL: Duration = Duration::from_secs(60);
 const KINDS: [&str; 4] = ["predictions", "vehicles", "counts", "other"];
 
 #[derive(Clone, Copy)]
@@ -112,12 +98,9 @@ impl Run {
 }
 
 fn main() {
-    let wall = Instant::now();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let clip = root.join("media/highway.mp4");
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(root.join("media/highway.truth.json")).unwrap()).unwrap();
-    let model = root.join("models/efficientnet_lite0.onnx");
-    let load = || Classifier::load(&model, &model.with_extension("toml"), 1).expect("model loads (make build fetches ONNX Runtime)");
+    let wall = std::time::Instant::now();
+    let clip = repo("media/highway.mp4");
+    let truth = highway_truth();
     let (fps, frames) = clip_info(&clip);
     println!(
         "clip: {} ({frames} frames at {fps} fps = {:.2} s of video, {} vehicles in its truth); regions motion, max_regions 16, replay asap",
@@ -132,7 +115,7 @@ fn main() {
     for round in 0..ROUNDS {
         for i in 0..SETUPS.len() {
             let s = (round + i) % SETUPS.len();
-            let run = run_once(&clip, fps, &truth, load(), SETUPS[s]);
+            let run = run_once(&clip, fps, &truth, SETUPS[s]);
             print_run(&format!("round {}", round + 1), SETUPS[s], &run);
             runs[s].push(run);
         }
@@ -175,90 +158,29 @@ fn main() {
     println!("\npeak RSS: {} MiB; whole bench {:.0} s", peak_rss_kib() / 1024, wall.elapsed().as_secs_f64());
 }
 
-fn clip_info(clip: &Path) -> (f64, u64) {
-    let capture = VideoCapture::from_file(clip.to_str().unwrap(), videoio::CAP_ANY).unwrap();
-    (capture.get(videoio::CAP_PROP_FPS).unwrap(), capture.get(videoio::CAP_PROP_FRAME_COUNT).unwrap() as u64)
-}
-
 /// The camera as the agent's config would give it: the scene (lanes, line,
-/// calibration) as `tests/vehicles.rs` builds it from the clip's truth.
-fn camera_config(clip: &Path, truth: &Value, setup: Setup) -> CameraConfig {
-    let mut text = format!("id = \"highway\"\nurl = {:?}\nregions = \"motion\"\nreplay = \"asap\"\nmax_regions = 16\n", clip.display().to_string());
+/// calibration) from the clip's truth, as `tests/vehicles.rs` has it.
+fn camera_config_for(clip: &Path, truth: &Value, setup: Setup) -> CameraConfig {
+    let mut text = camera_text("highway", clip, "motion");
     if let Some(k) = setup.classify_every {
-        text += &format!("publish_frames = {}\n[tracking]\nclassify_every = {k}\n", setup.publish_frames);
-        for lane in truth["lanes"].as_array().unwrap() {
-            text += &format!("[[lanes]]\nid = {}\npolygon = {}\n", lane["id"], lane["polygon"]);
-        }
-        for line in truth["lines"].as_array().unwrap() {
-            text += &format!("[[lines]]\nid = {}\nfrom = {}\nto = {}\n", line["id"], line["from"], line["to"]);
-        }
-        let c = &truth["calibration"];
-        text += &format!("[calibration]\nimage = {}\nground = {}\n", c["image"], c["ground"]);
+        text += &format!("publish_frames = {}\n", setup.publish_frames);
+        text += &highway_scene(truth, "", &format!("classify_every = {k}\n"));
     }
-    let config: CameraConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("camera config: {e}\n{text}"));
+    let config = camera_config(&text);
     assert_eq!(config.tracking.is_some(), setup.classify_every.is_some());
     assert_eq!(config.publishes_frames(), setup.publish_frames);
     config
 }
 
-/// One pass over the clip, the pipeline as `agent::run` builds it, minus
-/// MQTT: a thread of this bench plays the publisher and keeps what arrives.
-fn run_once(clip: &Path, fps: f64, truth: &Value, classifier: Classifier, setup: Setup) -> Run {
-    let config = camera_config(clip, truth, setup);
-    let health = Health::new();
-    let queue = Arc::new(FrameQueue::new());
-    let stats = Arc::new(CameraStats::new(&config.id));
-    let (outgoing, mut received) = tokio::sync::mpsc::channel::<Outgoing>(256);
-    let context = Context {
-        device_id: "bench".into(),
-        topics: Topics::new("cctv", "bench"),
-        outgoing,
-        active_model: Arc::new(std::sync::RwLock::new(classifier.identity().clone())),
-        shutdown: Shutdown::new(),
-    };
-    let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
-    let state = tempfile::tempdir().unwrap();
-    let mut worker = InferenceWorker::new(&context, classifier, queue.clone(), vec![stats.clone()], health.register("inference"), updates);
-    if config.tracking.is_some() {
-        let ids = TrackIds::open(&state.path().join("track_ids")).unwrap();
-        let cameras = std::slice::from_ref(&config);
-        worker = worker.with_vehicles(VehicleStage::new(&context.device_id, &context.topics, cameras, COUNTS_INTERVAL, ids));
-    }
-    let camera = CameraWorker::new(&context, 0, config, queue.clone(), stats.clone(), health.register("camera"));
-    drop(context);
-
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    // Ends when every sender (the workers' contexts) is gone.
-    let publisher = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        while let Some(message) = received.blocking_recv() {
-            all.push(message);
-        }
-        all
-    });
-    let inference = std::thread::spawn(move || worker.run());
-    let camera = std::thread::spawn(move || camera.run());
-    camera.join().unwrap();
-    queue.close();
-    inference.join().unwrap().expect("the inference thread ends cleanly");
-    let elapsed = started.elapsed().as_secs_f64();
-    let messages = publisher.join().unwrap();
-    let cpu = cpu_seconds() - cpu_before;
-
-    let frames = stats.frames_in.load(std::sync::atomic::Ordering::Relaxed);
-    let mut run = Run {
-        frames,
-        video_s: frames as f64 / fps,
-        fps: frames as f64 / elapsed,
-        cpu_ms_per_frame: cpu * 1000.0 / frames as f64,
-        ..Run::default()
-    };
+/// One pass over the clip (`support::run_pipeline`), its messages sorted by kind.
+fn run_once(clip: &Path, fps: f64, truth: &Value, setup: Setup) -> Run {
+    let pass = run_pipeline(camera_config_for(clip, truth, setup), fps);
+    let mut run = Run { frames: pass.frames, video_s: pass.video_s, fps: pass.fps, cpu_ms_per_frame: pass.cpu_ms_per_frame, ..Run::default() };
     let mut regions = 0;
     for kind in KINDS {
         run.by_kind.insert(kind, (0, 0));
     }
-    for m in &messages {
+    for m in &pass.messages {
         let kind = m.topic.split('/').nth(2).and_then(|k| KINDS.iter().find(|known| **known == k)).copied().unwrap_or("other");
         let entry = run.by_kind.get_mut(kind).unwrap();
         entry.0 += 1;
@@ -315,25 +237,4 @@ fn median_run(runs: &[Run]) -> Run {
         vehicles: u(&|r| r.vehicles),
         by_kind,
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// This process's user + system CPU time so far.
-fn cpu_seconds() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes the struct it is given.
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
 }

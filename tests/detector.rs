@@ -151,23 +151,6 @@ fn detect_names_what_is_wrong_with_its_input() {
     assert!(!out.status.success() && stderr.contains("is a detector's"), "{stderr}");
 }
 
-/// `seconds` of the highway clip's empty road (its first frame, still), as an MJPEG file.
-fn empty_road(dir: &Path, seconds: u32) -> PathBuf {
-    use opencv::prelude::*;
-    use opencv::videoio;
-    let mut capture = videoio::VideoCapture::from_file(repo("media/highway.mp4").to_str().unwrap(), videoio::CAP_ANY).unwrap();
-    let mut frame = opencv::core::Mat::default();
-    assert!(capture.read(&mut frame).unwrap());
-    let path = dir.join("empty.avi");
-    let fourcc = videoio::VideoWriter::fourcc('M', 'J', 'P', 'G').unwrap();
-    let mut writer = videoio::VideoWriter::new(path.to_str().unwrap(), fourcc, 25.0, frame.size().unwrap(), true).unwrap();
-    for _ in 0..seconds * 25 {
-        writer.write(&frame).unwrap();
-    }
-    writer.release().unwrap();
-    path
-}
-
 fn detector_camera(clip: &Path, extra: &str) -> String {
     format!("[[cameras]]\nid = \"road\"\nurl = \"{}\"\nregions = \"detector\"\nreplay = \"asap\"\n{extra}\n[cameras.tracking]\n", clip.display())
 }

@@ -194,33 +194,13 @@ fn assert_intervals_apart(counts: &[Value]) {
     }
 }
 
-/// `media/highway.truth.json`: four lanes both ways, a close pair, a vehicle
-/// that stops in view, vehicles side by side.
-fn highway_truth() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(repo("media/highway.truth.json")).unwrap()).unwrap()
-}
-
-/// The highway's lanes, line and calibration, as the truth gives them.
-fn highway_scene(truth: &Value) -> String {
-    let mut scene = String::from("[cameras.tracking]\n");
-    for lane in truth["lanes"].as_array().unwrap() {
-        scene += &format!("[[cameras.lanes]]\nid = {}\npolygon = {}\n", lane["id"], lane["polygon"]);
-    }
-    for line in truth["lines"].as_array().unwrap() {
-        scene += &format!("[[cameras.lines]]\nid = {}\nfrom = {}\nto = {}\n", line["id"], line["from"], line["to"]);
-    }
-    let c = &truth["calibration"];
-    scene += &format!("[cameras.calibration]\nimage = {}\nground = {}\n", c["image"], c["ground"]);
-    scene
-}
-
 #[test]
 fn on_a_four_lane_road_each_vehicle_is_one_message_through_stops_close_pairs_and_passing_traffic() {
     let truth = highway_truth();
     let clip = repo("media/highway.mp4");
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port, "cctv/#");
-    let mut agent = Agent::start(&agent_config(&broker, &tracked_camera(&clip, "asap", &highway_scene(&truth), "max_regions = 16")));
+    let mut agent = Agent::start(&agent_config(&broker, &tracked_camera(&clip, "asap", &highway_scene(&truth, "cameras.", ""), "max_regions = 16")));
     let expected = truth["vehicles"].as_array().unwrap();
     sub.wait_until(Duration::from_secs(120), "a vehicle message per vehicle", |all| all.iter().filter(|m| m.topic.contains("/vehicles/")).count() >= expected.len());
     // Anything extra (a vehicle reported twice) would come within the silence that ends the clip's tracks.
@@ -389,7 +369,7 @@ fn with_the_detector_each_car_on_the_four_lane_road_is_one_message_in_its_lane_a
     let sub = Subscriber::start(broker.port, "cctv/#");
     // A detector's box of a vehicle half in view does not reach the frame's edge as a
     // motion blob's does: a wider margin keeps such views out of its speed.
-    let scene = highway_scene(&truth).replace("[cameras.tracking]\n", "[cameras.tracking]\nedge_margin = 24\n");
+    let scene = highway_scene(&truth, "cameras.", "edge_margin = 24\n");
     let camera = tracked_camera(&clip, "asap", &scene, "max_regions = 16").replace("regions = \"motion\"", "regions = \"detector\"");
     let mut agent = Agent::start(&agent_config(&broker, &camera));
     sub.wait_until(Duration::from_secs(120), "the clip to finish", |all| {

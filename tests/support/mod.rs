@@ -11,6 +11,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod highway;
+#[allow(unused_imports)] // each test uses a part
+pub use highway::{empty_road, highway_scene, highway_truth};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_cctv-agent");
 
 pub fn repo(path: &str) -> PathBuf {
