@@ -8,8 +8,10 @@ ORT_LIB := .cache/onnxruntime/$(shell uname -m)/libonnxruntime.so
 .PHONY: run test soak build bench deps ort detector-reference clip check-config deb cross-aarch64 test-cross clean
 
 ## make run: the agent on the bundled clip and model, with a local broker, printing predictions.
+## make run REGIONS=detector: the same with the detector, on the clip where vehicles wait at a light.
+REGIONS ?= motion
 run: build
-	scripts/run-demo.sh
+	REGIONS=$(REGIONS) scripts/run-demo.sh
 
 ## make test: unit and integration tests against real Mosquitto, ONNX Runtime, OpenCV and RTSP.
 test: build detector-reference

@@ -24,7 +24,7 @@ trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$binary" "$stage/usr/bin/cctv-agent"
 "$strip" --strip-debug "$stage/usr/bin/cctv-agent"   # line tables are for local profiling only
 install -D -m 0644 "$ort" "$stage/usr/lib/cctv-agent/libonnxruntime.so"
-for f in efficientnet_lite0.onnx efficientnet_lite0.toml imagenet_labels.txt road_taxonomy.toml; do
+for f in efficientnet_lite0.onnx efficientnet_lite0.toml imagenet_labels.txt road_taxonomy.toml yolov3_tiny.onnx yolov3_tiny.toml coco_labels.txt; do
   install -D -m 0644 "models/$f" "$stage/usr/share/cctv-agent/models/$f"
 done
 install -D -m 0644 config/device.toml "$stage/etc/cctv-agent/agent.toml"
@@ -38,6 +38,7 @@ cat > "$doc/copyright" <<TXT
 cctv-agent: Apache-2.0.
 ONNX Runtime (usr/lib/cctv-agent/libonnxruntime.so): MIT, from the PyPI onnxruntime wheel.
 EfficientNet-Lite0 model and labels (usr/share/cctv-agent/models): Apache-2.0; see models-PROVENANCE.md.
+YOLOv3-tiny detector (usr/share/cctv-agent/models/yolov3_tiny.onnx): Darknet weights, public domain (Darknet's YOLO LICENSE v2); COCO labels; see models-PROVENANCE.md.
 TXT
 
 # Runtime dependencies: the packages owning each NEEDED library.

@@ -30,8 +30,13 @@ fi
 
 "$bin" watch --url mqtt://127.0.0.1:1883 --device demo &
 pids+=($!)
-echo "running the agent on media/road.mp4 (looping): each vehicle prints once as it leaves, and the counts every 10 s. Ctrl-C to stop." >&2
-"$bin" run &
+if [ "${REGIONS:-motion}" = detector ]; then
+  echo "running the agent with the detector on media/queue.mp4 (looping; vehicles wait 6 s at a stop line): each vehicle prints once as it leaves, and the counts every 10 s. Ctrl-C to stop." >&2
+  "$bin" run --config config/demo-detector.toml &
+else
+  echo "running the agent on media/road.mp4 (looping): each vehicle prints once as it leaves, and the counts every 10 s. Ctrl-C to stop." >&2
+  "$bin" run &
+fi
 agent=$!
 wait "$agent" || true
 agent=""

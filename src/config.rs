@@ -1538,6 +1538,21 @@ loop = true
     #[test]
     fn the_demo_config_is_valid() {
         Config::demo().unwrap();
+        // `make run REGIONS=detector`: its detector is the bundled one, beside the model.
+        let detector = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo-detector.toml")).unwrap();
+        assert!(detector.uses_detector());
+        assert!(detector.detector_path().exists(), "{}", detector.detector_path().display());
+        assert_eq!(detector.cameras[0].detection().unwrap(), Detection { every: 1, motion_gate: true, recheck_seconds: 10 });
+    }
+
+    #[test]
+    fn detector_keys_on_a_camera_without_the_detector_are_refused() {
+        for key in ["detect_every = 2", "motion_gate = false", "gate_recheck_seconds = 5"] {
+            let error = parse(&MINIMAL.replacen("regions = \"motion\"\n", &format!("regions = \"motion\"\n{key}\n"), 1)).unwrap_err();
+            assert!(error.to_string().contains("applies to regions = \"detector\" only"), "{key}: {error}");
+        }
+        let error = parse(&MINIMAL.replacen("regions = \"motion\"\n", "regions = \"detector\"\ndetect_every = 0\n", 1)).unwrap_err();
+        assert!(error.to_string().contains("detect_every"), "{error}");
     }
 
     /// The configs of issue #12 that `check-config` passed and `run` then
