@@ -166,6 +166,9 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         lines: Vec::new(),
         calibration: None,
         publish_frames: None,
+        detect_every: None,
+        motion_gate: None,
+        gate_recheck_seconds: None,
     };
     let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
     let classes = cctv_agent::monitor::feedback_classes(&classifier.spec().taxonomy);
