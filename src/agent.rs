@@ -21,9 +21,10 @@ use crate::infer::{Classifier, Detector};
 use crate::pipeline::detection::DetectionStage;
 use crate::models::recorder::RollbackRecorder;
 use crate::models::release::PublicKey;
-use crate::models::store::ModelStore;
+use crate::models::store::{InstalledModel, ModelStore};
 use crate::models::switch::ModelSwitch;
-use crate::models::updater::Updater;
+use crate::models::target::{ClassifierReleases, DetectorReleases};
+use crate::models::updater::{Announcements, Updater};
 use crate::monitor::samples::Sampler;
 use crate::monitor::MonitorTask;
 use crate::ops::commands::CommandTask;
@@ -39,7 +40,7 @@ use crate::track::ids::TrackIds;
 use crate::track::journal;
 use crate::util::health::Health;
 use crate::util::shutdown::Shutdown;
-use crate::wire::Topics;
+use crate::wire::{ActiveModel, ModelKind, Topics};
 
 /// How long shutdown waits for the broker to acknowledge what was sent.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
@@ -128,11 +129,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model loaded");
     let detector = match config.uses_detector() {
         true => {
-            let (path, spec, threads) = (config.detector_path(), config.detector_spec_path(), config.model.intra_threads);
-            let detector = tokio::task::spawn_blocking(move || Detector::load(&path, &spec, threads))
+            let (detector_config, load_keys) = (config.clone(), keys.clone());
+            let detector = tokio::task::spawn_blocking(move || load_detector(&detector_config, &load_keys))
                 .await
-                .map_err(|e| AgentError::Panicked(e.to_string()))?
-                .map_err(AgentError::Detector)?;
+                .map_err(|e| AgentError::Panicked(e.to_string()))??;
             let identity = detector.identity();
             tracing::info!(name = %identity.name, version = %identity.version, sha256 = %identity.sha256, "detector loaded");
             Some(detector)
@@ -176,15 +176,29 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
 
     // Rollbacks decided on the inference thread are written by this one.
     let mut recorder = None;
+    let mut announcements = Announcements::default();
     let updater = match config.registry.clone() {
         Some(registry) => {
             let (handle, writer) = RollbackRecorder::new(&registry.models_dir);
             std::thread::Builder::new().name("model-store".into()).spawn(move || writer.run()).map_err(AgentError::Thread)?;
             recorder = Some(handle.clone());
-            Some(Updater::new(&context, registry, keys, config.model.intra_threads, swap_tx, handle, &mut routes))
+            let target = ClassifierReleases { intra_threads: config.model.intra_threads, swap: swap_tx, recorder: handle };
+            Some(Updater::new(&context, registry, keys.clone(), context.active_model.clone(), target, &mut announcements))
         }
         None => None,
     };
+    // Detector releases: their own repository, store and updater; the
+    // detection stage keeps `active_detector` naming the detector serving.
+    let active_detector: Option<ActiveModel> = detector.as_ref().map(|d| Arc::new(std::sync::RwLock::new(d.identity().clone())));
+    let (detector_updates, detector_updater) = match (config.detector_registry(), &active_detector) {
+        (Some(registry), Some(active)) => {
+            let (swap, updates) = std::sync::mpsc::sync_channel(1);
+            let target = DetectorReleases { intra_threads: config.model.intra_threads, swap };
+            (Some(updates), Some(Updater::new(&context, registry, keys, active.clone(), target, &mut announcements)))
+        }
+        _ => (None, None),
+    };
+    announcements.route(&context, &mut routes);
 
     let mut publisher = Publisher::new(
         &context.device_id,
@@ -226,7 +240,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         worker = worker.with_vehicles(stage);
     }
     if let Some(detector) = detector {
-        worker = worker.with_detection(DetectionStage::new(detector, &config.cameras));
+        let stage = DetectionStage::new(detector, &config.cameras);
+        worker = worker.with_detection(match active_detector {
+            Some(active) => stage.with_active(active),
+            None => stage,
+        });
+    }
+    if let Some(updates) = detector_updates {
+        worker = worker.with_detector_updates(updates);
     }
     // The sampler thread ends once its taps (and the monitor) are gone.
     drop(sample_tap);
@@ -255,6 +276,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     if let Some(updater) = updater {
         // Not joined: a download or validation in progress is safe to abandon.
         std::thread::Builder::new().name("updater".into()).spawn(move || updater.run()).map_err(AgentError::Thread)?;
+    }
+    if let Some(updater) = detector_updater {
+        std::thread::Builder::new().name("detector-updater".into()).spawn(move || updater.run()).map_err(AgentError::Thread)?;
     }
 
     let telemetry = TelemetryTask::new(&context, &config.telemetry, &config.state_dir, camera_stats.clone(), publisher_stats.clone(), queue.clone());
@@ -433,17 +457,65 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// The model to serve at start: the active installed release if there is
 /// one and it still checks out, else the configured model.
 fn load_model(config: &Config, keys: &[PublicKey]) -> Result<Classifier, AgentError> {
-    if let Some(registry) = &config.registry {
-        match ModelStore::new(&registry.models_dir).active(keys) {
-            Ok(Some(installed)) => {
-                match Classifier::load(&installed.model_path(), &installed.spec_path(), config.model.intra_threads) {
-                    Ok(classifier) => return Ok(classifier.with_version(installed.record.version.to_string())),
-                    Err(error) => tracing::error!(%error, dir = %installed.dir.display(), "the installed model does not load; serving the configured model"),
-                }
-            }
-            Ok(None) => {}
-            Err(error) => tracing::error!(%error, "the installed model failed its checks; serving the configured model"),
+    let installed = config.registry.as_ref().and_then(|registry| {
+        installed_release(&registry.models_dir, keys, ModelKind::Classifier, |m| Classifier::load(&m.model_path(), &m.spec_path(), config.model.intra_threads))
+    });
+    match installed {
+        Some(classifier) => Ok(classifier),
+        None => Ok(Classifier::load(&config.model.path, &config.model.spec_path(), config.model.intra_threads)?),
+    }
+}
+
+/// The detector to serve at start, the same way: the active installed
+/// detector release (`[detector.registry]`) if it checks out, else `[detector]`'s.
+fn load_detector(config: &Config, keys: &[PublicKey]) -> Result<Detector, AgentError> {
+    let installed = config.detector_registry().and_then(|registry| {
+        installed_release(&registry.models_dir, keys, ModelKind::Detector, |m| Detector::load(&m.model_path(), &m.spec_path(), config.model.intra_threads))
+    });
+    match installed {
+        Some(detector) => Ok(detector),
+        None => Detector::load(&config.detector_path(), &config.detector_spec_path(), config.model.intra_threads).map_err(AgentError::Detector),
+    }
+}
+
+/// The active release in `models_dir`, loaded with its signed version, if
+/// there is one, it verifies (signature, files, spec paths), it is of `kind`
+/// and it loads; each failure logged (the configured model serves instead).
+fn installed_release<M: Versioned>(models_dir: &std::path::Path, keys: &[PublicKey], kind: ModelKind, load: impl Fn(&InstalledModel) -> Result<M, crate::infer::ModelError>) -> Option<M> {
+    let installed = match ModelStore::new(models_dir).active(keys) {
+        Ok(Some(installed)) => installed,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::error!(%error, model = %kind, "the installed model failed its checks; serving the configured model");
+            return None;
+        }
+    };
+    if installed.record.kind != kind {
+        tracing::error!(dir = %installed.dir.display(), model = %kind, found = %installed.record.kind, "the installed release is of another kind; serving the configured model");
+        return None;
+    }
+    match load(&installed) {
+        Ok(model) => Some(model.versioned(installed.record.version.to_string())),
+        Err(error) => {
+            tracing::error!(%error, dir = %installed.dir.display(), model = %kind, "the installed model does not load; serving the configured model");
+            None
         }
     }
-    Ok(Classifier::load(&config.model.path, &config.model.spec_path(), config.model.intra_threads)?)
+}
+
+/// A model that serves under its release's version rather than its spec's.
+trait Versioned {
+    fn versioned(self, version: String) -> Self;
+}
+
+impl Versioned for Classifier {
+    fn versioned(self, version: String) -> Self {
+        self.with_version(version)
+    }
+}
+
+impl Versioned for Detector {
+    fn versioned(self, version: String) -> Self {
+        self.with_version(version)
+    }
 }

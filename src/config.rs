@@ -370,6 +370,25 @@ pub struct DetectorConfig {
     /// otherwise. Default: the bundled detector beside `model.path`.
     pub path: Option<PathBuf>,
     pub spec: Option<PathBuf>,
+    /// Detector releases from a registry repository of their own; off when absent.
+    pub registry: Option<DetectorRegistryConfig>,
+}
+
+/// `[detector.registry]`: where detector releases come from. Everything
+/// else (the pinned keys, the poll interval, the size and latency limits)
+/// is `[registry]`'s, which it needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorRegistryConfig {
+    /// The detector's own repository, e.g. http://127.0.0.1:5000/roadside/vehicle-detector
+    /// (never `registry.url`'s: each repository holds releases of one kind).
+    pub url: String,
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    /// Installed detector releases; `<state_dir>/detector-models` when not
+    /// set. Never inside `registry.models_dir` (nor it inside this).
+    #[serde(default)]
+    pub models_dir: PathBuf,
 }
 
 impl Config {
@@ -385,6 +404,15 @@ impl Config {
     /// Whether any camera finds its regions with the detector.
     pub fn uses_detector(&self) -> bool {
         self.cameras.iter().any(|c| c.regions == RegionsConfig::Detector)
+    }
+
+    /// The registry settings the detector's updater uses: `[detector.registry]`'s
+    /// repository, tag and models folder, and `[registry]`'s keys, poll
+    /// interval and limits (its probation keys do not apply: a detector has
+    /// no probation). None without both sections.
+    pub fn detector_registry(&self) -> Option<RegistryConfig> {
+        let (registry, detector) = (self.registry.as_ref()?, self.detector.registry.as_ref()?);
+        Some(RegistryConfig { url: detector.url.clone(), tag: detector.tag.clone(), models_dir: detector.models_dir.clone(), ..registry.clone() })
     }
 }
 
@@ -936,6 +964,13 @@ impl Config {
         self.model.spec = self.model.spec.as_deref().map(resolve);
         self.detector.path = self.detector.path.as_deref().map(resolve);
         self.detector.spec = self.detector.spec.as_deref().map(resolve);
+        if let Some(registry) = &mut self.detector.registry {
+            registry.models_dir = if registry.models_dir.as_os_str().is_empty() {
+                self.state_dir.join("detector-models")
+            } else {
+                resolve(&registry.models_dir)
+            };
+        }
         self.mqtt.ca_file = self.mqtt.ca_file.as_deref().map(resolve);
         self.mqtt.client_cert_file = self.mqtt.client_cert_file.as_deref().map(resolve);
         self.mqtt.client_key_file = self.mqtt.client_key_file.as_deref().map(resolve);
@@ -1021,6 +1056,8 @@ impl Config {
             check.num("registry.probation_min_score_ratio", registry.probation_min_score_ratio as f64, 0.0..=1.0)?;
         }
 
+        self.validate_detector_registry(&check)?;
+
         check.path("model.path", &self.model.path)?;
         if let Some(spec) = &self.model.spec {
             check.path("model.spec", spec)?;
@@ -1037,6 +1074,37 @@ impl Config {
         check.int("counts.interval_seconds", self.counts.interval_seconds, 1..=DAY)?;
         self.validate_monitor(&check)?;
         self.validate_cameras(&check)
+    }
+
+    fn validate_detector_registry(&self, check: &Check) -> Result<(), ConfigError> {
+        let Some(detector) = &self.detector.registry else { return Ok(()) };
+        let Some(registry) = &self.registry else {
+            return Err(check.invalid(
+                "detector.registry",
+                "needs a [registry] section: detector releases are verified with its public_keys and held to its limits; add [registry] (url, public_keys) or remove [detector.registry]".into(),
+            ));
+        };
+        if !self.uses_detector() {
+            return Err(check.invalid("detector.registry", "is set, but no camera has regions = \"detector\": set it on a camera, or remove [detector.registry]".into()));
+        }
+        check.text("detector.registry.url", &detector.url, MAX_URL_CHARS)?;
+        let url = RegistryUrl::parse(&detector.url).map_err(|e| check.invalid("detector.registry.url", e.to_string()))?;
+        if RegistryUrl::parse(&registry.url).is_ok_and(|classifier| classifier == url) {
+            return Err(check.invalid(
+                "detector.registry.url",
+                format!("is registry.url's repository ({}): give the detector a repository of its own (e.g. …/roadside/vehicle-detector); each holds releases of one kind", url.repository),
+            ));
+        }
+        check_tag(&detector.tag).map_err(|problem| check.invalid("detector.registry.tag", problem))?;
+        check.path("detector.registry.models_dir", &detector.models_dir)?;
+        let (mine, theirs) = (&detector.models_dir, &registry.models_dir);
+        if mine.starts_with(theirs) || theirs.starts_with(mine) {
+            return Err(check.invalid(
+                "detector.registry.models_dir",
+                format!("is {}, which overlaps registry.models_dir ({}): give detector releases a folder of their own (the default is <state_dir>/detector-models)", mine.display(), theirs.display()),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_monitor(&self, check: &Check) -> Result<(), ConfigError> {
@@ -1515,6 +1583,35 @@ loop = true
     }
 
     #[test]
+    fn a_detector_registry_takes_registrys_keys_and_limits_and_its_own_folder_and_is_checked() {
+        let registry = "[registry]\nurl = \"http://127.0.0.1:5000/roadside/vc\"\npublic_keys = [\"keys/trainer.pub\"]\nlatency_budget_ms = 80\npoll_seconds = 7\n";
+        let detector = "[detector.registry]\nurl = \"http://127.0.0.1:5000/roadside/vehicle-detector\"\n";
+        let with = |extra: &str| format!("{}\n{extra}", MINIMAL.replace("regions = \"motion\"", "regions = \"detector\""));
+        let c = parse(&with(&format!("{registry}{detector}"))).unwrap();
+        let d = c.detector_registry().unwrap();
+        assert_eq!((d.url.as_str(), d.tag.as_str()), ("http://127.0.0.1:5000/roadside/vehicle-detector", "champion"));
+        assert_eq!(d.models_dir, PathBuf::from("/var/lib/cctv-agent/detector-models"));
+        assert_eq!((d.public_keys, d.latency_budget_ms, d.poll_seconds), (vec![PathBuf::from("/etc/cctv/keys/trainer.pub")], 80.0, 7));
+        assert!(parse(&with(registry)).unwrap().detector_registry().is_none());
+
+        let cases = [
+            (with(detector), "detector.registry", "needs a [registry] section"),
+            (format!("{MINIMAL}\n{registry}{detector}"), "detector.registry", "no camera has regions = \"detector\""),
+            (with(&format!("{registry}{}", detector.replace("vehicle-detector", "vc"))), "detector.registry.url", "a repository of its own"),
+            (with(&format!("{registry}{}", detector.replace("http://", "ftp://"))), "detector.registry.url", "http"),
+            (with(&format!("{registry}{detector}tag = \"../x\"\n")), "detector.registry.tag", "not an OCI tag"),
+            (with(&format!("{registry}{detector}models_dir = \"/var/lib/cctv-agent/models/detector\"\n")), "detector.registry.models_dir", "overlaps registry.models_dir"),
+            (with(&format!("{registry}models_dir = \"/srv/m\"\n{detector}models_dir = \"/srv\"\n")), "detector.registry.models_dir", "a folder of their own"),
+            (with(&format!("{registry}{detector}probation_frames = 3\n")), "probation_frames", "unknown field"),
+        ];
+        for (text, key, problem) in cases {
+            let err = parse(&text).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(key) && message.contains(problem), "{key}: {message}");
+        }
+    }
+
+    #[test]
     fn monitor_and_samples_default_as_documented_and_refuse_thresholds_that_could_not_clear() {
         let with = |extra: &str| format!("{MINIMAL}\n{extra}");
         let c = parse(MINIMAL).unwrap();
@@ -1668,6 +1765,11 @@ loop = true
             assert!(r.latency_budget_ms.is_finite() && r.latency_budget_ms > 0.0);
             assert!(r.probation_min_score_ratio.is_finite() && (0.0..=1.0).contains(&r.probation_min_score_ratio));
             assert!(!r.url.contains('@') && RegistryUrl::parse(&r.url).is_ok());
+        }
+        if let Some(d) = c.detector_registry() {
+            let classifier = &c.registry.as_ref().unwrap().models_dir;
+            assert!(!d.url.contains('@') && RegistryUrl::parse(&d.url).is_ok() && d.url != c.registry.as_ref().unwrap().url);
+            assert!(!d.models_dir.starts_with(classifier) && !classifier.starts_with(&d.models_dir) && c.uses_detector());
         }
         let plain = |id: &str| !id.is_empty() && id.len() <= 64 && !id.starts_with('$') && id.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
         assert!(plain(&c.device_id) && plain(&c.mqtt.topic_root), "{:?} {:?}", c.device_id, c.mqtt.topic_root);

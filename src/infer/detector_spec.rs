@@ -246,6 +246,16 @@ impl DetectorSpec {
         })
     }
 
+    /// Every file a detector spec's text names, by key, as written (relative
+    /// to the spec): what a release of it carries beside the model and spec.
+    pub fn named_files(text: &str) -> Result<Vec<(&'static str, PathBuf)>, toml::de::Error> {
+        let file: DetectorFile = toml::from_str(text)?;
+        // Destructured without `..`: a path key added to the spec must be
+        // added here, or this does not compile (releases check these names).
+        let DetectorFile { name: _, version: _, kind: _, labels, input: _, output: _, classes: _ } = file;
+        Ok(vec![("labels", labels)])
+    }
+
     /// The output tensors the model must have.
     pub fn output_names(&self) -> Vec<&str> {
         match &self.decoding {

@@ -48,23 +48,9 @@ pub enum SpecError {
     NotAClassifier { path: PathBuf },
 }
 
-/// What a model does; a spec without `kind` is a classifier's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    #[default]
-    Classifier,
-    Detector,
-}
-
-impl std::fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ModelKind::Classifier => "classifier",
-            ModelKind::Detector => "detector",
-        })
-    }
-}
+/// What a model does (a spec without `kind` is a classifier's): part of the
+/// contract, since release records and events carry it too.
+pub use crate::wire::model::ModelKind;
 
 impl ModelKind {
     /// The `kind` of a spec's text, before the rest is read by its kind's rules.

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::infer::spec::ModelKind;
+
 pub const RECORD_SCHEMA: u32 = 1;
 /// Longest model name, file name or key id a release may carry.
 pub const MAX_NAME_LEN: usize = 64;
@@ -88,6 +90,12 @@ pub enum ReleaseError {
     SpecPathNotPlain { key: &'static str, path: String },
     #[error("the spec's {key} = {name:?} is not one of the release's files: every file the spec names must be listed (and so verified) in the signed record")]
     SpecPathUnlisted { key: &'static str, name: String },
+    /// The record's kind decides which repository takes it and how it is
+    /// loaded: the spec must be of that kind.
+    #[error("the release's spec {spec} is a {spec_kind}'s, but the record says it is a {record_kind} release")]
+    SpecKind { spec: String, spec_kind: ModelKind, record_kind: ModelKind },
+    #[error("a detector release has no golden set (one with boxes may come later): publish it without --golden")]
+    GoldenForDetector,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +104,14 @@ pub struct ReleaseRecord {
     pub schema: u32,
     /// The model's name; also the announcement topic's last level.
     pub name: String,
+    /// What the model does. Absent means `classifier`: a record signed
+    /// before kinds existed reads as what it was, and still verifies (the
+    /// signature covers the record's exact bytes, which are parsed, never
+    /// serialised again). Written only for a detector, so a classifier's
+    /// record stays one that older agents (which refuse unknown fields) take,
+    /// and a detector's is one they refuse.
+    #[serde(default, skip_serializing_if = "ModelKind::is_classifier")]
+    pub kind: ModelKind,
     /// Only ever increasing: the agent refuses a version not above its active one.
     pub version: u64,
     pub created_at: String,
@@ -110,7 +126,8 @@ pub struct ReleaseRecord {
     pub input_shape: Vec<i64>,
     /// Number of classes the model outputs (= lines in the labels file).
     pub output_classes: usize,
-    /// One of `files`: a golden set (`GoldenSet` JSON) the model must pass on the device.
+    /// One of `files`: a golden set (`GoldenSet` JSON) the model must pass on
+    /// the device. Classifiers only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub golden_file: Option<String>,
     pub key_id: String,
@@ -284,6 +301,9 @@ pub fn check_record(record: &ReleaseRecord) -> Result<(), ReleaseError> {
         }
     }
     total_size(record)?;
+    if record.kind == ModelKind::Detector && record.golden_file.is_some() {
+        return Err(ReleaseError::GoldenForDetector);
+    }
     for name in [&record.model_file, &record.spec_file].into_iter().chain(&record.golden_file) {
         if record.file(name).is_none() {
             return Err(ReleaseError::Unlisted { name: shown(name) });
@@ -335,16 +355,16 @@ fn agent_version(version: &str) -> Option<[u64; 3]> {
 }
 
 /// Checks what the spec (`spec_text`, the release's `spec_file`) names:
-/// every path in it must be a plain name listed in `record`, so it is read
-/// from the release's own folder and its sha256 was verified. For a
-/// release being published, verified, or loaded at start.
+/// it is a spec of the record's kind, and every path in it is a plain name
+/// listed in `record`, so it is read from the release's own folder and its
+/// sha256 was verified. For a release being published, verified, or loaded
+/// at start.
 pub fn check_spec(record: &ReleaseRecord, spec_text: &str) -> Result<(), ReleaseError> {
-    let spec: crate::infer::spec::SpecFile = toml::from_str(spec_text)
-        .map_err(|e| ReleaseError::SpecInvalid { spec: shown(&record.spec_file), reason: e.to_string().trim_end().to_string() })?;
-    // Destructured without `..`: a path key added to the spec must be added
-    // here, or this does not compile.
-    let crate::infer::spec::SpecFile { name: _, version: _, kind: _, labels, taxonomy, input: _, output: _, reference: _ } = &spec;
-    for (key, path) in [("labels", labels), ("taxonomy", taxonomy)] {
+    let (kind, named) = spec_files(&record.spec_file, spec_text)?;
+    if kind != record.kind {
+        return Err(ReleaseError::SpecKind { spec: shown(&record.spec_file), spec_kind: kind, record_kind: record.kind });
+    }
+    for (key, path) in &named {
         let name = path.to_str().filter(|n| check_name("file name", n).is_ok());
         let name = name.ok_or_else(|| ReleaseError::SpecPathNotPlain { key, path: shown(&path.to_string_lossy()) })?;
         if record.file(name).is_none() {
@@ -352,6 +372,27 @@ pub fn check_spec(record: &ReleaseRecord, spec_text: &str) -> Result<(), Release
         }
     }
     Ok(())
+}
+
+/// Files a spec names: (its key, the path as written).
+pub type NamedFiles = Vec<(&'static str, PathBuf)>;
+
+/// A spec's kind and every file it names, by key (paths as written,
+/// relative to the spec): what a release of it carries beside the model and
+/// the spec.
+pub fn spec_files(spec_name: &str, spec_text: &str) -> Result<(ModelKind, NamedFiles), ReleaseError> {
+    let invalid = |e: toml::de::Error| ReleaseError::SpecInvalid { spec: shown(spec_name), reason: e.to_string().trim_end().to_string() };
+    match ModelKind::of(spec_text).map_err(invalid)? {
+        ModelKind::Classifier => {
+            let spec: crate::infer::spec::SpecFile = toml::from_str(spec_text).map_err(invalid)?;
+            // Destructured without `..`: a path key added to the spec must be
+            // added here, or this does not compile.
+            let crate::infer::spec::SpecFile { name: _, version: _, kind: _, labels, taxonomy, input: _, output: _, reference: _ } = spec;
+            Ok((ModelKind::Classifier, vec![("labels", labels), ("taxonomy", taxonomy)]))
+        }
+        // The same guard, beside the detector spec's private file type.
+        ModelKind::Detector => Ok((ModelKind::Detector, crate::infer::detector_spec::DetectorSpec::named_files(spec_text).map_err(invalid)?)),
+    }
 }
 
 /// A model's version as a number; a spec's free-text version counts as 0
@@ -370,6 +411,7 @@ mod tests {
         serde_json::to_vec(&ReleaseRecord {
             schema: 1,
             name: "m".into(),
+            kind: ModelKind::Classifier,
             version,
             created_at: "2026-01-01T00:00:00Z".into(),
             expires_at: expires_at.into(),
@@ -508,6 +550,60 @@ mod tests {
         let err = check_spec(&record, &spec("other.txt", "tax.toml")).unwrap_err();
         assert!(matches!(err, ReleaseError::SpecPathUnlisted { key: "labels", .. }) && err.to_string().contains("not one of the release's files"), "{err}");
         assert!(matches!(check_spec(&record, "labels = 3"), Err(ReleaseError::SpecInvalid { .. })));
+    }
+
+    #[test]
+    fn a_record_says_its_kind_only_when_a_detector_and_the_signature_covers_it() {
+        let trainer = SecretKey::generate("trainer").unwrap();
+        let keys = [trainer.public()];
+        // A classifier's record is written as before kinds existed, and such a record reads as a classifier's.
+        let classifier = record(2, "2999-01-01T00:00:00Z", "trainer");
+        assert!(!String::from_utf8_lossy(&classifier).contains("kind"));
+        assert_eq!(verify(&classifier, &trainer.sign(&classifier), &keys, 1).unwrap().kind, ModelKind::Classifier);
+        let mut value: serde_json::Value = serde_json::from_slice(&classifier).unwrap();
+        value["kind"] = "detector".into();
+        let detector = serde_json::to_vec(&value).unwrap();
+        let signature = trainer.sign(&detector);
+        assert_eq!(verify(&detector, &signature, &keys, 1).unwrap().kind, ModelKind::Detector);
+        assert!(String::from_utf8_lossy(&serde_json::to_vec(&parse_record(&detector).unwrap()).unwrap()).contains(r#""kind":"detector""#));
+        // Its kind cannot be changed or dropped under the same signature.
+        for altered in [String::from_utf8_lossy(&detector).replace(r#""kind":"detector","#, ""), String::from_utf8_lossy(&detector).replace("detector", "classifier")] {
+            let err = verify(altered.as_bytes(), &signature, &keys, 1).unwrap_err();
+            assert!(matches!(err, ReleaseError::BadSignature { .. }), "{altered}: {err}");
+        }
+        value["kind"] = "tracker".into();
+        let unknown = serde_json::to_vec(&value).unwrap();
+        assert!(matches!(verify(&unknown, &trainer.sign(&unknown), &keys, 1), Err(ReleaseError::Malformed(_))));
+        // A detector release has no golden set.
+        value["kind"] = "detector".into();
+        value["golden_file"] = "m.onnx".into();
+        let golden = serde_json::to_vec(&value).unwrap();
+        let err = verify(&golden, &trainer.sign(&golden), &keys, 1).unwrap_err();
+        assert!(matches!(err, ReleaseError::GoldenForDetector) && err.to_string().contains("without --golden"), "{err}");
+    }
+
+    #[test]
+    fn a_detector_spec_names_its_labels_and_must_be_of_the_records_kind() {
+        let mut record: ReleaseRecord = serde_json::from_slice(&record(2, "2999-01-01T00:00:00Z", "trainer")).unwrap();
+        record.kind = ModelKind::Detector;
+        record.files.push(FileRecord { name: "coco_labels.txt".into(), sha256: "0".repeat(64), size: 1 });
+        let bundled = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/yolov3_tiny.toml")).unwrap();
+        assert!(check_spec(&record, &bundled).is_ok());
+        for outside in ["/tmp/x/coco_labels.txt", "../coco_labels.txt", ""] {
+            let spec = bundled.replace("labels = \"coco_labels.txt\"", &format!("labels = {outside:?}"));
+            let err = check_spec(&record, &spec).unwrap_err();
+            assert!(matches!(err, ReleaseError::SpecPathNotPlain { key: "labels", .. }), "{outside}: {err}");
+        }
+        let err = check_spec(&record, &bundled.replace("labels = \"coco_labels.txt\"", "labels = \"other.txt\"")).unwrap_err();
+        assert!(matches!(err, ReleaseError::SpecPathUnlisted { key: "labels", .. }), "{err}");
+        // A detector's spec in a classifier's record, and the reverse.
+        let classifier_spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/efficientnet_lite0.toml")).unwrap();
+        let err = check_spec(&record, &classifier_spec).unwrap_err();
+        assert!(matches!(err, ReleaseError::SpecKind { spec_kind: ModelKind::Classifier, record_kind: ModelKind::Detector, .. }), "{err}");
+        record.kind = ModelKind::Classifier;
+        let err = check_spec(&record, &bundled).unwrap_err();
+        assert!(err.to_string().contains("is a detector's, but the record says it is a classifier release"), "{err}");
+        assert!(matches!(check_spec(&record, "kind = \"detector\"\nlabels = 3"), Err(ReleaseError::SpecInvalid { .. })));
     }
 
     #[test]

@@ -227,6 +227,7 @@ mod tests {
         ReleaseRecord {
             schema: 1,
             name: name.into(),
+            kind: Default::default(),
             version: 2,
             created_at: String::new(),
             expires_at: String::new(),

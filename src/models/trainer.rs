@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::config::MqttConfig;
-use crate::infer::spec::{Layout, SpecFile};
+use crate::infer::detector_spec::DetectorSpec;
+use crate::infer::spec::{Layout, ModelKind, SpecFile};
 use crate::wire::releases::ReleaseAnnouncement;
 use crate::wire::{rfc3339, Topics};
 use crate::models::registry::{self, Descriptor, Manifest, Registry, RegistryError};
@@ -25,6 +26,9 @@ pub enum TrainerError {
     File(#[from] FileError),
     #[error("spec {}: {source}", path.display())]
     Spec { path: PathBuf, source: toml::de::Error },
+    /// A detector's spec is loaded whole (labels too) before anything is pushed.
+    #[error(transparent)]
+    DetectorSpec(crate::infer::spec::SpecError),
     #[error("golden set {}: {source}", path.display())]
     Golden { path: PathBuf, source: serde_json::Error },
     #[error("{} has no file name", path.display())]
@@ -68,7 +72,8 @@ pub struct Publication {
     pub key: PathBuf,
     pub model: PathBuf,
     pub spec: Option<PathBuf>,
-    /// A golden set (JSON: min_accuracy and samples of image + class); its images go with it.
+    /// A golden set (JSON: min_accuracy and samples of image + class); its
+    /// images go with it. Classifiers only: a detector's is refused.
     pub golden: Option<PathBuf>,
     pub version: u64,
     pub expires_in: Duration,
@@ -89,12 +94,31 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), TrainerError>
     let key = SecretKey::load(&p.key)?;
     let spec_path = p.spec.clone().unwrap_or_else(|| p.model.with_extension("toml"));
     let spec_text = std::fs::read_to_string(&spec_path).map_err(FileError::at("read the spec", &spec_path))?;
-    let spec: SpecFile = toml::from_str(&spec_text).map_err(|source| TrainerError::Spec { path: spec_path.clone(), source })?;
+    // The spec's kind decides what it names and what the record says: a
+    // detector (`kind = "detector"`) is released like a classifier, with its
+    // labels, its input shape and its number of labels, and no golden set.
+    let kind = ModelKind::of(&spec_text).map_err(|source| TrainerError::Spec { path: spec_path.clone(), source })?;
+    let (name, layout, height, width) = match kind {
+        ModelKind::Classifier => {
+            let spec: SpecFile = toml::from_str(&spec_text).map_err(|source| TrainerError::Spec { path: spec_path.clone(), source })?;
+            (spec.name, spec.input.layout, spec.input.height, spec.input.width)
+        }
+        ModelKind::Detector => {
+            if p.golden.is_some() {
+                return Err(ReleaseError::GoldenForDetector.into());
+            }
+            let spec = DetectorSpec::load(&spec_path).map_err(TrainerError::DetectorSpec)?;
+            (spec.name, spec.input.layout, spec.input.height, spec.input.width)
+        }
+    };
     let base = spec_path.parent().unwrap_or(Path::new("."));
     let file_name = |path: &Path| {
         path.file_name().map(|n| n.to_string_lossy().to_string()).ok_or_else(|| TrainerError::NoFileName { path: path.to_path_buf() })
     };
-    let mut paths = vec![p.model.clone(), spec_path.clone(), base.join(&spec.labels), base.join(&spec.taxonomy)];
+    let (_, named) = crate::models::release::spec_files(&file_name(&spec_path)?, &spec_text)?;
+    let labels_path = named.iter().find(|(key, _)| *key == "labels").map(|(_, path)| base.join(path));
+    let mut paths = vec![p.model.clone(), spec_path.clone()];
+    paths.extend(named.iter().map(|(_, path)| base.join(path)));
     let mut golden_bytes = None;
     if let Some(golden) = &p.golden {
         let text = std::fs::read_to_string(golden).map_err(FileError::at("read the golden set", golden))?;
@@ -126,13 +150,16 @@ pub fn publish(p: &Publication) -> Result<(ReleaseRecord, String), TrainerError>
         files.push(FileRecord { name, sha256, size: bytes.len() as u64 });
         contents.push(bytes);
     }
-    let labels = String::from_utf8_lossy(&contents[2]).lines().filter(|l| !l.trim().is_empty()).count();
-    let (h, w) = (spec.input.height as i64, spec.input.width as i64);
-    let input_shape = if spec.input.layout == Layout::Nhwc { vec![-1, h, w, 3] } else { vec![-1, 3, h, w] };
+    let labels_name = labels_path.as_deref().map(file_name).transpose()?;
+    let labels_bytes = labels_name.and_then(|name| files.iter().position(|f| f.name == name)).map(|i| contents[i].as_slice()).unwrap_or_default();
+    let labels = String::from_utf8_lossy(labels_bytes).lines().filter(|l| !l.trim().is_empty()).count();
+    let (h, w) = (height as i64, width as i64);
+    let input_shape = if layout == Layout::Nhwc { vec![-1, h, w, 3] } else { vec![-1, 3, h, w] };
     let now = SystemTime::now();
     let record = ReleaseRecord {
         schema: RECORD_SCHEMA,
-        name: spec.name.clone(),
+        name,
+        kind,
         version: p.version,
         created_at: rfc3339(now),
         expires_at: rfc3339(p.expires_at.unwrap_or(now + p.expires_in)),

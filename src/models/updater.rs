@@ -1,12 +1,16 @@
-//! The model updater: a thread that watches the registry tag, and for each
-//! new release downloads, verifies, validates and installs it away from the
-//! frame path, then hands the loaded model to the inference thread, which
-//! swaps it in between two frames.
+//! The model updater: a thread that watches a registry repository's tag,
+//! and for each new release downloads, verifies, validates and installs it
+//! away from the frame path, then hands the loaded model to the inference
+//! thread, which swaps it in between two frames. One updater per kind of
+//! model, each with its own repository and model store: what differs between
+//! kinds (loading, checks on this device, where the model goes) is its
+//! [`Target`]; the rest is here.
 //!
 //! A release is refused — with a `model_rejected` event, the old model
 //! serving on — if a file does not match its digest in [`MAX_GARBLED`]
 //! downloads in a row, the record is not signed by a pinned key, has
-//! expired, is not newer than the active version, needs a newer agent, its
+//! expired, is not newer than the active version, needs a newer agent, is
+//! of another kind than the repository's (a classifier among detectors), its
 //! spec names a file that is not one of the release's, it does not load,
 //! does not match its record's shapes, or is too slow on this device. A
 //! registry that cannot be reached, answers with an error status (server
@@ -22,89 +26,28 @@
 //! per release digest and active version, across restarts (the store
 //! remembers the last one).
 //!
-//! Announcements only wake the thread: however many arrive, it checks the
-//! registry at most once per [`MIN_CHECK_INTERVAL`].
+//! Announcements only wake the threads ([`Announcements`]: one route for
+//! every updater): however many arrive, each checks its registry at most
+//! once per [`MIN_CHECK_INTERVAL`].
 
-use opencv::core::{Mat, Rect, Scalar, CV_8UC3};
-use opencv::prelude::*;
 use std::path::Path;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
-use super::recorder::RollbackRecorder;
+use super::target::{Target, ValidationError};
 use crate::config::RegistryConfig;
 use crate::context::Context;
-use crate::publish::{Inbound, Routes};
-use crate::infer::spec::Layout;
-use crate::models::probation::{ModelUpdate, ProbationPlan};
-use crate::infer::classifier::InferError;
-use crate::infer::{ActiveModel, Classifier, ModelError};
+use crate::infer::spec::ModelKind;
+use crate::infer::ActiveModel;
+use crate::models::registry::{Registry, RegistryError, RECORD_TYPE, SIGNATURE_TYPE};
+use crate::models::release::{self, PublicKey, ReleaseError, ReleaseRecord};
 use crate::models::store::{ModelStore, StoreError};
 use crate::publish::sink::EventSink;
-use crate::wire::events::Event;
-use crate::models::registry::{Registry, RegistryError, RECORD_TYPE, SIGNATURE_TYPE};
-use crate::models::release::{self, GoldenSet, PublicKey, ReleaseError, ReleaseRecord};
+use crate::publish::{Inbound, Routes};
 use crate::util::fs::FileError;
 use crate::util::shutdown::Shutdown;
 use crate::util::throttle::Throttle;
-
-/// Why a downloaded release fails its checks on this device.
-#[derive(Debug, thiserror::Error)]
-pub enum ValidationError {
-    #[error("the model does not load: {0}")]
-    Load(ModelError),
-    #[error("the record says input {record:?}, the model takes {model:?}")]
-    Shape { record: Vec<i64>, model: [i64; 3] },
-    #[error("the record says {record} classes, the labels file has {labels}")]
-    Classes { record: usize, labels: usize },
-    #[error("cannot make a test frame: {0}")]
-    TestFrame(opencv::Error),
-    #[error("the model fails on a test frame: {0}")]
-    FailsOnTestFrame(InferError),
-    #[error("too slow on this device: p95 {p95:.1} ms over registry.latency_budget_ms ({budget} ms)")]
-    TooSlow { p95: f32, budget: f32 },
-    #[error("cannot read the golden set: {0}")]
-    GoldenRead(std::io::Error),
-    #[error("the golden set is not valid: {0}")]
-    GoldenInvalid(serde_json::Error),
-    /// Only the release's own files are read (a name from the set never reaches a path unchecked).
-    #[error("golden image {image:?} is not one of the release's files")]
-    GoldenNotInRelease { image: String },
-    #[error("cannot read golden image {image}: {source}")]
-    GoldenImage { image: String, source: opencv::Error },
-    #[error("golden image {image} cannot be decoded")]
-    GoldenUndecodable { image: String },
-    #[error("the model fails on golden image {image}: {source}")]
-    FailsOnGolden { image: String, source: InferError },
-    #[error("golden-set accuracy {correct}/{total} = {accuracy:.2}, below the required {required:.2}")]
-    GoldenAccuracy { correct: usize, total: usize, accuracy: f32, required: f32 },
-}
-
-/// Classifies every golden image (whole image) and counts the right road classes.
-fn golden_accuracy(classifier: &mut Classifier, staging: &Path, record: &ReleaseRecord, golden: &str) -> Result<(usize, usize, f32), ValidationError> {
-    let text = std::fs::read(staging.join(golden)).map_err(ValidationError::GoldenRead)?;
-    let set: GoldenSet = serde_json::from_slice(&text).map_err(ValidationError::GoldenInvalid)?;
-    let mut correct = 0;
-    for sample in &set.samples {
-        if record.file(&sample.image).is_none() {
-            return Err(ValidationError::GoldenNotInRelease { image: sample.image.chars().take(80).collect() });
-        }
-        let path = staging.join(&sample.image);
-        let image = opencv::imgcodecs::imread(&path, opencv::imgcodecs::IMREAD_COLOR)
-            .map_err(|source| ValidationError::GoldenImage { image: sample.image.clone(), source })?;
-        if image.empty() {
-            return Err(ValidationError::GoldenUndecodable { image: sample.image.clone() });
-        }
-        let rect = [Rect::new(0, 0, image.cols(), image.rows())];
-        let regions = classifier
-            .classify(&image, &rect)
-            .map_err(|source| ValidationError::FailsOnGolden { image: sample.image.clone(), source })?;
-        if regions.first().is_some_and(|r| r.class == sample.class) {
-            correct += 1;
-        }
-    }
-    Ok((correct, set.samples.len(), set.min_accuracy))
-}
+use crate::wire::events::Event;
 
 /// Largest release record or signature accepted.
 const MAX_SMALL_BLOB: u64 = 1 << 20;
@@ -119,52 +62,66 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// every time is the registry's copy.
 pub const MAX_GARBLED: u32 = 3;
 
-pub struct Updater {
-    config: RegistryConfig,
-    keys: Vec<PublicKey>,
-    store: ModelStore,
-    active: ActiveModel,
-    intra_threads: usize,
-    events: EventSink,
-    swap: SyncSender<ModelUpdate>,
-    recorder: RollbackRecorder,
-    /// An announcement arrived: check now rather than at the next poll.
-    wake: std::sync::mpsc::Receiver<()>,
-    shutdown: Shutdown,
+/// Release announcements (`<root>/fleet/models/+`) for every updater: the
+/// publisher hands a message to the first route that matches, so there is
+/// one route, and it wakes each updater.
+#[derive(Default)]
+pub struct Announcements {
+    wakes: Vec<SyncSender<()>>,
 }
 
-impl Updater {
-    /// Registers the route for release announcements (`<root>/fleet/models/+`),
-    /// each of which wakes the updater for a check.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        context: &Context,
-        config: RegistryConfig,
-        keys: Vec<PublicKey>,
-        intra_threads: usize,
-        swap: SyncSender<ModelUpdate>,
-        recorder: RollbackRecorder,
-        routes: &mut Routes,
-    ) -> Updater {
-        // One pending wake-up at most: a flood of announcements is one check.
+impl Announcements {
+    /// A wake-up for one more updater: one pending at most, so a flood of
+    /// announcements is one check.
+    fn listen(&mut self) -> Receiver<()> {
         let (wake_tx, wake) = std::sync::mpsc::sync_channel(1);
+        self.wakes.push(wake_tx);
+        wake
+    }
+
+    /// Registers the route (none without an updater).
+    pub fn route(self, context: &Context, routes: &mut Routes) {
+        if self.wakes.is_empty() {
+            return;
+        }
         let announced_log = Throttle::for_warnings();
-        routes.add("model updater", format!("{}+", context.topics.fleet_models_prefix()), move |inbound: Inbound| {
+        routes.add("model updaters", format!("{}+", context.topics.fleet_models_prefix()), move |inbound: Inbound| {
             if let Some(suppressed) = announced_log.allow() {
                 tracing::info!(topic = %inbound.topic, suppressed, "model release announced");
             }
-            let _ = wake_tx.try_send(());
+            for wake in &self.wakes {
+                let _ = wake.try_send(());
+            }
         });
+    }
+}
+
+pub struct Updater<T: Target> {
+    config: RegistryConfig,
+    keys: Vec<PublicKey>,
+    store: ModelStore,
+    /// The model of this kind serving now (the inference thread replaces it when it swaps).
+    active: ActiveModel,
+    target: T,
+    events: EventSink,
+    /// An announcement arrived: check now rather than at the next poll.
+    wake: Receiver<()>,
+    shutdown: Shutdown,
+}
+
+impl<T: Target> Updater<T> {
+    /// An updater for `config`'s repository, installing into its
+    /// `models_dir`; `active` is the model of `target`'s kind serving now.
+    /// Woken by `announcements` (register their route once every updater is built).
+    pub fn new(context: &Context, config: RegistryConfig, keys: Vec<PublicKey>, active: ActiveModel, target: T, announcements: &mut Announcements) -> Updater<T> {
         Updater {
             store: ModelStore::new(&config.models_dir),
             config,
             keys,
-            active: context.active_model.clone(),
-            intra_threads,
+            active,
+            target,
             events: context.events(),
-            swap,
-            recorder,
-            wake,
+            wake: announcements.listen(),
             shutdown: context.shutdown.clone(),
         }
     }
@@ -181,7 +138,7 @@ enum Outcome {
     /// The tag points at the release serving now (as at every start).
     Current,
     /// This release will never do: remember its digest and wait for another.
-    Rejected { version: Option<u64>, reason: Rejection },
+    Rejected { stated: Stated, reason: Rejection },
     Activated,
 }
 
@@ -222,6 +179,9 @@ enum Rejection {
     RolledBack(u64),
     #[error("the release is {total} bytes, over registry.max_model_bytes ({max})")]
     TooLarge { total: u64, max: u64 },
+    /// Each repository holds one kind of release, and each kind serves in its own place.
+    #[error("the release is a {release} ({name}), but this is the {repository}'s repository ({url_key}): publish {release}s to {}", url_key_of(*release))]
+    WrongKind { release: ModelKind, name: String, repository: ModelKind, url_key: &'static str },
 
     #[error("the release has no layer for {0}")]
     NoLayer(String),
@@ -231,13 +191,35 @@ enum Rejection {
     Invalid(ValidationError),
 }
 
+/// The config key of a kind's repository.
+fn url_key_of(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Classifier => "registry.url",
+        ModelKind::Detector => "detector.registry.url",
+    }
+}
+
+/// A refused release's name and version as its record states them (signed
+/// or not), for the event; unknown before the record is read.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Stated {
+    name: Option<String>,
+    version: Option<u64>,
+}
+
+impl Stated {
+    fn of(record: &ReleaseRecord) -> Stated {
+        Stated { name: Some(record.name.clone()), version: Some(record.version) }
+    }
+}
+
 impl Memory {
     /// A registry error while fetching the release at `digest`: refuse it
     /// if the error proves it bad, or after [`MAX_GARBLED`] garbled
     /// downloads of it in a row; anything else is tried again (with backoff).
-    fn registry_failure(&mut self, digest: &str, error: RegistryError, version: Option<u64>) -> Outcome {
+    fn registry_failure(&mut self, digest: &str, error: RegistryError, stated: Stated) -> Outcome {
         if error.condemns_release() {
-            return Outcome::Rejected { version, reason: Rejection::Registry(error) };
+            return Outcome::Rejected { stated, reason: Rejection::Registry(error) };
         }
         if error.is_garbled() {
             let downloads = match &self.garbled {
@@ -246,7 +228,7 @@ impl Memory {
             };
             if downloads >= MAX_GARBLED {
                 self.garbled = None;
-                return Outcome::Rejected { version, reason: Rejection::Garbled { downloads, error } };
+                return Outcome::Rejected { stated, reason: Rejection::Garbled { downloads, error } };
             }
             self.garbled = Some((digest.to_string(), downloads));
         }
@@ -284,11 +266,14 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
     FIRST_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(cap)
 }
 
-impl Updater {
+impl<T: Target> Updater<T> {
     pub fn run(self) {
+        let kind = self.target.kind();
+        let span = tracing::info_span!("updater", model = %kind);
+        let _entered = span.enter();
         let registry = match Registry::new(&self.config.url) {
             Ok(registry) => registry,
-            Err(error) => return tracing::error!(%error, "model updates are off: fix registry.url"),
+            Err(error) => return tracing::error!(%error, "model updates are off: fix {}", url_key_of(kind)),
         };
         let mut memory = Memory::default();
         let poll = Duration::from_secs(self.config.poll_seconds);
@@ -311,9 +296,14 @@ impl Updater {
                         tracing::info!(failures, "the model registry answers again");
                     }
                     failures = 0;
-                    if let Outcome::Rejected { version, reason } = outcome {
-                        tracing::warn!(version, %reason, "model release rejected; the current model keeps serving");
-                        self.events.send_blocking(Event::ModelRejected { version: version.map(|v| v.to_string()), reason: reason.to_string() });
+                    if let Outcome::Rejected { stated, reason } = outcome {
+                        tracing::warn!(name = stated.name.as_deref(), version = stated.version, %reason, "model release rejected; the current model keeps serving");
+                        self.events.send_blocking(Event::ModelRejected {
+                            model_kind: kind,
+                            name: stated.name,
+                            version: stated.version.map(|v| v.to_string()),
+                            reason: reason.to_string(),
+                        });
                     }
                     poll
                 }
@@ -395,39 +385,39 @@ impl Updater {
             memory.garbled = None;
         }
         match outcome {
-            Outcome::Rejected { version, reason } if self.store.reported() == Some((digest.clone(), active)) => {
-                tracing::info!(version, %reason, "model release refused again (reported before); the current model keeps serving");
+            Outcome::Rejected { stated, reason } if self.store.reported() == Some((digest.clone(), active)) => {
+                tracing::info!(version = stated.version, %reason, "model release refused again (reported before); the current model keeps serving");
                 Outcome::Unchanged
             }
-            Outcome::Rejected { version, reason } => {
+            Outcome::Rejected { stated, reason } => {
                 if let Err(error) = self.store.set_reported(&digest, active) {
                     tracing::warn!(%error, "cannot note the refusal as reported: it is reported again after a restart");
                 }
-                Outcome::Rejected { version, reason }
+                Outcome::Rejected { stated, reason }
             }
             outcome => outcome,
         }
     }
 
     fn try_release(&self, registry: &Registry, digest: &str, staging: &Path, active: u64, memory: &mut Memory) -> Outcome {
-        let rejected = |version: Option<u64>, reason: Rejection| Outcome::Rejected { version, reason };
+        let rejected = |stated: Stated, reason: Rejection| Outcome::Rejected { stated, reason };
         let (manifest, _) = match registry.manifest(digest) {
             Ok(m) => m,
-            Err(error) => return memory.registry_failure(digest, error, None),
+            Err(error) => return memory.registry_failure(digest, error, Stated::default()),
         };
         if manifest.config.media_type != RECORD_TYPE {
-            return rejected(None, Rejection::NotARecord(manifest.config.media_type));
+            return rejected(Stated::default(), Rejection::NotARecord(manifest.config.media_type));
         }
         let record_bytes = match registry.blob(&manifest.config, MAX_SMALL_BLOB) {
             Ok(bytes) => bytes,
-            Err(error) => return memory.registry_failure(digest, error, None),
+            Err(error) => return memory.registry_failure(digest, error, Stated::default()),
         };
         let Some(signature_layer) = manifest.layers.iter().find(|l| l.media_type == SIGNATURE_TYPE) else {
-            return rejected(None, Rejection::NoSignature);
+            return rejected(Stated::default(), Rejection::NoSignature);
         };
         let signature = match registry.blob(signature_layer, MAX_SMALL_BLOB) {
             Ok(bytes) => bytes,
-            Err(error) => return memory.registry_failure(digest, error, None),
+            Err(error) => return memory.registry_failure(digest, error, Stated::default()),
         };
         let record = match release::verify(&record_bytes, &signature, &self.keys, active) {
             Ok(record) => record,
@@ -436,14 +426,21 @@ impl Updater {
                 return Outcome::Current;
             }
             Err(reason) => {
-                // For the event only: the version as the (unverified) record states it.
-                let version = serde_json::from_slice::<ReleaseRecord>(&record_bytes).ok().map(|r| r.version);
-                return rejected(version, Rejection::Release(reason));
+                // For the event only: name and version as the (unverified) record states them.
+                let stated = serde_json::from_slice::<ReleaseRecord>(&record_bytes).ok().map_or_else(Stated::default, |r| Stated::of(&r));
+                return rejected(stated, Rejection::Release(reason));
             }
         };
-        let version = Some(record.version);
+        let stated = Stated::of(&record);
+        // Signed, so what it says it is: a release of another kind would not
+        // load here, or would serve in the wrong place.
+        let kind = self.target.kind();
+        if record.kind != kind {
+            let reason = Rejection::WrongKind { release: record.kind, name: record.name.clone(), repository: kind, url_key: url_key_of(kind) };
+            return rejected(stated.clone(), reason);
+        }
         if self.store.refused().contains(&record.version) {
-            return rejected(version, Rejection::RolledBack(record.version));
+            return rejected(stated.clone(), Rejection::RolledBack(record.version));
         }
         if let Some(pinned) = self.store.pinned() {
             tracing::info!(pinned, release = record.version, "pinned by an operator: not installing (send cmd/unpin to allow updates)");
@@ -452,14 +449,14 @@ impl Updater {
         // Checked again here (verify did) so that no sum below can wrap.
         let total = match release::total_size(&record) {
             Ok(total) => total,
-            Err(reason) => return rejected(version, Rejection::Release(reason)),
+            Err(reason) => return rejected(stated.clone(), Rejection::Release(reason)),
         };
         if total > self.config.max_model_bytes {
-            return rejected(version, Rejection::TooLarge { total, max: self.config.max_model_bytes });
+            return rejected(stated.clone(), Rejection::TooLarge { total, max: self.config.max_model_bytes });
         }
         if memory.downloading.as_deref() != Some(digest) {
             tracing::info!(name = %record.name, version = record.version, "downloading a new model release");
-            self.events.send_blocking(Event::ModelDownloading { name: record.name.clone(), version: record.version.to_string() });
+            self.events.send_blocking(Event::ModelDownloading { model_kind: kind, name: record.name.clone(), version: record.version.to_string() });
             memory.downloading = Some(digest.to_string());
         }
         if let Err(e) = crate::util::fs::create_private_dir_all(staging) {
@@ -472,13 +469,13 @@ impl Updater {
         }
         for file in &record.files {
             let Some(layer) = manifest.layers.iter().find(|l| l.title() == Some(file.name.as_str())) else {
-                return rejected(version, Rejection::NoLayer(file.name.clone()));
+                return rejected(stated.clone(), Rejection::NoLayer(file.name.clone()));
             };
             if layer.digest != format!("sha256:{}", file.sha256) || layer.size != file.size {
-                return rejected(version, Rejection::LayerMismatch(file.name.clone()));
+                return rejected(stated.clone(), Rejection::LayerMismatch(file.name.clone()));
             }
             if let Err(error) = registry.blob_to_file(layer, &staging.join(&file.name)) {
-                return memory.registry_failure(digest, error, version);
+                return memory.registry_failure(digest, error, stated.clone());
             }
         }
         // Before anything reads the files the spec names (labels, taxonomy).
@@ -488,82 +485,35 @@ impl Updater {
             Err(e) => return Outcome::Retry(RetryReason::Staging(FileError::new("read", &spec, e))),
         };
         if let Err(reason) = release::check_spec(&record, &spec_text) {
-            return rejected(version, Rejection::Release(reason));
+            return rejected(stated.clone(), Rejection::Release(reason));
         }
-        self.events.send_blocking(Event::ModelVerified { name: record.name.clone(), version: record.version.to_string() });
+        self.events.send_blocking(Event::ModelVerified { model_kind: kind, name: record.name.clone(), version: record.version.to_string() });
 
-        let classifier = match self.validate(staging, &record) {
-            Ok(classifier) => classifier,
-            Err(reason) => return rejected(version, Rejection::Invalid(reason)),
+        let model = match self.target.validate(staging, &record, &self.config) {
+            Ok(model) => model,
+            Err(reason) => return rejected(stated.clone(), Rejection::Invalid(reason)),
         };
         // What serves if this release fails probation: what is active now.
-        let fallback = match self.store.active(&self.keys) {
-            Ok(active) => active,
-            Err(error) => {
-                tracing::warn!(%error, "the active installed model does not verify; a failed probation falls back to the configured model");
-                None
-            }
+        let fallback = match self.target.has_probation() {
+            true => match self.store.active(&self.keys) {
+                Ok(active) => active,
+                Err(error) => {
+                    tracing::warn!(%error, "the active installed model does not verify; a failed probation falls back to the configured model");
+                    None
+                }
+            },
+            false => None,
         };
         let installed = match self.store.install(staging, &record_bytes, &signature, &record) {
             Ok(installed) => installed,
             Err(error) => return Outcome::Retry(RetryReason::Install(error)),
         };
-        let identity = classifier.identity().clone();
-        let probation = ProbationPlan {
-            frames: self.config.probation_frames,
-            latency_budget_ms: self.config.latency_budget_ms,
-            min_score_ratio: self.config.probation_min_score_ratio,
-            version: record.version,
-            recorder: self.recorder.clone(),
-            fallback,
+        let identity = match self.target.hand_over(model, &record, &self.config, fallback) {
+            Ok(identity) => identity,
+            Err(_) => return Outcome::Retry(RetryReason::InferenceStopped),
         };
-        let probation = (probation.frames > 0).then_some(probation);
-        if self.swap.send(ModelUpdate { classifier, probation }).is_err() {
-            return Outcome::Retry(RetryReason::InferenceStopped);
-        }
         tracing::info!(name = %identity.name, version = %identity.version, dir = %installed.dir.display(), "new model installed and handed to inference");
         Outcome::Activated
-    }
-
-    /// Loads the staged model and checks it on this device: shapes against
-    /// the record, and p95 latency of a full-frame classification.
-    fn validate(&self, staging: &Path, record: &ReleaseRecord) -> Result<Classifier, ValidationError> {
-        let mut classifier = Classifier::load(&staging.join(&record.model_file), &staging.join(&record.spec_file), self.intra_threads)
-            .map_err(ValidationError::Load)?
-            .with_version(record.version.to_string());
-        let input = &classifier.spec().input;
-        let (h, w) = (input.height as i64, input.width as i64);
-        let expected = if input.layout == Layout::Nhwc { [h, w, 3] } else { [3, h, w] };
-        let shape_ok = record.input_shape.len() == 4 && record.input_shape[1..].iter().zip(expected).all(|(&r, e)| r == -1 || r == e);
-        if !shape_ok {
-            return Err(ValidationError::Shape { record: record.input_shape.clone(), model: expected });
-        }
-        if classifier.spec().labels.len() != record.output_classes {
-            return Err(ValidationError::Classes { record: record.output_classes, labels: classifier.spec().labels.len() });
-        }
-        let frame = Mat::new_rows_cols_with_default(400, 640, CV_8UC3, Scalar::all(128.0)).map_err(ValidationError::TestFrame)?;
-        let rect = [Rect::new(0, 0, 640, 400)];
-        let mut times = Vec::with_capacity(self.config.validation_runs.clamp(1, 1024));
-        for _ in 0..self.config.validation_runs.max(1) {
-            let started = Instant::now();
-            classifier.classify(&frame, &rect).map_err(ValidationError::FailsOnTestFrame)?;
-            times.push(started.elapsed().as_secs_f32() * 1000.0);
-        }
-        times.sort_by(f32::total_cmp);
-        let p95 = times[((times.len() as f32 * 0.95).ceil() as usize).clamp(1, times.len()) - 1];
-        if p95 > self.config.latency_budget_ms {
-            return Err(ValidationError::TooSlow { p95, budget: self.config.latency_budget_ms });
-        }
-        if let Some(golden) = &record.golden_file {
-            let (correct, total, required) = golden_accuracy(&mut classifier, staging, record, golden)?;
-            let accuracy = correct as f32 / total.max(1) as f32;
-            if accuracy < required {
-                return Err(ValidationError::GoldenAccuracy { correct, total, accuracy, required });
-            }
-            tracing::info!(correct, total, "golden set passed");
-        }
-        tracing::info!(p95_ms = p95, "new model validated");
-        Ok(classifier)
     }
 }
 
@@ -574,22 +524,23 @@ mod tests {
     #[test]
     fn a_garbled_download_is_retried_and_refused_only_after_max_garbled_in_a_row() {
         let garbled = || RegistryError::DigestMismatch { digest: "sha256:00".into() };
+        let version = |v: u64| Stated { name: Some("m".into()), version: Some(v) };
         let mut memory = Memory::default();
         for _ in 1..MAX_GARBLED {
-            assert!(matches!(memory.registry_failure("sha256:a", garbled(), Some(2)), Outcome::Retry(_)));
+            assert!(matches!(memory.registry_failure("sha256:a", garbled(), version(2)), Outcome::Retry(_)));
         }
         // Another release starts its own count.
-        assert!(matches!(memory.registry_failure("sha256:b", garbled(), Some(3)), Outcome::Retry(_)));
+        assert!(matches!(memory.registry_failure("sha256:b", garbled(), version(3)), Outcome::Retry(_)));
         for _ in 1..MAX_GARBLED - 1 {
-            assert!(matches!(memory.registry_failure("sha256:b", garbled(), Some(3)), Outcome::Retry(_)));
+            assert!(matches!(memory.registry_failure("sha256:b", garbled(), version(3)), Outcome::Retry(_)));
         }
-        match memory.registry_failure("sha256:b", garbled(), Some(3)) {
-            Outcome::Rejected { version: Some(3), reason } => {
+        match memory.registry_failure("sha256:b", garbled(), version(3)) {
+            Outcome::Rejected { stated: Stated { version: Some(3), .. }, reason } => {
                 assert!(reason.to_string().contains("does not match its digest") && reason.to_string().contains("3 downloads in a row"), "{reason}")
             }
             _ => panic!("refused after {MAX_GARBLED} garbled downloads"),
         }
         let too_large = RegistryError::TooLarge { digest: "sha256:00".into(), size: 2, max: 1 };
-        assert!(matches!(memory.registry_failure("sha256:c", too_large, None), Outcome::Rejected { .. }));
+        assert!(matches!(memory.registry_failure("sha256:c", too_large, Stated::default()), Outcome::Rejected { .. }));
     }
 }

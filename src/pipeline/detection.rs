@@ -14,7 +14,7 @@ use crate::infer::detector::one_per_object;
 use crate::infer::{Detection, Detector, ModelIdentity};
 use crate::infer::RegionPrediction;
 use crate::track::vote::{combine, Detected, DetectorCall, Vote};
-use crate::wire::model::DetectorSays;
+use crate::wire::model::{ActiveModel, DetectorSays};
 
 /// What a detector camera's frame gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,8 @@ struct Camera {
 pub struct DetectionStage {
     detector: Detector,
     identity: Arc<ModelIdentity>,
+    /// The detector serving, for those outside the frame path (its updater).
+    active: Option<ActiveModel>,
     /// By camera index; None for cameras that do not use the detector.
     cameras: Vec<Option<Camera>>,
 }
@@ -58,7 +60,16 @@ impl DetectionStage {
             .map(|c| c.detection().map(|config| Camera { config, max_regions: c.max_regions, since_detected: None, closed_since: None }))
             .collect();
         let identity = Arc::new(detector.identity().clone());
-        DetectionStage { detector, identity, cameras }
+        DetectionStage { detector, identity, active: None, cameras }
+    }
+
+    /// Keeps `active` naming the detector serving, from now and after each swap.
+    pub fn with_active(mut self, active: ActiveModel) -> DetectionStage {
+        if let Ok(mut shared) = active.write() {
+            *shared = (*self.identity).clone();
+        }
+        self.active = Some(active);
+        self
     }
 
     /// Whether `camera` finds its regions with the detector.
@@ -70,9 +81,12 @@ impl DetectionStage {
         &self.identity
     }
 
-    /// A new detector, from the next frame on.
+    /// A new detector, from the next frame on; the old one back.
     pub fn swap(&mut self, detector: Detector) -> Detector {
         self.identity = Arc::new(detector.identity().clone());
+        if let Some(Ok(mut shared)) = self.active.as_ref().map(|a| a.write()) {
+            *shared = (*self.identity).clone();
+        }
         std::mem::replace(&mut self.detector, detector)
     }
 

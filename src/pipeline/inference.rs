@@ -19,6 +19,7 @@ use crate::infer::spec::Reference;
 use crate::infer::{Classifier, ModelIdentity, RegionPrediction};
 use crate::models::probation::{ConfidenceWindow, ModelUpdate, Probation, Verdict};
 use crate::models::recorder::Rollback;
+use crate::models::target::DetectorUpdate;
 use crate::publish::sink::EventSink;
 use crate::publish::{Kind, Outgoing};
 use crate::util::health::Heartbeat;
@@ -109,6 +110,8 @@ pub struct InferenceWorker {
     vehicles: Option<VehicleStage>,
     /// Detector cameras' detector.
     detection: Option<DetectionStage>,
+    /// New detectors from the detector's updater, swapped in between two frames.
+    detector_updates: Option<std::sync::mpsc::Receiver<DetectorUpdate>>,
     // State below is only used by the thread in `run`.
     confidence: ConfidenceWindow,
     probation: Option<Probation>,
@@ -145,6 +148,7 @@ impl InferenceWorker {
             taps: Vec::new(),
             vehicles: None,
             detection: None,
+            detector_updates: None,
             confidence: ConfidenceWindow::default(),
             probation: None,
         }
@@ -165,6 +169,12 @@ impl InferenceWorker {
     /// Finds the regions of detector cameras with the detector.
     pub fn with_detection(mut self, stage: DetectionStage) -> InferenceWorker {
         self.detection = Some(stage);
+        self
+    }
+
+    /// Swaps in the detectors `updates` brings (`with_detection` gives the first).
+    pub fn with_detector_updates(mut self, updates: std::sync::mpsc::Receiver<DetectorUpdate>) -> InferenceWorker {
+        self.detector_updates = Some(updates);
         self
     }
 
@@ -206,6 +216,9 @@ impl InferenceWorker {
             }
             if let Ok(update) = self.updates.try_recv() {
                 self.swap(update);
+            }
+            if let Some(update) = self.detector_updates.as_ref().and_then(|u| u.try_recv().ok()) {
+                self.swap_detector(update);
             }
             if *model != *self.classifier.identity() {
                 model = Arc::new(self.classifier.identity().clone());
@@ -352,12 +365,30 @@ impl InferenceWorker {
         let new = self.classifier.identity().clone();
         tracing::info!(name = %new.name, version = %new.version, previous = %previous_version, "model swapped");
         self.events.send_blocking(Event::ModelActivated {
+            model_kind: crate::wire::ModelKind::Classifier,
             name: new.name.clone(),
             version: new.version.clone(),
             sha256: new.sha256.clone(),
             previous_version,
         });
         self.publish_active();
+    }
+
+    /// Every region before this names the old detector, every one after the new.
+    fn swap_detector(&mut self, update: DetectorUpdate) {
+        let Some(detection) = self.detection.as_mut() else {
+            return tracing::warn!("a new detector, but no camera uses one: not swapped");
+        };
+        let old = detection.swap(update.detector);
+        let (new, previous_version) = (detection.identity().as_ref().clone(), old.identity().version.clone());
+        tracing::info!(name = %new.name, version = %new.version, previous = %previous_version, "detector swapped");
+        self.events.send_blocking(Event::ModelActivated {
+            model_kind: crate::wire::ModelKind::Detector,
+            name: new.name,
+            version: new.version,
+            sha256: new.sha256,
+            previous_version,
+        });
     }
 
     /// The release on probation failed: the previous model serves again from

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use std::time::SystemTime;
 
+use super::model::ModelKind;
 use super::rfc3339;
 
 #[derive(Debug, Clone, Serialize)]
@@ -23,14 +24,18 @@ pub enum Event {
     /// The outbox is written to disk again.
     OutboxRestored { path: String },
     /// A new release passed its signature checks and is being downloaded.
-    /// Every model event carries versions as strings, as `ModelIdentity` does.
-    ModelDownloading { name: String, version: String },
+    /// Every model event carries versions as strings, as `ModelIdentity` does,
+    /// and says which model (`model_kind`: the classifier's or the
+    /// detector's repository, and the model serving there); the probation
+    /// events are the classifier's only.
+    ModelDownloading { model_kind: ModelKind, name: String, version: String },
     /// Every file of it matched the signed record.
-    ModelVerified { name: String, version: String },
-    /// A release was refused; the current model keeps serving.
-    ModelRejected { version: Option<String>, reason: String },
+    ModelVerified { model_kind: ModelKind, name: String, version: String },
+    /// A release was refused; the current model of that kind keeps serving.
+    /// `name` and `version` as the record states them, if it could be read.
+    ModelRejected { model_kind: ModelKind, name: Option<String>, version: Option<String>, reason: String },
     /// The inference thread swapped models between two frames.
-    ModelActivated { name: String, version: String, sha256: String, previous_version: String },
+    ModelActivated { model_kind: ModelKind, name: String, version: String, sha256: String, previous_version: String },
     /// A new release classified its first `registry.probation_frames` frames well.
     ModelProbationPassed { version: String, summary: String },
     /// A new release failed probation; `to_version` serves again.

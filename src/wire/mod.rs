@@ -16,6 +16,6 @@ pub mod time;
 pub mod topics;
 pub mod vehicles;
 
-pub use model::{ActiveModel, ModelIdentity, RegionPrediction, TopK};
+pub use model::{ActiveModel, ModelIdentity, ModelKind, RegionPrediction, TopK};
 pub use time::rfc3339;
 pub use topics::Topics;

@@ -53,5 +53,31 @@ pub struct DetectorSays {
     pub model: ModelIdentity,
 }
 
+/// What a model does; a spec (or a release record) without `kind` is a
+/// classifier's. Part of the contract: release records and model events
+/// (`model_kind`) carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Classifier,
+    Detector,
+}
+
+impl ModelKind {
+    pub fn is_classifier(&self) -> bool {
+        *self == ModelKind::Classifier
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelKind::Classifier => "classifier",
+            ModelKind::Detector => "detector",
+        })
+    }
+}
+
 /// The model serving now; the inference thread replaces it when it swaps.
 pub type ActiveModel = std::sync::Arc<std::sync::RwLock<ModelIdentity>>;

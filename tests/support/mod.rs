@@ -918,3 +918,69 @@ pub fn publish_many(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
     }
     let _ = sender.join().unwrap().disconnect();
 }
+
+impl OciRegistry {
+    /// Another repository of this registry (e.g. `roadside/vehicle-detector`).
+    pub fn repository_url(&self, repository: &str) -> String {
+        format!("http://127.0.0.1:{}/{repository}", self.port)
+    }
+}
+
+/// A trainer's signing keys (`release keygen`): `trainer`, pinned by the
+/// test agents, and `stranger`, which they do not know.
+pub struct ReleaseKeys {
+    pub dir: tempfile::TempDir,
+}
+
+impl ReleaseKeys {
+    pub fn new() -> ReleaseKeys {
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["trainer", "stranger"] {
+            let out = Command::new(BIN).args(["release", "keygen", "--key-id", key, "--dir"]).arg(dir.path()).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        ReleaseKeys { dir }
+    }
+
+    pub fn public_key(&self) -> PathBuf {
+        self.dir.path().join("trainer.pub")
+    }
+
+    pub fn secret_key(&self) -> PathBuf {
+        self.dir.path().join("trainer.key")
+    }
+
+    /// `cctv-agent release publish` of `model` (its spec beside it) as
+    /// `version` under `tag`, signed by the trainer; the process's output.
+    pub fn try_publish(&self, registry_url: &str, tag: &str, version: u64, model: &Path, extra: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(["release", "publish", "--registry", registry_url, "--tag", tag, "--version", &version.to_string(), "--key"])
+            .arg(self.secret_key())
+            .arg("--model")
+            .arg(model)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    /// As `try_publish`, and it must succeed.
+    pub fn publish(&self, registry_url: &str, tag: &str, version: u64, model: &Path) {
+        let out = self.try_publish(registry_url, tag, version, model, &[]);
+        assert!(out.status.success(), "release publish: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Points `to` at what `from` points at in the repository at `url`, as a
+/// trainer promoting a release would.
+pub fn retag(url: &str, from: &str, to: &str) {
+    let client = cctv_agent::models::registry::Registry::new(url).unwrap();
+    let digest = client.tag_digest(from).unwrap().unwrap();
+    let (manifest, _) = client.manifest(&digest).unwrap();
+    client.push_manifest(to, &manifest).unwrap();
+}
+
+/// The last telemetry's figures of `camera`, if any arrived.
+pub fn camera_telemetry(sub: &Subscriber, camera: &str) -> Option<Value> {
+    let last = sub.on("/telemetry").last()?.payload.clone();
+    last["cameras"].as_array()?.iter().find(|c| c["id"] == camera).cloned()
+}
