@@ -32,7 +32,7 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Find objects in still images with the detector, exactly as the pipeline does; one JSON line per image.
+    /// Find objects in still images with the detector (its every label, after its NMS: the pipeline then keeps vehicle labels, one box per vehicle); one JSON line per image.
     Detect {
         /// The detector's ONNX model; its spec is the .toml beside it.
         #[arg(long, default_value = "models/yolov3_tiny.onnx")]
@@ -271,6 +271,8 @@ fn classify(model: &Path, images: &[PathBuf]) -> Result<ExitCode> {
 /// A still image as OpenCV decodes it (BGR), or why not.
 fn read_image(image: &Path) -> Result<opencv::core::Mat> {
     use opencv::prelude::*;
+    // OpenCV would wait for ever on a FIFO.
+    cctv_agent::util::fs::check_regular_file(image).context("cannot read it as an image")?;
     let path = image.to_str().context("image path is not UTF-8")?;
     let frame = opencv::imgcodecs::imread(path, opencv::imgcodecs::IMREAD_COLOR)?;
     if frame.empty() {
@@ -332,6 +334,19 @@ fn check_config(file: &Path) -> Result<ExitCode> {
             let mut warnings = Vec::new();
             if !config.model.path.exists() {
                 warnings.push(format!("model.path {} does not exist (yet)", config.model.path.display()));
+            }
+            if config.uses_detector() {
+                let (model, spec) = (config.detector_path(), config.detector_spec_path());
+                if !model.exists() {
+                    warnings.push(format!("the detector {} (a camera has regions = \"detector\") does not exist (yet)", model.display()));
+                }
+                // A spec that is there must be one `run` can use.
+                if spec.exists() {
+                    if let Err(error) = cctv_agent::infer::detector_spec::DetectorSpec::load(&spec) {
+                        eprintln!("error: the detector's {error}");
+                        return Ok(ExitCode::from(2));
+                    }
+                }
             }
             for camera in &config.cameras {
                 if let SourceKind::File(path) = camera.source() {

@@ -141,6 +141,25 @@ fn detect_names_what_is_wrong_with_its_input() {
     let car = line["detections"].as_array().unwrap().iter().find(|d| d["label"] == "car").expect("the car");
     assert_eq!(car["road_class"], "car");
 
+    // A FIFO is not waited on for ever.
+    let fifo = dir.path().join("fifo.jpg");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = Command::new(BIN).arg("detect").arg(&fifo).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not a regular file"), "{stderr}");
+
+    // check-config reads the detector's spec when a camera uses it.
+    let spec = std::fs::read_to_string(repo("models/yolov3_tiny.toml")).unwrap().replace("score_threshold = 0.25", "score_threshold = 2");
+    std::fs::write(dir.path().join("d.toml"), spec).unwrap();
+    std::fs::copy(repo("models/coco_labels.txt"), dir.path().join("coco_labels.txt")).unwrap();
+    let config = dir.path().join("agent.toml");
+    let camera = format!("[detector]\npath = \"{}\"\n[[cameras]]\nid = \"c\"\nurl = \"{}\"\nregions = \"detector\"\n", dir.path().join("d.onnx").display(), repo("media/queue.mp4").display());
+    std::fs::write(&config, format!("device_id = \"d\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[model]\npath = \"{}\"\n{camera}", repo("models/efficientnet_lite0.onnx").display())).unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("score_threshold is 2") && stderr.contains("d.toml"), "{stderr}");
+
     // A classifier is not a detector: the spec's kind says so.
     let out = Command::new(BIN).arg("detect").arg("--model").arg(repo("models/efficientnet_lite0.onnx")).arg(repo("media/sources/scenetext01.jpg")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -23,7 +23,7 @@ const MAX_LABELS: usize = 10_000;
 pub enum DetectorSpecError {
     #[error("is a {found} spec, not a detector's: name a detector (kind = \"detector\") here")]
     NotADetector { found: ModelKind },
-    #[error("input width and height must be 1 to {MAX_INPUT_SIDE}, std non-zero")]
+    #[error("input width and height must be 1 to {MAX_INPUT_SIDE}, mean and std finite, std non-zero")]
     BadInput,
     #[error("output.{field} is {value}: it must be within 0..1")]
     Threshold { field: &'static str, value: f32 },
@@ -199,7 +199,7 @@ impl DetectorSpec {
         let i = file.input;
         let input = InputSpec { name: i.name, width: i.width, height: i.height, layout: i.layout, color: i.color, resize: i.resize, mean: i.mean, std: i.std };
         let side = 1..=MAX_INPUT_SIDE;
-        if !side.contains(&input.width) || !side.contains(&input.height) || input.std.contains(&0.0) {
+        if !side.contains(&input.width) || !side.contains(&input.height) || input.std.contains(&0.0) || input.std.iter().chain(&input.mean).any(|v| !v.is_finite()) {
             return Err(invalid(DetectorSpecError::BadInput));
         }
         let output = file.output;
@@ -321,7 +321,8 @@ mod tests {
 
     #[test]
     fn a_broken_detector_spec_says_what_to_fix() {
-        let cases: [(&str, &str, fn(&DetectorSpecError) -> bool); 6] = [
+        let cases: [(&str, &str, fn(&DetectorSpecError) -> bool); 7] = [
+            ("std = [255.0, 255.0, 255.0]", "std = [nan, 255.0, 255.0]", |e| matches!(e, DetectorSpecError::BadInput)),
             ("kind = \"detector\"", "kind = \"classifier\"", |e| matches!(e, DetectorSpecError::NotADetector { .. })),
             ("mask = [3, 4, 5]", "mask = [3, 4, 6]", |e| matches!(e, DetectorSpecError::Mask { head: 0, anchor: 6, anchors: 6 })),
             ("stride = 32", "stride = 30", |e| matches!(e, DetectorSpecError::Stride { head: 0 })),

@@ -31,7 +31,7 @@ pub enum SpecError {
     Labels { labels: PathBuf, spec: PathBuf, #[source] source: std::io::Error },
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
-    #[error("model spec {}: input width and height must be 1 to {MAX_INPUT_SIDE} and std non-zero", path.display())]
+    #[error("model spec {}: input width and height must be 1 to {MAX_INPUT_SIDE}, mean and std finite, std non-zero", path.display())]
     BadInput { path: PathBuf },
     /// Each class of the top k goes into every region of every prediction message.
     #[error("model spec {}: output.top_k must be 1 to {MAX_TOP_K}", path.display())]
@@ -192,7 +192,7 @@ impl ModelSpec {
         let taxonomy = RoadTaxonomy::load(&taxonomy_path, labels.len())?;
         let input = file.input;
         let side = 1..=MAX_INPUT_SIDE;
-        if !side.contains(&input.width) || !side.contains(&input.height) || input.std.contains(&0.0) {
+        if !side.contains(&input.width) || !side.contains(&input.height) || input.std.contains(&0.0) || input.std.iter().chain(&input.mean).any(|v| !v.is_finite()) {
             return Err(SpecError::BadInput { path: path.to_path_buf() });
         }
         if !(1..=MAX_TOP_K).contains(&file.output.top_k) {
