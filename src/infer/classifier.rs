@@ -81,12 +81,7 @@ pub struct Classifier {
 impl Classifier {
     pub fn load(model_path: &Path, spec_path: &Path, intra_threads: usize) -> Result<Classifier, ModelError> {
         let spec = ModelSpec::load(spec_path)?;
-        // ONNX Runtime would read a FIFO or /dev/zero for ever.
-        crate::util::fs::check_regular_file(model_path).map_err(|source| ModelError::File { path: model_path.to_path_buf(), source })?;
-        let sha256 = crate::util::fs::sha256_file(model_path).map_err(|e| ModelError::File { path: model_path.to_path_buf(), source: e.source })?;
-        let environment = crate::infer::runtime::environment()?;
-        let session = build_session(environment, model_path, intra_threads)
-            .map_err(|source| ModelError::Load { path: model_path.to_path_buf(), source })?;
+        let (session, sha256) = open_session(model_path, intra_threads)?;
         check_signature(&session, &spec).map_err(|source| ModelError::Mismatch { path: model_path.to_path_buf(), source })?;
         let identity = ModelIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256 };
         Ok(Classifier { session, spec, identity, input: Vec::new() })
@@ -159,9 +154,19 @@ impl Classifier {
     }
 }
 
+/// A model file's session and its sha256 (a classifier's or a detector's).
+pub(crate) fn open_session(model_path: &Path, intra_threads: usize) -> Result<(Session, String), ModelError> {
+    // ONNX Runtime would read a FIFO or /dev/zero for ever.
+    crate::util::fs::check_regular_file(model_path).map_err(|source| ModelError::File { path: model_path.to_path_buf(), source })?;
+    let sha256 = crate::util::fs::sha256_file(model_path).map_err(|e| ModelError::File { path: model_path.to_path_buf(), source: e.source })?;
+    let environment = crate::infer::runtime::environment()?;
+    let session = build_session(environment, model_path, intra_threads).map_err(|source| ModelError::Load { path: model_path.to_path_buf(), source })?;
+    Ok((session, sha256))
+}
+
 /// Built in its own function: ort's builder errors carry the (not `Send`)
 /// builder, so they become plain `ort::Error`s here.
-pub(crate) fn build_session(environment: &ort::environment::Environment, path: &Path, intra_threads: usize) -> ort::Result<Session> {
+fn build_session(environment: &ort::environment::Environment, path: &Path, intra_threads: usize) -> ort::Result<Session> {
     let build = || -> ort::Result<Session> {
         Ok(Session::builder(environment)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?

@@ -8,7 +8,7 @@ use ort::value::TensorRef;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::classifier::{build_session, check_input, names, InferError, ModelError, SignatureError};
+use super::classifier::{check_input, open_session, names, InferError, ModelError, SignatureError};
 use super::detector_spec::{Decoding, DetectorSpec, Fit, YoloHead};
 use super::preprocess;
 use super::spec::Layout;
@@ -181,10 +181,7 @@ pub struct Detector {
 impl Detector {
     pub fn load(model_path: &Path, spec_path: &Path, intra_threads: usize) -> Result<Detector, ModelError> {
         let spec = DetectorSpec::load(spec_path)?;
-        crate::util::fs::check_regular_file(model_path).map_err(|source| ModelError::File { path: model_path.to_path_buf(), source })?;
-        let sha256 = crate::util::fs::sha256_file(model_path).map_err(|e| ModelError::File { path: model_path.to_path_buf(), source: e.source })?;
-        let environment = crate::infer::runtime::environment()?;
-        let session = build_session(environment, model_path, intra_threads).map_err(|source| ModelError::Load { path: model_path.to_path_buf(), source })?;
+        let (session, sha256) = open_session(model_path, intra_threads)?;
         check_signature(&session, &spec).map_err(|source| ModelError::Mismatch { path: model_path.to_path_buf(), source })?;
         let identity = ModelIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256 };
         Ok(Detector { session, spec, identity, input: Vec::new() })

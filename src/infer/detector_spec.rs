@@ -8,7 +8,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::spec::{read_text, ColorOrder, InputSpec, Layout, ModelKind, Resize, SpecError, MAX_INPUT_SIDE, MAX_VERSION};
+use super::spec::{read_labels, read_text, ColorOrder, InputSpec, Layout, ModelKind, Resize, SpecError, MAX_INPUT_SIDE, MAX_VERSION};
 use super::taxonomy::NO_VEHICLE;
 
 /// Most boxes a detector reports per frame (after NMS).
@@ -185,14 +185,7 @@ impl DetectorSpec {
         if !file.version.parse::<u64>().is_ok_and(|v| (1..=MAX_VERSION).contains(&v)) {
             return Err(SpecError::BadVersion { path: path.to_path_buf(), version: file.version.chars().take(40).collect() });
         }
-        let base = path.parent().unwrap_or(Path::new("."));
-        let labels_path = base.join(&file.labels);
-        let labels: Vec<String> = read_text(&labels_path)
-            .map_err(|source| SpecError::Labels { labels: labels_path.clone(), spec: path.to_path_buf(), source })?
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let labels = read_labels(path, &file.labels)?;
         if !(1..=MAX_LABELS).contains(&labels.len()) {
             return Err(invalid(DetectorSpecError::LabelCount(labels.len())));
         }

@@ -21,9 +21,21 @@ pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "is not UTF-8 text"))
 }
 
+/// The labels file a spec at `spec` names (relative to it): one label per
+/// line in output order, blank lines left out.
+pub(crate) fn read_labels(spec: &Path, labels: &Path) -> Result<Vec<String>, SpecError> {
+    let labels_path = spec.parent().unwrap_or(Path::new(".")).join(labels);
+    Ok(read_text(&labels_path)
+        .map_err(|source| SpecError::Labels { labels: labels_path.clone(), spec: spec.to_path_buf(), source })?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read model spec {}: {source} (every model needs a spec file beside it: see models/efficientnet_lite0.toml)", path.display())]
+    #[error("cannot read model spec {}: {source} (every model needs a spec file beside it, same name, .toml: see models/efficientnet_lite0.toml for a classifier, models/yolov3_tiny.toml for a detector)", path.display())]
     Read { path: PathBuf, #[source] source: std::io::Error },
     #[error("model spec {}: {}", path.display(), source.to_string().trim_end())]
     Toml { path: PathBuf, #[source] source: toml::de::Error },
@@ -181,13 +193,7 @@ impl ModelSpec {
         }
         let file: SpecFile = toml::from_str(&text).map_err(|source| SpecError::Toml { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let labels_path = base.join(&file.labels);
-        let labels: Vec<String> = read_text(&labels_path)
-            .map_err(|source| SpecError::Labels { labels: labels_path.clone(), spec: path.to_path_buf(), source })?
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let labels = read_labels(path, &file.labels)?;
         let taxonomy_path = base.join(&file.taxonomy);
         let taxonomy = RoadTaxonomy::load(&taxonomy_path, labels.len())?;
         let input = file.input;

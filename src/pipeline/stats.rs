@@ -39,7 +39,7 @@ pub struct CameraStats {
     pub decode_errors: AtomicU64,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
-    latencies_ms: Mutex<VecDeque<f32>>,
+    latencies_ms: LatencyWindow,
     /// A detector camera's detector counters.
     pub detector: Option<DetectorStats>,
 }
@@ -92,7 +92,7 @@ impl CameraStats {
             decode_errors: AtomicU64::new(0),
             state: AtomicU8::new(0),
             last_error: Mutex::new(None),
-            latencies_ms: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+            latencies_ms: LatencyWindow::default(),
             detector: None,
         }
     }
@@ -120,18 +120,12 @@ impl CameraStats {
     }
 
     pub fn record_latency(&self, ms: f32) {
-        let mut window = self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner());
-        if window.len() == LATENCY_WINDOW {
-            window.pop_front();
-        }
-        window.push_back(ms);
+        self.latencies_ms.push(ms);
     }
 
     pub fn snapshot(&self) -> CameraSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut latencies: Vec<f32> =
-            self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
-        latencies.sort_by(f32::total_cmp);
+        let latencies = self.latencies_ms.sorted();
         CameraSnapshot {
             id: self.id.clone(),
             state: self.state(),
