@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod track;
 pub mod util;
+pub mod view;
 pub mod wire;
 
 /// The agent's own version, reported in status, telemetry and `--version`.

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["models"],
     &["pipeline"],
     &["monitor"],
-    &["ops"],
+    &["ops", "view"], // operations; the installer's view
     &["agent"], // the supervisor: wires everything
 ];
 

@@ -14,6 +14,9 @@ use super::detection::{refine, Decision, DetectionStage};
 use super::frame_queue::FrameQueue;
 use super::stats::CameraStats;
 use super::vehicles::{Detections, VehicleError, VehicleStage};
+use super::view::{FrameView, ViewTap};
+use super::frame_queue::FrameJob;
+use opencv::core::Rect;
 use crate::context::Context;
 use crate::infer::spec::Reference;
 use crate::infer::{Classifier, ModelIdentity, RegionPrediction};
@@ -106,6 +109,8 @@ pub struct InferenceWorker {
     active: ActiveModel,
     events: EventSink,
     taps: Vec<Box<dyn FrameTap>>,
+    /// The installer's views: shown the frames they ask for, classified or not.
+    view_taps: Vec<Box<dyn ViewTap>>,
     /// Tracked cameras' vehicles and counts.
     vehicles: Option<VehicleStage>,
     /// Detector cameras' detector.
@@ -147,6 +152,7 @@ impl InferenceWorker {
             events: context.events(),
             taps: Vec::new(),
             vehicles: None,
+            view_taps: Vec::new(),
             detection: None,
             detector_updates: None,
             confidence: ConfidenceWindow::default(),
@@ -157,6 +163,12 @@ impl InferenceWorker {
     /// Shows every classified frame to `tap` too (in the order taps are added).
     pub fn with_tap(mut self, tap: Box<dyn FrameTap>) -> InferenceWorker {
         self.taps.push(tap);
+        self
+    }
+
+    /// Shows `tap` the frames it asks for (any processed frame, classified or not).
+    pub fn with_view_tap(mut self, tap: Box<dyn ViewTap>) -> InferenceWorker {
+        self.view_taps.push(tap);
         self
     }
 
@@ -225,7 +237,7 @@ impl InferenceWorker {
             }
             prediction_id += 1;
             let mut job = job;
-            let stats = &self.stats[job.camera];
+            let stats = self.stats[job.camera].clone();
             // A detector camera's regions: the detector's, when it is due.
             let mut detected = Vec::new();
             if let Some(detection) = self.detection.as_mut().filter(|d| d.detects(job.camera)) {
@@ -259,6 +271,7 @@ impl InferenceWorker {
                         if let Some(vehicles) = self.vehicles.as_mut() {
                             vehicles.heard_from(job.camera);
                         }
+                        self.show_view(&job, &[], &[]);
                         self.queue.give_back(job.frame);
                         CameraStats::add(&stats.frames_processed, 1);
                         continue;
@@ -275,6 +288,7 @@ impl InferenceWorker {
             let rects = plan.as_ref().map_or(&job.regions, |p| &p.to_classify);
             if rects.is_empty() {
                 // A tracked camera's frame with nothing to classify this time.
+                self.show_view(&job, &job.regions, &[]);
                 self.queue.give_back(job.frame);
                 CameraStats::add(&stats.frames_processed, 1);
                 continue;
@@ -310,6 +324,7 @@ impl InferenceWorker {
             if let Some(score) = score {
                 self.confidence.push(score);
             }
+            self.show_view(&job, &job.regions, &regions);
             let publish_frame = self.vehicles.as_ref().is_none_or(|v| v.publishes_frames(job.camera));
             if publish_frame {
                 let classified = Classified {
@@ -353,6 +368,30 @@ impl InferenceWorker {
             vehicles.finish(min_vehicle_score, &send)?;
         }
         Ok(())
+    }
+
+    /// Shows the frame to the view taps that want it; the tracks' view is
+    /// built only when one does.
+    fn show_view(&mut self, job: &FrameJob, regions: &[Rect], classified: &[RegionPrediction]) {
+        let wanting: Vec<usize> = (0..self.view_taps.len()).filter(|i| self.view_taps[*i].wants(job.camera, job.frame_index, job.clock_s)).collect();
+        if wanting.is_empty() {
+            return;
+        }
+        let min_vehicle_score = self.classifier.spec().taxonomy.min_vehicle_score();
+        let tracks = self.vehicles.as_ref().map(|v| v.shown_tracks(job.camera, min_vehicle_score)).unwrap_or_default();
+        let view = FrameView {
+            camera: job.camera,
+            camera_id: &self.stats[job.camera].id,
+            frame: &job.frame,
+            frame_index: job.frame_index,
+            clock_s: job.clock_s,
+            regions,
+            classified,
+            tracks: &tracks,
+        };
+        for i in wanting {
+            self.view_taps[i].show(&view);
+        }
     }
 
     /// Every prediction before this names the old model, every one after the

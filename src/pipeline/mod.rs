@@ -3,7 +3,8 @@
 //! the inference thread ([`inference`]), which classifies them and hands the
 //! result on; on detector cameras it first runs the detector when it is due
 //! ([`detection`]), on tracked ones it follows the vehicles ([`vehicles`]).
-//! [`stats`] are the counters the path shares with telemetry.
+//! [`stats`] are the counters the path shares with telemetry; [`view`] is
+//! what the installer's view is shown of a frame.
 
 pub mod camera;
 pub mod detection;
@@ -12,3 +13,4 @@ pub mod inference;
 pub mod regions;
 pub mod stats;
 pub mod vehicles;
+pub mod view;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::frame_queue::FrameJob;
+use super::view::ShownTrack;
 use crate::config::CameraConfig;
 use crate::infer::{ModelIdentity, RegionPrediction};
 use crate::publish::Outgoing;
@@ -173,6 +174,23 @@ impl VehicleStage {
         if let Some(tracked) = self.cameras.get_mut(camera).and_then(Option::as_mut) {
             tracked.last_frame_at = Some(Instant::now());
         }
+    }
+
+    /// The tracks in view on `camera` now, for the installer's view.
+    pub fn shown_tracks(&self, camera: usize, min_vehicle_score: f32) -> Vec<ShownTrack> {
+        let Some(tracked) = self.cameras.get(camera).and_then(Option::as_ref) else { return Vec::new() };
+        tracked
+            .scene
+            .live(min_vehicle_score)
+            .into_iter()
+            .map(|t| ShownTrack {
+                name: tracked.names.get(&t.key).cloned().unwrap_or_else(|| format!("#{}", t.key)),
+                confirmed: t.confirmed,
+                bbox: t.bbox,
+                class: t.class,
+                lane: t.lane,
+            })
+            .collect()
     }
 
     /// Whether a vehicle is being tracked on `camera`.

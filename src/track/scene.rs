@@ -47,6 +47,19 @@ pub struct Crossed {
     pub frame: u64,
 }
 
+/// A track still in view, as the installer's view draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveTrack {
+    pub key: TrackKey,
+    pub confirmed: bool,
+    /// Filtered if it had a region in the last frame, else predicted.
+    pub bbox: BBox,
+    /// The vote's class so far (None before its first classification).
+    pub class: Option<String>,
+    /// The lane its bottom centre was in most often so far.
+    pub lane: Option<String>,
+}
+
 /// A vehicle whose track has ended: what its message says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vehicle {
@@ -242,6 +255,24 @@ impl Scene {
     /// Whether `key` is a track still open.
     pub fn is_live(&self, key: TrackKey) -> bool {
         self.records.contains_key(&key)
+    }
+
+    /// The tracks in view now, with their class and lane so far. Costs a
+    /// vote per track: for a view taken now and then, not every frame.
+    pub fn live(&self, min_vehicle_score: f32) -> Vec<LiveTrack> {
+        self.tracker
+            .tracks()
+            .into_iter()
+            .map(|t| {
+                let record = self.records.get(&t.key);
+                let class = record.and_then(|r| {
+                    let vote = if r.vote.is_empty() { &r.cut_vote } else { &r.vote };
+                    (!vote.is_empty() || r.detector.call().is_some()).then(|| combine(vote, r.detector.call().as_ref(), min_vehicle_score).class)
+                });
+                let lane = record.and_then(|r| r.lanes.iter().max_by_key(|(index, n)| (**n, std::cmp::Reverse(**index))).map(|(i, _)| self.lanes[*i].id.clone()));
+                LiveTrack { key: t.key, confirmed: t.confirmed, bbox: t.bbox, class, lane }
+            })
+            .collect()
     }
 
     /// Whether any track is open (tentative or confirmed).

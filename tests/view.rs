@@ -1,0 +1,125 @@
+//! The installer's view: `cctv-agent snapshot` runs the camera's real
+//! pipeline (OpenCV decode, motion regions, tracking, ONNX Runtime) on the
+//! bundled clip and draws its layout; the picture is decoded and checked
+//! pixel by pixel against the clip's own frame, decoded by OpenCV here.
+
+mod support;
+
+use opencv::prelude::*;
+use opencv::videoio;
+use std::path::Path;
+use std::process::Command;
+use support::*;
+
+/// Lane 0's colour and cover, as `view::draw` documents them.
+const LANE_BGR: [f64; 3] = cctv_agent::view::draw::LANE_COLOURS[0];
+const ALPHA: f64 = cctv_agent::view::draw::LANE_ALPHA;
+
+fn config(dir: &Path, url: &Path) -> std::path::PathBuf {
+    let text = format!(
+        r#"device_id = "pole-1"
+state_dir = "{state}"
+[mqtt]
+url = "mqtt://127.0.0.1:9"
+[model]
+path = "{model}"
+[[cameras]]
+id = "road"
+url = "{url}"
+regions = "motion"
+[cameras.tracking]
+[[cameras.lanes]]
+id = "east"
+polygon = [[0, 0], [640, 0], [640, 203], [0, 203]]
+[[cameras.lines]]
+id = "middle"
+from = [320, 0]
+to = [320, 400]
+"#,
+        state = dir.join("state").display(),
+        model = repo("models/efficientnet_lite0.onnx").display(),
+        url = url.display(),
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The clip's frame `n` (BGR rows), decoded the way the agent decodes it.
+fn clip_frame(n: u64) -> (u32, u32, Vec<u8>) {
+    let mut capture = videoio::VideoCapture::from_file(road_clip().to_str().unwrap(), videoio::CAP_ANY).unwrap();
+    let mut frame = opencv::core::Mat::default();
+    for _ in 0..=n {
+        assert!(capture.read(&mut frame).unwrap(), "the clip ended before frame {n}");
+    }
+    let (w, h) = (frame.cols() as u32, frame.rows() as u32);
+    (w, h, frame.data_bytes().unwrap().to_vec())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn a_snapshot_shows_the_lane_tinted_and_the_rest_of_the_road_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("road.jpg");
+    let output = Command::new(BIN)
+        .args(["snapshot", "--camera", "road", "--frame", "50", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(config(dir.path(), &road_clip()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "snapshot failed: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("frame 50"), "it names the frame drawn: {stdout}");
+
+    let picture = image::open(&out).expect("the snapshot is a JPEG that decodes").to_rgb8();
+    let (w, h, raw) = clip_frame(50);
+    assert_eq!((picture.width(), picture.height()), (w, h), "the snapshot has the frame's size");
+    // Per pixel: how far the picture is from the raw frame, and from the raw frame under the lane's tint.
+    let distance = |x: u32, y: u32, tinted: bool| {
+        let p = picture.get_pixel(x, y);
+        let i = ((y * w + x) * 3) as usize;
+        (0..3)
+            .map(|c| {
+                let raw = raw[i + c] as f64; // BGR
+                let expected = if tinted { ALPHA * LANE_BGR[c] + (1.0 - ALPHA) * raw } else { raw };
+                (p[2 - c] as f64 - expected).abs() // RGB
+            })
+            .sum::<f64>()
+            / 3.0
+    };
+    let grid = |y0: u32, y1: u32| (y0..y1).step_by(7).flat_map(move |y| (4..w - 4).step_by(11).map(move |x| (x, y)));
+    // Inside the lane (y < 203): the tint, not the raw frame. Outside it: the raw frame.
+    let inside_tinted = median(grid(10, 195).map(|(x, y)| distance(x, y, true)).collect());
+    let inside_raw = median(grid(10, 195).map(|(x, y)| distance(x, y, false)).collect());
+    let outside_raw = median(grid(212, h - 30).map(|(x, y)| distance(x, y, false)).collect());
+    let outside_tinted = median(grid(212, h - 30).map(|(x, y)| distance(x, y, true)).collect());
+    assert!(inside_tinted < 8.0 && inside_raw > 25.0, "inside the lane the road is tinted: {inside_tinted:.1} from tinted, {inside_raw:.1} from raw");
+    assert!(outside_raw < 8.0 && outside_tinted > 25.0, "outside the lane the road is as it is: {outside_raw:.1} from raw, {outside_tinted:.1} from tinted");
+    // The line is drawn in red down x = 320.
+    let on_line = picture.get_pixel(320, 300);
+    assert!(on_line[0] > 180 && on_line[1] < 80 && on_line[2] < 80, "the counting line is drawn: {on_line:?}");
+}
+
+#[test]
+fn a_snapshot_of_a_camera_that_is_not_there_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &dir.path().join("no-such-clip.mp4"));
+    let out = dir.path().join("x.jpg");
+    let run = |camera: &str| Command::new(BIN).args(["snapshot", "--camera", camera, "--out"]).arg(&out).arg("--config").arg(&config).output().unwrap();
+
+    let unknown = run("gate");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(stderr.contains("no camera `gate`") && stderr.contains("road"), "names the cameras there are: {stderr}");
+
+    let dead = run("road");
+    let stderr = String::from_utf8_lossy(&dead.stderr);
+    assert!(!dead.status.success());
+    assert!(stderr.contains("gave no frame") && stderr.contains("cameras.url"), "says what to check: {stderr}");
+    assert!(!out.exists(), "no picture is written");
+}
