@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["models"],
     &["pipeline"],
     &["monitor"],
-    &["ops"],
+    &["ops", "view"], // view: the installer's page, fed through its hub
     &["agent"], // the supervisor: wires everything
 ];
 
