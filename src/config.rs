@@ -1580,7 +1580,7 @@ loop = true
         assert_eq!(parse(MINIMAL).unwrap().view, None);
         let with = |view: &str| parse(&format!("{MINIMAL}[view]\n{view}\n"));
         let view = with("listen = \"127.0.0.1:8080\"").unwrap().view.unwrap();
-        assert_eq!((view.listen_addr().unwrap(), view.token_file, view.max_fps), ("127.0.0.1:8080".parse().unwrap(), None, 2.0));
+        assert_eq!((view.listen_addr().unwrap(), view.token_file.clone(), view.max_fps), ("127.0.0.1:8080".parse().unwrap(), None, 2.0));
         assert_eq!(view.frame_interval(), std::time::Duration::from_millis(500));
         let view = with("listen = \"0.0.0.0:8080\"\ntoken_file = \"view.token\"\nmax_fps = 0.2").unwrap().view.unwrap();
         assert_eq!(view.token_file, Some(PathBuf::from("/etc/cctv/view.token")), "relative to the config file");
