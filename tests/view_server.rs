@@ -82,8 +82,11 @@ fn get(agent: &ureq::Agent, url: &str, bearer: Option<&str>) -> (u16, String, Ve
     (status, content_type, body)
 }
 
-/// The next part of a multipart stream: its headers (lower-cased names) and body.
-fn next_part(reader: &mut impl BufRead) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+/// A part's headers (lower-cased names, values) and its body.
+type Part = (Vec<(String, String)>, Vec<u8>);
+
+/// The next part of a multipart stream.
+fn next_part(reader: &mut impl BufRead) -> Option<Part> {
     let mut line = String::new();
     loop {
         line.clear();
@@ -232,6 +235,8 @@ fn with_a_token_every_route_needs_it_in_the_header_or_the_query() {
         assert_eq!(get(&agent, &server.url(path), Some("s3cret-token")).0, 200, "{path} with the header");
         assert_eq!(get(&agent, &server.url(&format!("{path}?token=s3cret-token")), None).0, 200, "{path} with the query");
     }
+    let lower = agent.get(&server.url("/state.json")).set("Authorization", "bearer s3cret-token").call().unwrap();
+    assert_eq!(lower.status(), 200, "the scheme's name in any case");
     // The page's stream URL carries the token and a cache-buster in its query.
     let response = agent.get(&server.url("/cameras/north.mjpg?t=1&token=s3cret-token")).call().unwrap();
     assert_eq!(response.status(), 200);

@@ -114,8 +114,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+        // The scheme's name is case-insensitive (RFC 9110).
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+        .map(|(_, t)| t.trim().to_string());
     let from_query = axum::extract::Query::<TokenQuery>::try_from_uri(request.uri()).ok().and_then(|q| q.0.token);
     let given = [from_header, from_query];
     // Both are checked, so that a wrong header does not hide a right query (nor tell which was tried).
