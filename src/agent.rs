@@ -40,6 +40,8 @@ use crate::track::ids::TrackIds;
 use crate::track::journal;
 use crate::util::health::Health;
 use crate::util::shutdown::Shutdown;
+use crate::view::hub::ViewHub;
+use crate::view::live::{LiveTap, VehicleCounter};
 use crate::wire::{ActiveModel, ModelKind, Topics};
 
 /// How long shutdown waits for the broker to acknowledge what was sent.
@@ -77,6 +79,10 @@ pub enum AgentError {
     TrackIds(#[from] crate::track::ids::TrackIdError),
     #[error("{0}")]
     CountsJournal(#[from] crate::track::journal::JournalError),
+    #[error("{0}")]
+    ViewToken(#[from] crate::config::TokenFileError),
+    #[error("cannot serve the view page on {listen} ({source}): is another program on that port? change view.listen, or remove [view]")]
+    ViewListen { listen: String, source: std::io::Error },
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
@@ -216,6 +222,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let publisher = tokio::spawn(publisher.run(outgoing_rx, FLUSH_DEADLINE));
     let commands = tokio::spawn(commands.run());
 
+    // The installer's page: the hub the frame path's taps feed, and its server.
+    let view = match &config.view {
+        Some(view) => {
+            let token = view.read_token()?;
+            let listener = tokio::net::TcpListener::bind(&view.listen).await.map_err(|source| AgentError::ViewListen { listen: view.listen.clone(), source })?;
+            let hub = ViewHub::new(&config.device_id, config.cameras.iter().map(|c| c.id.clone()).collect());
+            tracing::info!(listen = %view.listen, token = token.is_some(), "serving the view page");
+            tokio::spawn(follow_model(hub.clone(), context.active_model.clone(), shutdown.clone()));
+            let server = crate::view::server::serve(listener, hub.clone(), token, shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(error) = server.await {
+                    tracing::error!(%error, "the view page stopped; the agent goes on without it");
+                }
+            });
+            Some((hub.clone(), LiveTap::start(hub, config.cameras.clone(), view.max_fps).map_err(AgentError::Thread)?))
+        }
+        None => None,
+    };
+
     let health = Arc::new(Health::new());
     let queue = Arc::new(FrameQueue::new());
     let camera_stats: Vec<Arc<CameraStats>> = config.cameras.iter().map(|c| Arc::new(if c.detection().is_some() { CameraStats::new(&c.id).with_detector() } else { CameraStats::new(&c.id) })).collect();
@@ -237,6 +262,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         if let Some(tap) = &sample_tap {
             stage = stage.with_tap(Box::new(tap.clone()));
         }
+        if let Some((hub, _)) = &view {
+            stage = stage.with_tap(Box::new(VehicleCounter { hub: hub.clone() }));
+        }
         worker = worker.with_vehicles(stage);
     }
     if let Some(detector) = detector {
@@ -248,6 +276,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     }
     if let Some(updates) = detector_updates {
         worker = worker.with_detector_updates(updates);
+    }
+    if let Some((_, tap)) = view {
+        worker = worker.with_view_tap(Box::new(tap));
     }
     // The sampler thread ends once its taps (and the monitor) are gone.
     drop(sample_tap);
@@ -373,6 +404,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(AgentError::Inference(error)),
         Err(_) => Err(AgentError::Panicked("the inference thread".into())),
+    }
+}
+
+/// Keeps the page's model line on the model serving (swaps, rollbacks).
+async fn follow_model(hub: Arc<ViewHub>, active: ActiveModel, shutdown: Shutdown) {
+    loop {
+        if let Ok(model) = active.read() {
+            hub.set_model(&model.name, &model.version);
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 

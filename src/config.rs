@@ -133,6 +133,9 @@ pub struct Config {
     /// Vehicle counts per interval (tracked cameras).
     #[serde(default)]
     pub counts: CountsConfig,
+    /// The installer's local page (annotated frames, counts); off when absent.
+    #[serde(default)]
+    pub view: Option<ViewConfig>,
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -709,6 +712,64 @@ impl Default for CountsConfig {
     }
 }
 
+/// `[view]`: the local page that shows installers what the agent sees.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// `IP:PORT` the page is served on, e.g. 127.0.0.1:8080.
+    pub listen: String,
+    /// A file holding the token every request must carry. Required unless
+    /// `listen` is a loopback address: the page shows the road and the
+    /// lanes to whoever reaches the port.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Frames per second taken for the page (each is drawn on and encoded).
+    #[serde(default = "default_view_max_fps")]
+    pub max_fps: f64,
+}
+
+fn default_view_max_fps() -> f64 {
+    2.0
+}
+
+/// Largest token file read.
+const MAX_TOKEN_BYTES: u64 = 4 << 10;
+
+/// Why `view.token_file` gives no token; the agent cannot serve the page safely without it.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read view.token_file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("view.token_file {} is empty: write the token (one line of printable text) into it", path.display())]
+    Empty { path: PathBuf },
+}
+
+impl ViewConfig {
+    /// `listen` as an address (`Config::parse` has checked it parses).
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, std::net::AddrParseError> {
+        self.listen.parse()
+    }
+
+    /// The time between two frames taken for the page.
+    pub fn frame_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / self.max_fps)
+    }
+
+    /// The token in `token_file`, without surrounding whitespace (a file
+    /// written by `echo` ends in a newline); None without a `token_file`.
+    pub fn read_token(&self) -> Result<Option<String>, TokenFileError> {
+        let Some(path) = &self.token_file else { return Ok(None) };
+        let read = |source| TokenFileError::Read { path: path.clone(), source };
+        let bytes = crate::util::fs::read_regular_file(path, MAX_TOKEN_BYTES).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|_| read(std::io::Error::new(std::io::ErrorKind::InvalidData, "is not UTF-8 text")))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(TokenFileError::Empty { path: path.clone() });
+        }
+        Ok(Some(token.to_string()))
+    }
+}
+
 fn default_max_regions() -> usize {
     8
 }
@@ -975,6 +1036,9 @@ impl Config {
         self.mqtt.client_cert_file = self.mqtt.client_cert_file.as_deref().map(resolve);
         self.mqtt.client_key_file = self.mqtt.client_key_file.as_deref().map(resolve);
         self.mqtt.password_file = self.mqtt.password_file.as_deref().map(resolve);
+        if let Some(view) = &mut self.view {
+            view.token_file = view.token_file.as_deref().map(resolve);
+        }
         self.telemetry.sysfs_root = resolve(&self.telemetry.sysfs_root);
         for camera in &mut self.cameras {
             if let SourceKind::File(p) = camera.source() {
@@ -1072,6 +1136,7 @@ impl Config {
         check.path("telemetry.sysfs_root", &self.telemetry.sysfs_root)?;
         check.int("watchdog.stall_seconds", self.watchdog.stall_seconds, 1..=DAY)?;
         check.int("counts.interval_seconds", self.counts.interval_seconds, 1..=DAY)?;
+        self.validate_view(&check)?;
         self.validate_monitor(&check)?;
         self.validate_cameras(&check)
     }
@@ -1105,6 +1170,26 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_view(&self, check: &Check) -> Result<(), ConfigError> {
+        let Some(view) = &self.view else { return Ok(()) };
+        check.text("view.listen", &view.listen, MAX_NAME_CHARS)?;
+        let address = view.listen_addr().map_err(|_| {
+            check.invalid("view.listen", format!("is {:?}: write IP:PORT, e.g. 127.0.0.1:8080 (this machine only) or 0.0.0.0:8080 (with view.token_file)", view.listen))
+        })?;
+        match &view.token_file {
+            Some(path) => check.path("view.token_file", path)?,
+            // An IPv4-mapped 127.0.0.1 (::ffff:127.0.0.1) is loopback too.
+            None if !address.ip().to_canonical().is_loopback() => {
+                return Err(check.invalid(
+                    "view.token_file",
+                    format!("is not set, but view.listen ({address}) is reachable from other machines: write a token into a file only the agent can read and name it in view.token_file, or listen on 127.0.0.1"),
+                ))
+            }
+            None => {}
+        }
+        check.num("view.max_fps", view.max_fps, 0.2..=10.0)
     }
 
     fn validate_monitor(&self, check: &Check) -> Result<(), ConfigError> {
@@ -1488,6 +1573,59 @@ loop = true
             let err = parse(&MINIMAL.replacen(from, to, 1)).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn the_view_is_off_by_default_and_its_keys_are_checked() {
+        assert_eq!(parse(MINIMAL).unwrap().view, None);
+        let with = |view: &str| parse(&format!("{MINIMAL}[view]\n{view}\n"));
+        let view = with("listen = \"127.0.0.1:8080\"").unwrap().view.unwrap();
+        assert_eq!((view.listen_addr().unwrap(), view.token_file.clone(), view.max_fps), ("127.0.0.1:8080".parse().unwrap(), None, 2.0));
+        assert_eq!(view.frame_interval(), std::time::Duration::from_millis(500));
+        let view = with("listen = \"0.0.0.0:8080\"\ntoken_file = \"view.token\"\nmax_fps = 0.2").unwrap().view.unwrap();
+        assert_eq!(view.token_file, Some(PathBuf::from("/etc/cctv/view.token")), "relative to the config file");
+        let cases = [
+            ("listen = \"localhost\"", "view.listen", "write IP:PORT"),
+            ("listen = \"127.0.0.1:8080\"\nmax_fps = 11", "view.max_fps", "from 0.2 to 10"),
+            ("listen = \"127.0.0.1:8080\"\nmax_fps = 0.1", "view.max_fps", "from 0.2 to 10"),
+        ];
+        for (view, key, problem) in cases {
+            let error = with(view).unwrap_err();
+            assert_eq!(error.key(), Some(key), "{view}: {error}");
+            assert!(error.to_string().contains(problem), "{view}: {error}");
+        }
+        let error = with("listen = \"127.0.0.1:8080\"\nport = 8080").unwrap_err().to_string();
+        assert!(error.contains("port") && error.contains("token_file"), "unknown keys are refused: {error}");
+    }
+
+    #[test]
+    fn a_view_reachable_from_other_machines_needs_a_token_file() {
+        let with = |view: &str| parse(&format!("{MINIMAL}[view]\n{view}\n"));
+        for listen in ["0.0.0.0:8080", "10.0.0.7:80", "[::]:8080"] {
+            let error = with(&format!("listen = \"{listen}\"")).unwrap_err();
+            assert_eq!(error.key(), Some("view.token_file"), "{listen}: {error}");
+        }
+        for listen in ["127.0.0.1:8080", "127.8.9.1:8080", "[::1]:8080", "[::ffff:127.0.0.1]:8080"] {
+            assert!(with(&format!("listen = \"{listen}\"")).is_ok(), "{listen} is this machine only");
+        }
+    }
+
+    #[test]
+    fn the_view_token_is_read_trimmed_and_an_empty_or_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("view.token");
+        let view = |token_file: Option<PathBuf>| ViewConfig { listen: "127.0.0.1:0".into(), token_file, max_fps: 2.0 };
+        assert_eq!(view(None).read_token().unwrap(), None);
+        std::fs::write(&file, "s3cret-token\n").unwrap();
+        assert_eq!(view(Some(file.clone())).read_token().unwrap().as_deref(), Some("s3cret-token"));
+        std::fs::write(&file, " \n").unwrap();
+        let error = view(Some(file.clone())).read_token().unwrap_err();
+        assert!(matches!(&error, TokenFileError::Empty { path } if *path == file), "{error:?}");
+        assert!(error.to_string().contains("view.token_file") && error.to_string().contains("view.token"), "{error}");
+        let missing = dir.path().join("absent");
+        let error = view(Some(missing.clone())).read_token().unwrap_err();
+        assert!(matches!(&error, TokenFileError::Read { path, .. } if *path == missing), "{error:?}");
+        assert!(error.to_string().contains("absent"), "{error}");
     }
 
     /// The first camera of MINIMAL, tracked, with `extra` written into its tables.

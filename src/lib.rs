@@ -18,6 +18,7 @@
 //! - [`monitor`]: ground-truth feedback, drift, alerts, retrain requests and
 //!   samples, fed by the pipeline's taps and the publisher's stored hook.
 //! - [`ops`]: telemetry, commands, the console `watch`, systemd notify.
+//! - [`view`]: the installer's local page: annotated frames, counts, the model.
 //! - [`agent`]: the supervisor that builds and wires everything and shuts it down.
 
 pub mod agent;

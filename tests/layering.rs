@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["models"],
     &["pipeline"],
     &["monitor"],
-    &["ops", "view"], // operations; the installer's view
+    &["ops", "view"], // operations; the installer's view (snapshot, page)
     &["agent"], // the supervisor: wires everything
 ];
 

@@ -123,3 +123,90 @@ fn a_snapshot_of_a_camera_that_is_not_there_says_what_to_check() {
     assert!(stderr.contains("gave no frame") && stderr.contains("cameras.url"), "says what to check: {stderr}");
     assert!(!out.exists(), "no picture is written");
 }
+
+/// GET `path` from the page with `token` (if any): status and body.
+fn get(port: u16, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut request = ureq::get(&format!("http://127.0.0.1:{port}{path}")).timeout(std::time::Duration::from_secs(5));
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    let response = match request.call() {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("GET {path}: {error}"),
+    };
+    let status = response.status();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut body).unwrap();
+    (status, body)
+}
+
+#[test]
+fn the_page_shows_the_camera_and_its_counts_rise_as_vehicles_pass() {
+    let broker = Mosquitto::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("view.token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let cameras = format!(
+        r#"[[cameras]]
+id = "road"
+url = "{clip}"
+regions = "motion"
+loop = true
+[cameras.tracking]
+[[cameras.lanes]]
+id = "east"
+polygon = [[0, 0], [640, 0], [640, 203], [0, 203]]
+[[cameras.lanes]]
+id = "west"
+polygon = [[0, 203], [640, 203], [640, 400], [0, 400]]
+[view]
+listen = "127.0.0.1:{port}"
+token_file = "{token}"
+max_fps = 4
+"#,
+        clip = road_clip().display(),
+        token = token_file.display(),
+    );
+    let _agent = Agent::start(&agent_config(&broker, &cameras));
+    let token = Some("s3cret-token");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let total = |state: &serde_json::Value| state["cameras"][0]["total"].as_u64().unwrap_or(0);
+    let mut first: Option<serde_json::Value> = None;
+    let mut rising = None;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { continue };
+        drop(stream);
+        let (status, body) = get(port, "/state.json", token);
+        assert_eq!(status, 200);
+        let state: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if state["cameras"][0]["frame_index"].is_null() {
+            continue;
+        }
+        match &first {
+            None => first = Some(state),
+            Some(f) if total(&state) > total(f) => {
+                rising = Some((f.clone(), state));
+                break;
+            }
+            Some(_) => {}
+        }
+    }
+    let (before, after) = rising.expect("the counts table rose while the clip played");
+    assert_eq!(after["model"]["name"], "efficientnet_lite0", "the page names the model serving: {after}");
+    let counts = after["cameras"][0]["counts"].as_array().unwrap();
+    assert!(counts.iter().any(|r| r["lane"] == "east" || r["lane"] == "west"), "counts are per lane: {counts:?} (before: {before})");
+    // The picture is the camera's frame, annotated.
+    let (status, jpeg) = get(port, "/cameras/road.jpg", token);
+    assert_eq!(status, 200);
+    let picture = image::load_from_memory(&jpeg).expect("the page's picture is a JPEG");
+    assert_eq!((picture.width(), picture.height()), (640, 400));
+    let (status, page) = get(port, "/", token);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("camera-road"));
+    // Without the token, nothing.
+    assert_eq!(get(port, "/state.json", None).0, 401);
+    assert_eq!(get(port, "/cameras/road.jpg", Some("wrong")).0, 401);
+}
