@@ -229,14 +229,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
             let listener = tokio::net::TcpListener::bind(&view.listen).await.map_err(|source| AgentError::ViewListen { listen: view.listen.clone(), source })?;
             let hub = ViewHub::new(&config.device_id, config.cameras.iter().map(|c| c.id.clone()).collect());
             tracing::info!(listen = %view.listen, token = token.is_some(), "serving the view page");
-            tokio::spawn(follow_model(hub.clone(), context.active_model.clone(), shutdown.clone()));
+            hub.follow_model(context.active_model.clone());
             let server = crate::view::server::serve(listener, hub.clone(), token, shutdown.clone());
             tokio::spawn(async move {
                 if let Err(error) = server.await {
                     tracing::error!(%error, "the view page stopped; the agent goes on without it");
                 }
             });
-            Some((hub.clone(), LiveTap::start(hub, config.cameras.clone(), view.max_fps).map_err(AgentError::Thread)?))
+            Some((hub.clone(), LiveTap::start(hub, config.cameras.clone(), view.frame_interval()).map_err(AgentError::Thread)?))
         }
         None => None,
     };
@@ -404,19 +404,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(AgentError::Inference(error)),
         Err(_) => Err(AgentError::Panicked("the inference thread".into())),
-    }
-}
-
-/// Keeps the page's model line on the model serving (swaps, rollbacks).
-async fn follow_model(hub: Arc<ViewHub>, active: ActiveModel, shutdown: Shutdown) {
-    loop {
-        if let Ok(model) = active.read() {
-            hub.set_model(&model.name, &model.version);
-        }
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
     }
 }
 

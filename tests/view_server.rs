@@ -144,7 +144,8 @@ fn the_page_the_newest_jpeg_and_the_state_are_served() {
     assert_eq!(body, frame, "the exact bytes offered");
     image::load_from_memory(&body).expect("a JPEG a browser can show");
 
-    hub.set_model("vehicle-classifier", "3");
+    let identity = cctv_agent::wire::ModelIdentity { name: "vehicle-classifier".into(), version: "3".into(), sha256: String::new() };
+    hub.follow_model(std::sync::Arc::new(std::sync::RwLock::new(identity)));
     hub.count_vehicle("north", Some("east-1"), "car");
     hub.count_vehicle("north", Some("east-1"), "car");
     hub.count_vehicle("north", None, "truck");

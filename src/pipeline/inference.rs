@@ -373,24 +373,26 @@ impl InferenceWorker {
     /// Shows the frame to the view taps that want it; the tracks' view is
     /// built only when one does.
     fn show_view(&mut self, job: &FrameJob, regions: &[Rect], classified: &[RegionPrediction]) {
-        let wanting: Vec<usize> = (0..self.view_taps.len()).filter(|i| self.view_taps[*i].wants(job.camera, job.frame_index, job.clock_s)).collect();
-        if wanting.is_empty() {
-            return;
-        }
-        let min_vehicle_score = self.classifier.spec().taxonomy.min_vehicle_score();
-        let tracks = self.vehicles.as_ref().map(|v| v.shown_tracks(job.camera, min_vehicle_score)).unwrap_or_default();
-        let view = FrameView {
-            camera: job.camera,
-            camera_id: &self.stats[job.camera].id,
-            frame: &job.frame,
-            frame_index: job.frame_index,
-            clock_s: job.clock_s,
-            regions,
-            classified,
-            tracks: &tracks,
-        };
-        for i in wanting {
-            self.view_taps[i].show(&view);
+        // Built for the first tap that wants this frame, shared with the rest.
+        let mut tracks: Option<Vec<_>> = None;
+        for tap in &mut self.view_taps {
+            if !tap.wants(job.camera, job.frame_index, job.clock_s) {
+                continue;
+            }
+            let tracks = tracks.get_or_insert_with(|| {
+                let min_vehicle_score = self.classifier.spec().taxonomy.min_vehicle_score();
+                self.vehicles.as_ref().map(|v| v.shown_tracks(job.camera, min_vehicle_score)).unwrap_or_default()
+            });
+            tap.show(&FrameView {
+                camera: job.camera,
+                camera_id: &self.stats[job.camera].id,
+                frame: &job.frame,
+                frame_index: job.frame_index,
+                clock_s: job.clock_s,
+                regions,
+                classified,
+                tracks,
+            });
         }
     }
 

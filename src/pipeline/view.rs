@@ -5,6 +5,7 @@
 //! tracks' view costs nothing on the frames nobody looks at.
 
 use opencv::core::{Mat, Rect};
+use opencv::prelude::*;
 
 use crate::infer::RegionPrediction;
 use crate::track::geometry::BBox;
@@ -34,6 +35,48 @@ pub struct FrameView<'a> {
     /// The regions classified in this frame, if any were.
     pub classified: &'a [RegionPrediction],
     pub tracks: &'a [ShownTrack],
+}
+
+/// A view's own copy, to keep or hand to another thread (a snapshot's
+/// frame, the page's next picture).
+pub struct OwnedView {
+    pub camera: usize,
+    pub frame: Mat,
+    pub frame_index: u64,
+    pub clock_s: f64,
+    pub regions: Vec<Rect>,
+    pub classified: Vec<RegionPrediction>,
+    pub tracks: Vec<ShownTrack>,
+}
+
+impl FrameView<'_> {
+    /// Copies the frame and everything shown with it.
+    pub fn to_owned(&self) -> opencv::Result<OwnedView> {
+        Ok(OwnedView {
+            camera: self.camera,
+            frame: self.frame.try_clone()?,
+            frame_index: self.frame_index,
+            clock_s: self.clock_s,
+            regions: self.regions.to_vec(),
+            classified: self.classified.to_vec(),
+            tracks: self.tracks.to_vec(),
+        })
+    }
+}
+
+impl OwnedView {
+    pub fn view<'a>(&'a self, camera_id: &'a str) -> FrameView<'a> {
+        FrameView {
+            camera: self.camera,
+            camera_id,
+            frame: &self.frame,
+            frame_index: self.frame_index,
+            clock_s: self.clock_s,
+            regions: &self.regions,
+            classified: &self.classified,
+            tracks: &self.tracks,
+        }
+    }
 }
 
 /// A consumer of annotated views (the live page, a snapshot). Runs on the

@@ -111,6 +111,17 @@ struct Record {
     frames_inside: u32,
 }
 
+impl Record {
+    /// The vote its class comes from: its uncut views', or its cut ones if it had no other.
+    fn counted_vote(&self) -> &Vote {
+        if self.vote.is_empty() {
+            &self.cut_vote
+        } else {
+            &self.vote
+        }
+    }
+}
+
 /// A region with at least this share of its area inside the region of
 /// another track in the same frame is, in that frame, a second view of a
 /// vehicle (a detector's box around its cab or its wheels beside the box
@@ -266,10 +277,10 @@ impl Scene {
             .map(|t| {
                 let record = self.records.get(&t.key);
                 let class = record.and_then(|r| {
-                    let vote = if r.vote.is_empty() { &r.cut_vote } else { &r.vote };
-                    (!vote.is_empty() || r.detector.call().is_some()).then(|| combine(vote, r.detector.call().as_ref(), min_vehicle_score).class)
+                    let detector = r.detector.call();
+                    (!r.counted_vote().is_empty() || detector.is_some()).then(|| combine(r.counted_vote(), detector.as_ref(), min_vehicle_score).class)
                 });
-                let lane = record.and_then(|r| r.lanes.iter().max_by_key(|(index, n)| (**n, std::cmp::Reverse(**index))).map(|(i, _)| self.lanes[*i].id.clone()));
+                let lane = record.and_then(|r| self.lane_of(r));
                 LiveTrack { key: t.key, confirmed: t.confirmed, bbox: t.bbox, class, lane }
             })
             .collect()
@@ -288,14 +299,19 @@ impl Scene {
         vehicles
     }
 
+    /// The lane a track's bottom centre was in most often (the first such lane on a tie).
+    fn lane_of(&self, record: &Record) -> Option<String> {
+        record.lanes.iter().max_by_key(|(index, n)| (**n, std::cmp::Reverse(**index))).map(|(i, _)| self.lanes[*i].id.clone())
+    }
+
     fn close(&mut self, ended: Ended, min_vehicle_score: f32) -> Option<Vehicle> {
         let record = self.records.remove(&ended.key)?;
         if !ended.confirmed || record.frames_inside * 2 > record.frames {
             return None;
         }
-        let vote = if record.vote.is_empty() { &record.cut_vote } else { &record.vote };
+        let vote = record.counted_vote();
         let detector = record.detector.call();
-        let lane = record.lanes.iter().max_by_key(|(index, n)| (**n, std::cmp::Reverse(**index))).map(|(i, _)| self.lanes[*i].id.clone());
+        let lane = self.lane_of(&record);
         let speed_kmh = record.ground.and_then(|((t0, g0), (t1, g1))| {
             let dt = t1 - t0;
             // Under half a second of uncut views says little about speed.

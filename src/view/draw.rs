@@ -65,18 +65,16 @@ pub fn layout(frame: &Mat, camera: &CameraConfig) -> Result<Mat, DrawError> {
     // Lanes: filled on a copy, blended back, so the road shows through.
     let mut out = frame.try_clone()?;
     if !camera.lanes.is_empty() {
+        let polygons: Vec<Vector<Vector<Point>>> =
+            camera.lanes.iter().map(|lane| std::iter::once(lane.polygon.iter().map(|p| point(*p)).collect()).collect()).collect();
         let mut filled = frame.try_clone()?;
-        for (i, lane) in camera.lanes.iter().enumerate() {
-            let polygon: Vector<Point> = lane.polygon.iter().map(|p| point(*p)).collect();
-            let polygons: Vector<Vector<Point>> = std::iter::once(polygon).collect();
-            imgproc::fill_poly(&mut filled, &polygons, scalar(LANE_COLOURS[i % LANE_COLOURS.len()]), LINE_AA, 0, Point::default())?;
+        for (i, polygon) in polygons.iter().enumerate() {
+            imgproc::fill_poly(&mut filled, polygon, scalar(LANE_COLOURS[i % LANE_COLOURS.len()]), LINE_AA, 0, Point::default())?;
         }
         opencv::core::add_weighted(&filled, LANE_ALPHA, frame, 1.0 - LANE_ALPHA, 0.0, &mut out, -1)?;
-        for (i, lane) in camera.lanes.iter().enumerate() {
-            let polygon: Vector<Point> = lane.polygon.iter().map(|p| point(*p)).collect();
-            let polygons: Vector<Vector<Point>> = std::iter::once(polygon).collect();
+        for (i, (lane, polygon)) in camera.lanes.iter().zip(&polygons).enumerate() {
             let colour = LANE_COLOURS[i % LANE_COLOURS.len()];
-            imgproc::polylines(&mut out, &polygons, true, scalar(colour), 1, LINE_AA, 0)?;
+            imgproc::polylines(&mut out, polygon, true, scalar(colour), 1, LINE_AA, 0)?;
             let n = lane.polygon.len().max(1) as f64;
             let centre = lane.polygon.iter().fold([0.0, 0.0], |c, p| [c[0] + p[0] / n, c[1] + p[1] / n]);
             label(&mut out, &format!("lane {}", lane.id), point(centre), colour, scale)?;

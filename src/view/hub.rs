@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
+use crate::wire::ActiveModel;
+
 /// One annotated frame, as the page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -38,7 +40,8 @@ pub struct ViewHub {
     frames: HashMap<String, watch::Sender<Option<Frame>>>,
     next_seq: AtomicU64,
     counts: Mutex<HashMap<String, Tally>>,
-    model: Mutex<Option<ModelState>>,
+    /// The model serving, read when the page asks (swaps and rollbacks show at once).
+    model: Mutex<Option<ActiveModel>>,
 }
 
 /// The JSON of `/state.json`: the page's one contract with the server
@@ -137,13 +140,17 @@ impl ViewHub {
         *counts.entry(camera.to_string()).or_default().entry((lane.map(str::to_string), class.to_string())).or_default() += 1;
     }
 
-    pub fn set_model(&self, name: &str, version: &str) {
-        *self.model.lock().unwrap_or_else(|e| e.into_inner()) = Some(ModelState { name: name.to_string(), version: version.to_string() });
+    /// Shows the model `active` names (the inference thread keeps it current).
+    pub fn follow_model(&self, active: ActiveModel) {
+        *self.model.lock().unwrap_or_else(|e| e.into_inner()) = Some(active);
     }
 
     /// What the page shows now.
     pub fn state(&self) -> ViewState {
-        let model = self.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let model = self.model.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|active| {
+            let identity = active.read().ok()?;
+            Some(ModelState { name: identity.name.clone(), version: identity.version.clone() })
+        });
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let cameras = self
             .cameras
@@ -221,10 +228,14 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
     }
 
+    fn active(name: &str, version: &str) -> ActiveModel {
+        Arc::new(std::sync::RwLock::new(crate::wire::ModelIdentity { name: name.into(), version: version.into(), sha256: String::new() }))
+    }
+
     #[test]
     fn the_state_counts_per_lane_and_class_in_the_documented_shape() {
         let hub = hub();
-        hub.set_model("vehicle-classifier", "7");
+        hub.follow_model(active("vehicle-classifier", "7"));
         hub.count_vehicle("north", Some("east-1"), "car");
         hub.count_vehicle("north", Some("east-1"), "car");
         hub.count_vehicle("north", None, "truck");

@@ -9,21 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
 use tokio::sync::mpsc;
 
 use super::draw::{self, DrawError};
 use crate::config::{CameraConfig, Config, Replay, SourceKind};
 use crate::context::Context;
-use crate::infer::{Classifier, Detector, ModelError, RegionPrediction};
+use crate::infer::{Classifier, Detector, ModelError};
 use crate::pipeline::camera::CameraWorker;
 use crate::pipeline::detection::DetectionStage;
 use crate::pipeline::frame_queue::FrameQueue;
-use crate::pipeline::inference::InferenceWorker;
+use crate::pipeline::inference::{InferenceWorker, PipelineError};
 use crate::pipeline::stats::{CameraState, CameraStats};
 use crate::pipeline::vehicles::VehicleStage;
-use crate::pipeline::view::{FrameView, ShownTrack, ViewTap};
+use crate::pipeline::view::{FrameView, OwnedView, ViewTap};
 use crate::track::ids::{TrackIdError, TrackIds};
 use crate::util::health::Health;
 use crate::util::shutdown::Shutdown;
@@ -56,12 +55,14 @@ pub struct Taken {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("no camera `{camera}` in the config (its cameras: {known})")]
+    #[error("no camera `{camera}` in the config: pass --camera with one of its cameras ({known})")]
     UnknownCamera { camera: String, known: String },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("cannot number tracks in a scratch folder: {0}")]
     TrackIds(#[from] TrackIdError),
+    #[error("cannot make a scratch folder {path} ({source}): set TMPDIR to a writable folder")]
+    Scratch { path: PathBuf, source: crate::util::fs::FileError },
     #[error("camera `{camera}` gave no frame within {waited_s} s ({reason}); check cameras.url and that the camera is reachable")]
     NoFrame { camera: String, waited_s: u64, reason: String },
     #[error(transparent)]
@@ -70,8 +71,10 @@ pub enum SnapshotError {
     Write { path: PathBuf, source: crate::util::fs::FileError },
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
-    #[error("the inference thread failed: {0}")]
-    Inference(String),
+    #[error("the pipeline stopped before the frame: {0}")]
+    Inference(#[from] PipelineError),
+    #[error("the inference thread panicked; this is a bug")]
+    Panicked,
 }
 
 /// A live source that opens slower than this is reported as giving no frame.
@@ -79,12 +82,8 @@ const OPEN_WAIT: Duration = Duration::from_secs(20);
 
 /// The latest view the pipeline showed, kept until the one asked for comes.
 struct Kept {
-    frame: Mat,
-    frame_index: u64,
-    clock_s: f64,
-    regions: Vec<Rect>,
-    classified: Vec<RegionPrediction>,
-    tracks: Vec<ShownTrack>,
+    view: OwnedView,
+    /// It is the frame asked for (else the last before the source ended).
     done: bool,
 }
 
@@ -112,18 +111,10 @@ impl ViewTap for SnapshotTap {
     }
 
     fn show(&mut self, view: &FrameView<'_>) {
-        let Ok(frame) = view.frame.try_clone() else { return };
+        let Ok(owned) = view.to_owned() else { return };
         let done = self.reached(view.frame_index, view.clock_s);
         if let Ok(mut kept) = self.kept.lock() {
-            *kept = Some(Kept {
-                frame,
-                frame_index: view.frame_index,
-                clock_s: view.clock_s,
-                regions: view.regions.to_vec(),
-                classified: view.classified.to_vec(),
-                tracks: view.tracks.to_vec(),
-                done,
-            });
+            *kept = Some(Kept { view: owned, done });
         }
         if done {
             self.shutdown.trigger();
@@ -180,7 +171,7 @@ pub fn take(config: &Config, camera: &str, at: At, out: &Path) -> Result<Taken, 
     let tap = SnapshotTap { at, kept: kept.clone(), shutdown: shutdown.clone() };
     let mut worker = InferenceWorker::new(&context, classifier, queue.clone(), vec![stats.clone()], health.register("inference"), swap_rx).with_view_tap(Box::new(tap));
     let scratch = scratch_dir();
-    crate::util::fs::create_private_dir_all(&scratch).map_err(|source| SnapshotError::Write { path: scratch.clone(), source })?;
+    crate::util::fs::create_private_dir_all(&scratch).map_err(|source| SnapshotError::Scratch { path: scratch.clone(), source })?;
     if camera_config.tracking.is_some() {
         let ids = TrackIds::open(&scratch.join("track_ids"))?;
         let interval = Duration::from_secs(config.counts.interval_seconds);
@@ -224,35 +215,27 @@ pub fn take(config: &Config, camera: &str, at: At, out: &Path) -> Result<Taken, 
     let _ = std::fs::remove_dir_all(&scratch);
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(SnapshotError::Inference(error.to_string())),
-        Err(_) => return Err(SnapshotError::Inference("it panicked".into())),
+        Ok(Err(error)) => return Err(error.into()),
+        Err(_) => return Err(SnapshotError::Panicked),
     }
     let kept = kept.lock().ok().and_then(|mut k| k.take());
     let Some(kept) = kept else {
         let reason = stats.snapshot().last_error.unwrap_or_else(|| if waited_out { "it did not open".into() } else { "the source has no frames".into() });
         return Err(SnapshotError::NoFrame { camera: camera.to_string(), waited_s: started.elapsed().as_secs(), reason });
     };
-    let view = FrameView {
-        camera: 0,
-        camera_id: &camera_config.id,
-        frame: &kept.frame,
-        frame_index: kept.frame_index,
-        clock_s: kept.clock_s,
-        regions: &kept.regions,
-        classified: &kept.classified,
-        tracks: &kept.tracks,
-    };
+    let view = kept.view.view(&camera_config.id);
     let image = draw::annotate(&view, &camera_config)?;
     let png = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
     let bytes = if png { draw::png(&image)? } else { draw::jpeg(&image, 90)? };
     crate::util::fs::write_atomically(out, &bytes).map_err(|source| SnapshotError::Write { path: out.to_path_buf(), source })?;
+    let shown = &kept.view;
     Ok(Taken {
-        frame_index: kept.frame_index,
-        clock_s: kept.clock_s,
-        width: kept.frame.cols().max(0) as u32,
-        height: kept.frame.rows().max(0) as u32,
-        regions: kept.regions.len(),
-        tracks: kept.tracks.len(),
+        frame_index: shown.frame_index,
+        clock_s: shown.clock_s,
+        width: shown.frame.cols().max(0) as u32,
+        height: shown.frame.rows().max(0) as u32,
+        regions: shown.regions.len(),
+        tracks: shown.tracks.len(),
         vehicles,
         ended_early: !kept.done,
     })
