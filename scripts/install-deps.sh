@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build, `make run` and the tests need,
 # skipping what is already there. Debian 12; run as root (or with sudo).
+# Usage: install-deps.sh [--test]
 set -euo pipefail
 packages=(
   # build: OpenCV headers, libclang for the opencv crate's binding generator
@@ -16,6 +17,11 @@ packages=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 )
+# With --test: what only the tests need (the installer's page in a real
+# headless browser), kept out of `make run`'s install.
+if [ "${1:-}" = "--test" ]; then
+  packages=(chromium)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -78,11 +78,15 @@ fn a_detector_release_through_the_registry_swaps_like_a_classifier_release_with_
     // Pushed before the agent starts, under a tag it does not watch; moved to
     // `champion` once version 1 has found vehicles.
     keys.publish(&detector_url, "candidate", 2, &detector_model());
-    let config = config(&broker, &registry, &keys, "", "");
+    // The budget is not what this test is about (the too-slow test is): a
+    // whole-frame detection measured while two agents share the machine's two
+    // cores has a p95 near the default 250 ms (185 ms seen here, more in CI).
+    let config = config(&broker, &registry, &keys, "", "latency_budget_ms = 5000");
     let mut agent = Agent::start(&config);
     sub.wait_until(Duration::from_secs(30), "predictions by detector version 1", |_| predictions(&sub).len() >= 5);
     retag(&detector_url, "candidate", "champion");
-    sub.wait_until(Duration::from_secs(30), "the detector swap", |_| !sub.events("model_activated").is_empty());
+    sub.wait_until(Duration::from_secs(30), "the detector swap (or a refusal)", |_| !sub.events("model_activated").is_empty() || !sub.events("model_rejected").is_empty());
+    assert!(sub.events("model_rejected").is_empty(), "refused: {:?}", sub.events("model_rejected"));
     let frames = 431;
     sub.wait_until(Duration::from_secs(60), "the whole clip", |_| {
         camera_telemetry(&sub, "highway").is_some_and(|c| c["state"] == "finished" && c["frames_processed"] == frames)

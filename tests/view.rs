@@ -9,6 +9,8 @@ use opencv::prelude::*;
 use opencv::videoio;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+use support::browser::Chromium;
 use support::*;
 
 /// Lane 0's colour and cover, as `view::draw` documents them.
@@ -162,7 +164,7 @@ polygon = [[0, 0], [640, 0], [640, 203], [0, 203]]
 id = "west"
 polygon = [[0, 203], [640, 203], [640, 400], [0, 400]]
 [view]
-listen = "127.0.0.1:{port}"
+listen = "0.0.0.0:{port}"
 token_file = "{token}"
 max_fps = 4
 "#,
@@ -206,7 +208,58 @@ max_fps = 4
     let (status, page) = get(port, "/", token);
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&page).contains("camera-road"));
-    // Without the token, nothing.
+    // Without the token, nothing (the bind is not loopback-only).
     assert_eq!(get(port, "/state.json", None).0, 401);
     assert_eq!(get(port, "/cameras/road.jpg", Some("wrong")).0, 401);
+
+    // The page in a real browser, opened with the token as an installer would.
+    let mut browser = Chromium::open(&format!("http://127.0.0.1:{port}/?token=s3cret-token"));
+    let shown = browser.wait_for(Duration::from_secs(20), "the camera's picture", IMAGE, |v| v["natural"][0].as_f64().unwrap_or(0.0) > 0.0);
+    assert_eq!(shown["natural"], serde_json::json!([640, 400]), "the stream shows the camera's frame: {shown}");
+    let (left, top, width, height) = (shown["rect"][0].as_f64().unwrap(), shown["rect"][1].as_f64().unwrap(), shown["rect"][2].as_f64().unwrap(), shown["rect"][3].as_f64().unwrap());
+    assert!(width > 100.0 && height > 60.0, "the picture has a size on the page: {shown}");
+    browser.wait_for(Duration::from_secs(10), "the model's name", "document.getElementById('model').textContent", |v| v.as_str().unwrap_or("").contains("efficientnet_lite0"));
+    let total = |v: &serde_json::Value| v.as_str().and_then(|t| t.parse::<u64>().ok());
+    let first = browser.wait_for(Duration::from_secs(10), "the counts table", "document.getElementById('total-road').textContent", |v| total(v).is_some());
+    let first = total(&first).unwrap();
+    browser.wait_for(Duration::from_secs(30), "the counts table to change", "document.getElementById('total-road').textContent", |v| total(v).is_some_and(|t| t > first));
+    let rows = browser.eval("[...document.querySelectorAll('#counts-road tbody tr')].map(r => r.cells[0].textContent)");
+    assert!(rows.as_array().unwrap().iter().any(|lane| lane == "east" || lane == "west"), "rows per lane: {rows}");
+
+    // The pointer over the picture reads frame pixels; a click adds the point to the polygon.
+    let (x, y) = (left + width * 0.5, top + height * 0.25);
+    browser.mouse("mouseMoved", x, y);
+    let coords = browser.wait_for(Duration::from_secs(5), "the pointer's coordinates", "document.getElementById('coords-road').textContent", |v| v.as_str().is_some_and(|t| t.contains(',')));
+    let point: Vec<i64> = coords.as_str().unwrap().split(',').map(|c| c.trim().parse().unwrap()).collect();
+    assert!((point[0] - 320).abs() <= 2 && (point[1] - 100).abs() <= 2, "the middle of the picture's top quarter is about (320, 100): {coords}");
+    browser.mouse("mousePressed", x, y);
+    browser.mouse("mouseReleased", x, y);
+    let polygon = browser.eval("document.getElementById('polygon-road').value");
+    assert_eq!(polygon.as_str().unwrap(), format!("polygon = [[{}, {}]]", point[0], point[1]));
+
+    // The screenshot shows the road: many colours where the picture is, not a blank page.
+    let png = browser.screenshot();
+    // docs/page-road.jpg is this screenshot (CCTV_PAGE_SCREENSHOT=/tmp/page.png, then JPEG).
+    if let Ok(path) = std::env::var("CCTV_PAGE_SCREENSHOT") {
+        std::fs::write(path, &png).unwrap();
+    }
+    let shot = image::load_from_memory(&png).expect("a PNG screenshot").to_rgb8();
+    let scale = shot.width() as f64 / 1280.0;
+    let mut colours = std::collections::HashSet::new();
+    let mut luma = Vec::new();
+    for py in (top * scale) as u32..((top + height) * scale) as u32 {
+        for px in (left * scale) as u32..((left + width) * scale) as u32 {
+            let p = shot.get_pixel(px.min(shot.width() - 1), py.min(shot.height() - 1)).0;
+            colours.insert((p[0] / 16, p[1] / 16, p[2] / 16));
+            luma.push(0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64);
+        }
+    }
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    let spread = (luma.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / luma.len() as f64).sqrt();
+    assert!(colours.len() > 100 && spread > 15.0, "the screenshot's picture is not blank: {} colours, luma spread {spread:.1}", colours.len());
 }
+
+/// The camera's <img> on the page: its natural size (0 until a frame has
+/// arrived) and its place on the page.
+const IMAGE: &str = "(() => { const i = document.getElementById('camera-road'); const r = i.getBoundingClientRect(); \
+    return { natural: [i.naturalWidth, i.naturalHeight], rect: [r.left, r.top, r.width, r.height] }; })()";

@@ -108,6 +108,12 @@ pub struct Pass {
 /// publisher and keeps what arrives. The models are loaded before the clock
 /// starts; nothing else runs in the process meanwhile.
 pub fn run_pipeline(config: CameraConfig, clip_fps: f64) -> Pass {
+    run_pipeline_with_view(config, clip_fps, None)
+}
+
+/// The same, with a view tap on the inference thread as the agent adds one
+/// for `[view]` (benches/view.rs).
+pub fn run_pipeline_with_view(config: CameraConfig, clip_fps: f64, view: Option<Box<dyn cctv_agent::pipeline::view::ViewTap>>) -> Pass {
     let classifier = classifier();
     let detector = config.detection().map(|_| detector());
     let health = Health::new();
@@ -125,6 +131,9 @@ pub fn run_pipeline(config: CameraConfig, clip_fps: f64) -> Pass {
     }
     if let Some(detector) = detector {
         worker = worker.with_detection(DetectionStage::new(detector, cameras));
+    }
+    if let Some(view) = view {
+        worker = worker.with_view_tap(view);
     }
     let camera = CameraWorker::new(&context, 0, config, queue.clone(), stats.clone(), health.register("camera"));
     drop(context);

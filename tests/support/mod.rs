@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 mod highway;
 #[allow(unused_imports)] // each test uses a part
 pub use highway::{empty_road, highway_scene, highway_truth};
