@@ -175,7 +175,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         // The hourly cap pro rata: a 12 s clip in steady state saves at most one sample
         // (the default 120 would all be saved within the clip and overstate the cost).
         let config = SamplesConfig { dir: samples_dir.path().to_path_buf(), publish: false, recent_before_feedback, max_per_hour: 1, ..Default::default() };
-        let (sampler, tap, sampler_tx, rx) = Sampler::new(config, "bench".into(), context.topics.samples_prefix(), context.outgoing.downgrade());
+        let (sampler, tap, sampler_tx, rx) = Sampler::new(config, &[], "bench".into(), context.topics.samples_prefix(), context.outgoing.downgrade());
         let sampler_stats = sampler.stats();
         std::thread::spawn(move || sampler.run(rx));
         let monitor_config = MonitorConfig::default();

@@ -165,7 +165,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
 
     // Samples: the sampler thread encodes and saves crops the inference thread offers.
     let (sample_tap, samples) = if config.samples.enabled {
-        let (sampler, tap, tx, rx) = Sampler::new(config.samples.clone(), config.device_id.clone(), context.topics.samples_prefix(), context.outgoing.downgrade());
+        let (sampler, tap, tx, rx) = Sampler::new(config.samples.clone(), &config.cameras, config.device_id.clone(), context.topics.samples_prefix(), context.outgoing.downgrade());
         let stats = sampler.stats();
         // Not joined: it ends when the inference thread and the monitor let go of it.
         std::thread::Builder::new().name("sampler".into()).spawn(move || sampler.run(rx)).map_err(AgentError::Thread)?;

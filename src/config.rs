@@ -638,6 +638,25 @@ pub struct CameraConfig {
     /// start moves nothing); 0 = never. Default 10.
     #[serde(default)]
     pub gate_recheck_seconds: Option<u64>,
+    /// Areas no picture leaving the device may show (filled solid black in
+    /// samples, snapshots and the page), and optionally hidden from inference too.
+    #[serde(default)]
+    pub privacy_masks: Vec<PrivacyMaskConfig>,
+}
+
+/// `[[cameras.privacy_masks]]`: an area of the image filled solid black
+/// before any of its pixels leave the device.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyMaskConfig {
+    /// Corners `[x, y]` in frame pixels, in order around the area.
+    pub polygon: Vec<[f64; 2]>,
+    /// Fill it before region finding and classification too, so that nothing
+    /// in it is ever found (a garden, a footpath). Default: only the
+    /// pictures that leave are masked, and a vehicle overlapping the mask is
+    /// still classified whole.
+    #[serde(default)]
+    pub apply_to_inference: bool,
 }
 
 /// How a detector camera runs its detector, with the defaults filled in.
@@ -1293,6 +1312,7 @@ impl Config {
             check.int(&key("motion.analysis_width"), m.analysis_width as u64, 32..=4096)?;
             check.num(&key("motion.learning_rate"), m.learning_rate, 0.0..=1.0)?;
             self.validate_tracking(check, camera, &key)?;
+            Self::validate_masks(check, camera, &key)?;
             if camera.regions == RegionsConfig::Detector {
                 if let Some(every) = camera.detect_every {
                     // At 25 fps, 30 frames is more than a second unseen: a fast vehicle crosses a view in that.
@@ -1307,6 +1327,21 @@ impl Config {
                     return Err(check.invalid(&key(name), "applies to regions = \"detector\" only: remove it, or set regions = \"detector\"".into()));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_masks(check: &Check, camera: &CameraConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        check.count(&key("privacy_masks"), camera.privacy_masks.len(), 0..=MAX_MASKS)?;
+        for (j, mask) in camera.privacy_masks.iter().enumerate() {
+            let name = key(&format!("privacy_masks[{j}].polygon"));
+            if mask.polygon.len() > MAX_POLYGON_POINTS {
+                check.count(&name, mask.polygon.len(), 3..=MAX_POLYGON_POINTS)?;
+            }
+            for c in mask.polygon.iter().flatten() {
+                check.num(&name, *c, 0.0..=MAX_FRAME_SIDE as f64)?;
+            }
+            crate::util::plane::check_polygon(&mask.polygon).map_err(|e| check.invalid(&name, e.to_string()))?;
         }
         Ok(())
     }
@@ -1398,6 +1433,8 @@ const MAX_CAMERAS: usize = 64;
 const MAX_FIXED_REGIONS: usize = 64;
 /// Lanes, and counting lines, per camera.
 const MAX_LANES: usize = 32;
+/// Privacy masks per camera.
+const MAX_MASKS: usize = 32;
 const MAX_POLYGON_POINTS: usize = 64;
 /// Farthest calibration point from the ground origin (a camera sees well under a kilometre).
 const MAX_GROUND_METRES: f64 = 10_000.0;
@@ -1652,7 +1689,7 @@ loop = true
         let line = |from: &str, to: &str| format!("[[cameras.lines]]\nid = \"gantry\"\nfrom = {from}\nto = {to}");
         let calibration = |image: &str| format!("[cameras.calibration]\nimage = {image}\nground = [[0, 0], [3.5, 0], [3.5, 30], [0, 30]]");
         let cases = [
-            (lane("[[0, 0], [10, 0]]"), "cameras[0].lanes[0].polygon", "has 2 points: a lane needs at least 3"),
+            (lane("[[0, 0], [10, 0]]"), "cameras[0].lanes[0].polygon", "has 2 points: a polygon needs at least 3"),
             (lane("[[0, 0], [10, 10], [10, 0], [0, 10]]"), "cameras[0].lanes[0].polygon", "crosses itself"),
             (lane("[[0, 0], [5, 5], [10, 10]]"), "cameras[0].lanes[0].polygon", "has no area"),
             (lane("[[0, 0], [1e9, 0], [0, 5]]"), "cameras[0].lanes[0].polygon", "write a number from 0 to"),
@@ -1662,12 +1699,18 @@ loop = true
             (calibration("[[0, 0], [100, 0], [200, 0], [0, 50]]"), "cameras[0].calibration.image", "lie on one line"),
             ("iou_gate = 0".to_string(), "cameras[0].tracking.iou_gate", "write a number from 0.01 to 0.95"),
             ("max_misses = 0".to_string(), "cameras[0].tracking.max_misses", "from 1 to"),
+            ("[[cameras.privacy_masks]]\npolygon = [[0, 0], [10, 10], [10, 0], [0, 10]]".to_string(), "cameras[0].privacy_masks[0].polygon", "crosses itself"),
+            ("[[cameras.privacy_masks]]\npolygon = [[0, 0], [10, 0], [0, -1]]".to_string(), "cameras[0].privacy_masks[0].polygon", "write a number from 0 to"),
         ];
         for (extra, key, problem) in cases {
             let error = parse(&tracked(&extra)).unwrap_err();
             assert_eq!(error.key(), Some(key), "{extra}: {error}");
             assert!(error.to_string().contains(problem), "{extra}: {error}");
         }
+        let unknown = parse(&tracked("[[cameras.privacy_masks]]\npolygon = [[0, 0], [10, 0], [0, 10]]\nblur = true")).unwrap_err().to_string();
+        assert!(unknown.contains("blur") && unknown.contains("apply_to_inference"), "{unknown}");
+        let masks = parse(&MINIMAL.replacen("regions = \"motion\"\n", "regions = \"motion\"\n[[cameras.privacy_masks]]\npolygon = [[0, 0], [10, 0], [0, 10]]\n", 1)).unwrap();
+        assert_eq!(masks.cameras[0].privacy_masks, vec![PrivacyMaskConfig { polygon: vec![[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], apply_to_inference: false }], "masks need no tracking");
         let collinear_ground = "[cameras.calibration]\nimage = [[0, 0], [100, 0], [100, 50], [0, 50]]\nground = [[0, 0], [1, 1], [2, 2], [0, 30]]";
         assert_eq!(parse(&tracked(collinear_ground)).unwrap_err().key(), Some("cameras[0].calibration.ground"));
         // Found by attacking: a ground quadrilateral listed out of order (a bow tie), and

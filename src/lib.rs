@@ -29,6 +29,7 @@ pub mod models;
 pub mod monitor;
 pub mod ops;
 pub mod pipeline;
+pub mod privacy;
 pub mod publish;
 pub mod track;
 pub mod util;

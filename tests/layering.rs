@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["wire", "util"], // leaves: the MQTT contract's types; file, shutdown and health helpers
     &["config"],
     &["infer", "track"], // classification; tracking: each imports no feature
-    &["publish"], // delivery: imports no consumer
+    &["publish", "privacy"], // delivery: imports no consumer; what no picture leaving may show
     &["context"],
     &["models"],
     &["pipeline"],

@@ -4,7 +4,6 @@
 
 mod support;
 
-use base64::Engine;
 use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::{imgproc, videoio};
@@ -33,30 +32,6 @@ fn retrain_requests(sub: &Subscriber) -> Vec<Value> {
     sub.all().into_iter().filter(|m| m.topic.starts_with("cctv/fleet/retrain/")).map(|m| m.payload).collect()
 }
 
-/// Samples received on `…/samples/<id>`, reassembled: id → (meta, JPEG bytes).
-/// A sample published twice (saved, then marked wrong) keeps its latest metadata.
-fn samples(sub: &Subscriber) -> BTreeMap<String, (Value, Vec<u8>)> {
-    let mut parts: BTreeMap<String, BTreeMap<u64, Value>> = BTreeMap::new();
-    for message in sub.all().into_iter().filter(|m| m.topic.starts_with("cctv/test-pole/samples/")) {
-        assert_matches_schema(&message.payload, "sample.json");
-        let id = message.payload["sample"].as_str().unwrap().to_string();
-        assert!(message.topic.ends_with(&id));
-        parts.entry(id).or_default().insert(message.payload["part"].as_u64().unwrap(), message.payload);
-    }
-    let mut whole = BTreeMap::new();
-    for (id, chunks) in parts {
-        let count = chunks.values().next().unwrap()["parts"].as_u64().unwrap();
-        if chunks.len() as u64 != count {
-            continue;
-        }
-        let jpeg: Vec<u8> = chunks
-            .values()
-            .flat_map(|c| base64::engine::general_purpose::STANDARD.decode(c["jpeg_base64"].as_str().unwrap()).unwrap())
-            .collect();
-        whole.insert(id, (chunks[&0]["meta"].clone(), jpeg));
-    }
-    whole
-}
 
 /// Frame `index` of the bundled clip (BGR).
 fn clip_frame(index: u64) -> Mat {

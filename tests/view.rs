@@ -5,8 +5,6 @@
 
 mod support;
 
-use opencv::prelude::*;
-use opencv::videoio;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -45,17 +43,6 @@ to = [320, 400]
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The clip's frame `n` (BGR rows), decoded the way the agent decodes it.
-fn clip_frame(n: u64) -> (u32, u32, Vec<u8>) {
-    let mut capture = videoio::VideoCapture::from_file(road_clip().to_str().unwrap(), videoio::CAP_ANY).unwrap();
-    let mut frame = opencv::core::Mat::default();
-    for _ in 0..=n {
-        assert!(capture.read(&mut frame).unwrap(), "the clip ended before frame {n}");
-    }
-    let (w, h) = (frame.cols() as u32, frame.rows() as u32);
-    (w, h, frame.data_bytes().unwrap().to_vec())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -236,6 +223,18 @@ max_fps = 4
     browser.mouse("mouseReleased", x, y);
     let polygon = browser.eval("document.getElementById('polygon-road').value");
     assert_eq!(polygon.as_str().unwrap(), format!("polygon = [[{}, {}]]", point[0], point[1]));
+    assert_eq!(browser.eval("document.getElementById('line-road').value"), "", "one point is no line yet");
+    // A second click: the last two points are also a counting line.
+    let (x2, y2) = (left + width * 0.75, top + height * 0.75);
+    browser.mouse("mouseMoved", x2, y2);
+    browser.mouse("mousePressed", x2, y2);
+    browser.mouse("mouseReleased", x2, y2);
+    let second: Vec<i64> = browser.eval("document.getElementById('coords-road').textContent").as_str().unwrap().split(',').map(|c| c.trim().parse().unwrap()).collect();
+    assert!((second[0] - 480).abs() <= 2 && (second[1] - 300).abs() <= 2, "{second:?}");
+    let polygon = browser.eval("document.getElementById('polygon-road').value");
+    assert_eq!(polygon.as_str().unwrap(), format!("polygon = [[{}, {}], [{}, {}]]", point[0], point[1], second[0], second[1]));
+    let line = browser.eval("document.getElementById('line-road').value");
+    assert_eq!(line.as_str().unwrap(), format!("from = [{}, {}]\nto = [{}, {}]", point[0], point[1], second[0], second[1]));
 
     // The screenshot shows the road: many colours where the picture is, not a blank page.
     let png = browser.screenshot();

@@ -19,7 +19,7 @@ use base64::Engine;
 use opencv::core::{Mat, Rect, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::WeakSender;
 
-use crate::config::SamplesConfig;
+use crate::config::{CameraConfig, SamplesConfig};
+use crate::privacy::PrivacyMasks;
 use crate::util::fs::FileError;
 use crate::infer::{ModelIdentity, RegionPrediction};
 use crate::wire::rfc3339;
@@ -143,6 +144,8 @@ pub struct SampleTap {
     /// Crop every region for late feedback: never (`recent = 0`), always,
     /// or while feedback flows.
     keep_recent: KeepRecent,
+    /// Each camera's privacy masks, filled on every region crop.
+    masks: Arc<HashMap<String, PrivacyMasks>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +179,9 @@ impl SampleTap {
             return;
         }
         let [x, y, w, h] = prediction.bbox;
-        let (width, height, rgb) = match crop_rgb(frame, Rect::new(x, y, w, h), self.max_side) {
+        let no_masks = PrivacyMasks::default();
+        let masks = self.masks.get(camera).unwrap_or(&no_masks);
+        let (width, height, rgb) = match crop_rgb(frame, Rect::new(x, y, w, h), self.max_side, masks) {
             Ok(crop) => crop,
             Err(error) => {
                 tracing::debug!(%error, camera, frame_index, "cannot crop a region for samples");
@@ -208,7 +213,8 @@ impl SampleTap {
         if reason.is_none() && self.keep_recent == KeepRecent::Never {
             return;
         }
-        let (width, height, rgb) = match crop_rgb(view, Rect::new(0, 0, view.cols(), view.rows()), self.max_side) {
+        // Its masks were filled when the pipeline kept it (`pipeline::vehicles`).
+        let (width, height, rgb) = match crop_rgb(view, Rect::new(0, 0, view.cols(), view.rows()), self.max_side, &PrivacyMasks::default()) {
             Ok(crop) => crop,
             Err(error) => {
                 tracing::debug!(%error, track = %vehicle.track, "cannot crop a vehicle for samples");
@@ -268,17 +274,27 @@ impl SampleTap {
     }
 }
 
-/// `rect` of a BGR frame, scaled to fit `max_side`, as packed RGB.
-pub fn crop_rgb(frame: &Mat, rect: Rect, max_side: u32) -> opencv::Result<(u32, u32, Vec<u8>)> {
+/// `rect` of a BGR frame, its privacy `masks` filled (on a copy: the frame
+/// is left as it is), scaled to fit `max_side`, as packed RGB.
+pub fn crop_rgb(frame: &Mat, rect: Rect, max_side: u32, masks: &PrivacyMasks) -> opencv::Result<(u32, u32, Vec<u8>)> {
     let rect = rect & Rect::new(0, 0, frame.cols(), frame.rows());
     if rect.width <= 0 || rect.height <= 0 {
         return Err(opencv::Error::new(opencv::core::StsBadArg, "region outside the frame".to_string()));
     }
     let region = Mat::roi(frame, rect)?;
+    if masks.is_empty() {
+        return scaled_rgb(&region, rect, max_side);
+    }
+    let mut masked = region.try_clone()?;
+    masks.hide(&mut masked, rect.tl())?;
+    scaled_rgb(&masked, rect, max_side)
+}
+
+fn scaled_rgb(region: &impl opencv::core::ToInputArray, rect: Rect, max_side: u32) -> opencv::Result<(u32, u32, Vec<u8>)> {
     let longer = rect.width.max(rect.height) as f64;
     let scale = (max_side as f64 / longer).min(1.0);
     let size = Size::new(((rect.width as f64 * scale).round() as i32).max(1), ((rect.height as f64 * scale).round() as i32).max(1));
-    let scaled = shrink(&region, size)?;
+    let scaled = shrink(region, size)?;
     let mut rgb = Mat::default();
     imgproc::cvt_color_def(&scaled, &mut rgb, imgproc::COLOR_BGR2RGB)?;
     Ok((size.width as u32, size.height as u32, rgb.data_bytes()?.to_vec()))
@@ -349,8 +365,9 @@ impl Sampler {
         self.stats.clone()
     }
 
-    /// The thread's state and the inference thread's tap.
-    pub fn new(config: SamplesConfig, device_id: String, topic_prefix: String, publisher: WeakSender<Outgoing>) -> (Sampler, SampleTap, SyncSender<SamplerInput>, Receiver<SamplerInput>) {
+    /// The thread's state and the inference thread's tap, which fills the
+    /// `cameras`' privacy masks on every crop it takes.
+    pub fn new(config: SamplesConfig, cameras: &[CameraConfig], device_id: String, topic_prefix: String, publisher: WeakSender<Outgoing>) -> (Sampler, SampleTap, SyncSender<SamplerInput>, Receiver<SamplerInput>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let stats = Arc::new(SampleStats::default());
         let tap = SampleTap {
@@ -366,6 +383,7 @@ impl Sampler {
                 (_, true) => KeepRecent::Always,
                 (_, false) => KeepRecent::WhileFeedbackFlows,
             },
+            masks: Arc::new(cameras.iter().map(|c| (c.id.clone(), PrivacyMasks::of(c))).collect()),
         };
         let sampler = Sampler {
             config,
@@ -587,12 +605,12 @@ mod tests {
         let mut frame = Mat::new_rows_cols_with_default(100, 200, CV_8UC3, Scalar::new(255.0, 0.0, 0.0, 0.0)).unwrap();
         let mut right = Mat::roi_mut(&mut frame, Rect::new(100, 0, 100, 100)).unwrap();
         right.set_to_def(&Scalar::new(0.0, 0.0, 255.0, 0.0)).unwrap();
-        let (w, h, rgb) = crop_rgb(&frame, Rect::new(100, 0, 100, 100), 32).unwrap();
+        let (w, h, rgb) = crop_rgb(&frame, Rect::new(100, 0, 100, 100), 32, &PrivacyMasks::default()).unwrap();
         assert_eq!((w, h, rgb.len()), (32, 32, 32 * 32 * 3));
         assert_eq!(&rgb[..3], &[255, 0, 0], "red, in RGB order");
         // A box partly outside the frame is clipped, not refused.
-        assert_eq!(crop_rgb(&frame, Rect::new(150, 50, 100, 100), 256).unwrap().0, 50);
-        assert!(crop_rgb(&frame, Rect::new(300, 300, 10, 10), 256).is_err());
+        assert_eq!(crop_rgb(&frame, Rect::new(150, 50, 100, 100), 256, &PrivacyMasks::default()).unwrap().0, 50);
+        assert!(crop_rgb(&frame, Rect::new(300, 300, 10, 10), 256, &PrivacyMasks::default()).is_err());
     }
 
     #[test]
@@ -600,7 +618,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = SamplesConfig { dir: dir.path().to_path_buf(), max_bytes: 40_000, recent: 5, publish: false, ..Default::default() };
         let (never, _) = tokio::sync::mpsc::channel::<Outgoing>(1);
-        let (sampler, tap, tx, rx) = Sampler::new(config, "dev".into(), "t/".into(), never.downgrade());
+        let (sampler, tap, tx, rx) = Sampler::new(config, &[], "dev".into(), "t/".into(), never.downgrade());
         drop(tap); // holds a sender: the thread would never end
         let stats = sampler.stats.clone();
         let model = Arc::new(ModelIdentity { name: "m".into(), version: "1".into(), sha256: "s".into() });
@@ -674,7 +692,7 @@ mod tests {
     fn a_vehicle_is_offered_once_by_its_consensus_score_within_the_hourly_limit_the_frame_tap_shares() {
         let config = SamplesConfig { recent: 0, random_rate: 0.0, low_confidence_below: 0.5, max_per_hour: 2, ..Default::default() };
         let (never, _) = tokio::sync::mpsc::channel::<Outgoing>(1);
-        let (sampler, mut frames, _tx, rx) = Sampler::new(config, "dev".into(), "t/".into(), never.downgrade());
+        let (sampler, mut frames, _tx, rx) = Sampler::new(config, &[], "dev".into(), "t/".into(), never.downgrade());
         let mut vehicles = frames.clone();
         vehicles.offer_vehicle(&vehicle_message("road-1", 0.9), Some(&best_view()));
         assert!(crops(&rx).is_empty(), "a confident vehicle is not saved (random_rate 0, recent 0)");
@@ -702,7 +720,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = SamplesConfig { dir: dir.path().to_path_buf(), recent: 3, recent_before_feedback: false, publish: false, random_rate: 0.0, low_confidence_below: 0.0, ..Default::default() };
         let (never, _) = tokio::sync::mpsc::channel::<Outgoing>(1);
-        let (sampler, mut tap, tx, rx) = Sampler::new(config, "dev".into(), "t/".into(), never.downgrade());
+        let (sampler, mut tap, tx, rx) = Sampler::new(config, &[], "dev".into(), "t/".into(), never.downgrade());
         let stats = sampler.stats();
         // Kept for late feedback although no feedback has come yet (one crop per vehicle is cheap).
         tap.offer_vehicle(&vehicle_message("road-7", 0.9), Some(&best_view()));

@@ -18,6 +18,7 @@ use crate::publish::sink::EventSink;
 use crate::wire::events::Event;
 use crate::context::Context;
 use crate::pipeline::regions::RegionFinder;
+use crate::privacy::PrivacyMasks;
 use crate::util::shutdown::Shutdown;
 use crate::pipeline::stats::{CameraState, CameraStats};
 
@@ -68,6 +69,8 @@ pub enum CameraError {
     RegionSetup(opencv::Error),
     #[error("finding regions in frame {frame}: {source}")]
     Regions { frame: u64, source: opencv::Error },
+    #[error("hiding the privacy masks from inference in frame {frame}: {source}")]
+    Masks { frame: u64, source: opencv::Error },
 }
 
 /// How a successful `run_once` ended.
@@ -93,6 +96,8 @@ pub struct CameraWorker {
     shutdown: Shutdown,
     heartbeat: Arc<Heartbeat>,
     events: EventSink,
+    /// Filled on each frame before anything sees it, when some mask is to be hidden from inference.
+    masks: PrivacyMasks,
     taps: std::cell::RefCell<Vec<Box<dyn CameraTap>>>,
     // State below is only used by the thread in `run`.
     /// When the current outage began (set on failure, cleared on the next frame).
@@ -114,6 +119,7 @@ impl CameraWorker {
             taps: Default::default(),
             lost_since: Default::default(),
             shown_url: config.shown_url(),
+            masks: PrivacyMasks::of(&config),
             config,
         }
     }
@@ -254,6 +260,9 @@ impl CameraWorker {
             }
             let captured_at = SystemTime::now();
             CameraStats::add(&self.stats.frames_in, 1);
+            if self.masks.hides_from_inference() {
+                self.masks.hide_from_inference(&mut frame).map_err(|source| CameraError::Masks { frame: frame_index, source })?;
+            }
             for tap in self.taps.borrow_mut().iter_mut() {
                 tap.decoded(&self.config.id, frame_index, &frame);
             }

@@ -16,6 +16,7 @@ use super::frame_queue::FrameJob;
 use super::view::ShownTrack;
 use crate::config::CameraConfig;
 use crate::infer::{ModelIdentity, RegionPrediction};
+use crate::privacy::PrivacyMasks;
 use crate::publish::Outgoing;
 use crate::track::counts::{Counted, Counts, Interval};
 use crate::track::geometry::BBox;
@@ -58,7 +59,9 @@ struct Tracked {
     publish_frames: bool,
     /// Per live track: the device-wide id, once it has one.
     names: HashMap<TrackKey, String>,
+    /// Each live track's best view so far, its privacy masks filled.
     best_crops: HashMap<TrackKey, Mat>,
+    masks: PrivacyMasks,
     /// The model that last classified each live track.
     models: HashMap<TrackKey, Arc<ModelIdentity>>,
     /// The detector that last found each live track (detector cameras).
@@ -120,6 +123,7 @@ impl VehicleStage {
                     publish_frames: c.publishes_frames(),
                     names: HashMap::new(),
                     best_crops: HashMap::new(),
+                    masks: PrivacyMasks::of(c),
                     models: HashMap::new(),
                     detectors: HashMap::new(),
                     last_frame_at: None,
@@ -222,10 +226,16 @@ impl VehicleStage {
         }
         for (plan, rect) in plans.iter().zip(&job.regions) {
             if let Some(plan) = plan.filter(|p| p.best_view) {
-                match Mat::roi(&job.frame, *rect).and_then(|roi| roi.try_clone()) {
+                // Masked as it is kept: this crop may leave the device as a sample.
+                let masked = Mat::roi(&job.frame, *rect).and_then(|roi| roi.try_clone()).and_then(|mut crop| {
+                    tracked.masks.hide(&mut crop, rect.tl())?;
+                    Ok(crop)
+                });
+                match masked {
                     Ok(crop) => {
                         tracked.best_crops.insert(plan.track, crop);
                     }
+                    // Never kept unmasked: the earlier best view (if any) stays.
                     Err(error) => tracing::debug!(%error, "cannot keep a vehicle's best view"),
                 }
             }

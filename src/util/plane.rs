@@ -47,11 +47,11 @@ pub fn segments_meet(a: Point, b: Point, c: Point, d: Point) -> bool {
 /// Why a polygon cannot be a lane.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PolygonError {
-    #[error("has {0} points: a lane needs at least 3")]
+    #[error("has {0} points: a polygon needs at least 3")]
     TooFewPoints(usize),
     #[error("has no area: its points lie on one line")]
     NoArea,
-    #[error("crosses itself (edge {0} meets edge {1}, counting from 0): list the corners in order around the lane")]
+    #[error("crosses itself (edge {0} meets edge {1}, counting from 0): list the corners in order around the area")]
     SelfCrossing(usize, usize),
 }
 

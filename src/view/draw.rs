@@ -9,6 +9,7 @@ use opencv::prelude::*;
 
 use crate::config::CameraConfig;
 use crate::pipeline::view::FrameView;
+use crate::privacy::PrivacyMasks;
 use crate::util::plane::cross;
 
 /// How much of a lane's colour covers the pixels inside it.
@@ -22,6 +23,8 @@ const REGION: [f64; 3] = [0.0, 255.0, 255.0];
 const CONFIRMED: [f64; 3] = [0.0, 255.0, 0.0];
 const TENTATIVE: [f64; 3] = [160.0, 160.0, 160.0];
 const CALIBRATION: [f64; 3] = [255.0, 255.0, 255.0];
+/// Outlines the privacy masks (BGR magenta).
+const MASK: [f64; 3] = [255.0, 0.0, 255.0];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrawError {
@@ -62,6 +65,12 @@ pub fn layout(frame: &Mat, camera: &CameraConfig) -> Result<Mat, DrawError> {
         return Err(DrawError::Empty);
     }
     let scale = text_scale(frame);
+    // Privacy masks first: not one of their pixels may reach the picture,
+    // blended into a lane's tint or otherwise.
+    let masks = PrivacyMasks::of(camera);
+    let mut masked = frame.try_clone()?;
+    masks.hide(&mut masked, Point::default())?;
+    let frame = &masked;
     // Lanes: filled on a copy, blended back, so the road shows through.
     let mut out = frame.try_clone()?;
     if !camera.lanes.is_empty() {
@@ -79,6 +88,15 @@ pub fn layout(frame: &Mat, camera: &CameraConfig) -> Result<Mat, DrawError> {
             let centre = lane.polygon.iter().fold([0.0, 0.0], |c, p| [c[0] + p[0] / n, c[1] + p[1] / n]);
             label(&mut out, &format!("lane {}", lane.id), point(centre), colour, scale)?;
         }
+    }
+    // The masks solid again over any tint, outlined and named for the installer.
+    masks.hide(&mut out, Point::default())?;
+    for mask in &camera.privacy_masks {
+        let polygon: Vector<Vector<Point>> = std::iter::once(mask.polygon.iter().map(|p| point(*p)).collect()).collect();
+        imgproc::polylines(&mut out, &polygon, true, scalar(MASK), 1, LINE_AA, 0)?;
+        let top_left = mask.polygon.iter().fold([f64::MAX, f64::MAX], |m, p| [m[0].min(p[0]), m[1].min(p[1])]);
+        let text = if mask.apply_to_inference { "privacy mask (hidden from inference)" } else { "privacy mask" };
+        label(&mut out, text, point([top_left[0] + 6.0, top_left[1] + 18.0]), MASK, scale * 0.8)?;
     }
     // Lines, with an arrow toward the side a forward crossing goes to.
     for line in &camera.lines {

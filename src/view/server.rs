@@ -164,6 +164,7 @@ async fn camera(State(state): State<AppState>, Path(file): Path<String>, shutdow
             Some(frame) => {
                 let mut headers = HeaderMap::new();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+                headers.insert("x-frame-index", HeaderValue::from(frame.frame_index));
                 (headers, Body::from(jpeg_bytes(&frame))).into_response()
             }
             None => not_found(format!("camera {id:?} has no frame yet: it is opening, or sends none\n")),

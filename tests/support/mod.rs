@@ -985,3 +985,42 @@ pub fn camera_telemetry(sub: &Subscriber, camera: &str) -> Option<Value> {
     let last = sub.on("/telemetry").last()?.payload.clone();
     last["cameras"].as_array()?.iter().find(|c| c["id"] == camera).cloned()
 }
+
+/// Samples received on `…/samples/<id>`, reassembled: id → (meta, JPEG bytes).
+/// A sample published twice (saved, then marked wrong) keeps its latest metadata.
+pub fn samples(sub: &Subscriber) -> std::collections::BTreeMap<String, (Value, Vec<u8>)> {
+    use base64::Engine;
+    use std::collections::BTreeMap;
+    let mut parts: BTreeMap<String, BTreeMap<u64, Value>> = BTreeMap::new();
+    for message in sub.all().into_iter().filter(|m| m.topic.starts_with("cctv/test-pole/samples/")) {
+        assert_matches_schema(&message.payload, "sample.json");
+        let id = message.payload["sample"].as_str().unwrap().to_string();
+        assert!(message.topic.ends_with(&id));
+        parts.entry(id).or_default().insert(message.payload["part"].as_u64().unwrap(), message.payload);
+    }
+    let mut whole = BTreeMap::new();
+    for (id, chunks) in parts {
+        let count = chunks.values().next().unwrap()["parts"].as_u64().unwrap();
+        if chunks.len() as u64 != count {
+            continue;
+        }
+        let jpeg: Vec<u8> = chunks
+            .values()
+            .flat_map(|c| base64::engine::general_purpose::STANDARD.decode(c["jpeg_base64"].as_str().unwrap()).unwrap())
+            .collect();
+        whole.insert(id, (chunks[&0]["meta"].clone(), jpeg));
+    }
+    whole
+}
+
+/// The bundled clip's frame `n` (BGR rows), decoded the way the agent decodes it.
+pub fn clip_frame(n: u64) -> (u32, u32, Vec<u8>) {
+    use opencv::prelude::*;
+    let mut capture = opencv::videoio::VideoCapture::from_file(road_clip().to_str().unwrap(), opencv::videoio::CAP_ANY).unwrap();
+    let mut frame = opencv::core::Mat::default();
+    for _ in 0..=n {
+        assert!(capture.read(&mut frame).unwrap(), "the clip ended before frame {n}");
+    }
+    let (w, h) = (frame.cols() as u32, frame.rows() as u32);
+    (w, h, frame.data_bytes().unwrap().to_vec())
+}
