@@ -102,6 +102,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     })
     .await
     .map_err(|e| AgentError::Panicked(e.to_string()))??;
+    // The page's token and port, before anything connects: a wrong one is a
+    // setup error with nothing started to unwind.
+    let view_setup = match &config.view {
+        Some(view) => {
+            let token = view.read_token()?;
+            let listener = tokio::net::TcpListener::bind(&view.listen).await.map_err(|source| AgentError::ViewListen { listen: view.listen.clone(), source })?;
+            Some((view, token, listener))
+        }
+        None => None,
+    };
     // Tracked cameras number their vehicles from the state folder (read, and
     // the first block reserved, before anything connects), and keep their
     // open counts interval there: what a crashed run was counting is sent again.
@@ -223,10 +233,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AgentError> {
     let commands = tokio::spawn(commands.run());
 
     // The installer's page: the hub the frame path's taps feed, and its server.
-    let view = match &config.view {
-        Some(view) => {
-            let token = view.read_token()?;
-            let listener = tokio::net::TcpListener::bind(&view.listen).await.map_err(|source| AgentError::ViewListen { listen: view.listen.clone(), source })?;
+    let view = match view_setup {
+        Some((view, token, listener)) => {
             let hub = ViewHub::new(&config.device_id, config.cameras.iter().map(|c| c.id.clone()).collect());
             tracing::info!(listen = %view.listen, token = token.is_some(), "serving the view page");
             hub.follow_model(context.active_model.clone());

@@ -405,6 +405,12 @@ fn check_config(file: &Path) -> Result<ExitCode> {
                     }
                 }
             }
+            // `run` refuses to start without a readable, non-empty token.
+            if let Some(view) = &config.view {
+                if let Err(error) = view.read_token() {
+                    warnings.push(format!("{error}: `run` will not start until it is readable"));
+                }
+            }
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }

@@ -4,7 +4,8 @@
 
 use cctv_agent::util::shutdown::Shutdown;
 use cctv_agent::view::hub::ViewHub;
-use cctv_agent::view::server::serve;
+use cctv_agent::view::connections::BoundedListener;
+use cctv_agent::view::server::{serve, serve_bounded};
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +20,20 @@ struct Server {
 
 impl Server {
     fn start(hub: Arc<ViewHub>, token: Option<&str>) -> Server {
+        Server::start_bounded(hub, token, None)
+    }
+
+    /// With `bounds` (connections, idle time): the agent's own otherwise.
+    fn start_bounded(hub: Arc<ViewHub>, token: Option<&str>, bounds: Option<(usize, Duration)>) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = Shutdown::new();
-        let task = runtime.spawn(serve(listener, hub, token.map(str::to_string), shutdown.clone()));
+        let token = token.map(str::to_string);
+        let task = match bounds {
+            None => runtime.spawn(serve(listener, hub, token, shutdown.clone())),
+            Some((max, idle)) => runtime.spawn(serve_bounded(BoundedListener::new(listener, max, idle), hub, token, shutdown.clone())),
+        };
         Server { runtime, base, shutdown, task: Some(task) }
     }
 
@@ -243,4 +253,37 @@ fn with_a_token_every_route_needs_it_in_the_header_or_the_query() {
     assert_eq!(response.status(), 200);
     let mut reader = BufReader::new(response.into_reader());
     assert!(next_part(&mut reader).is_some());
+}
+
+/// Found by attacking: 1,100 connections that sent nothing used up the
+/// agent's file handles (its counts journal and samples could not be
+/// written), and half-sent requests stayed open, token or not.
+#[test]
+fn connections_are_capped_and_a_silent_one_is_closed() {
+    let hub = ViewHub::new("pole-1", vec!["road".into()]);
+    let server = Server::start_bounded(hub, Some("s3cret"), Some((4, Duration::from_secs(1))));
+    let address = server.base.trim_start_matches("http://").to_string();
+    // Four clients send half a request and wait: every slot is taken.
+    let mut silent: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&address).unwrap();
+            std::io::Write::write_all(&mut s, b"GET /state.json HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A fifth waits in the backlog: it is answered once the silent ones are closed, not refused.
+    let started = Instant::now();
+    let (status, _, _) = get(&agent(), &server.url("/state.json"), Some("s3cret"));
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(waited >= Duration::from_millis(500), "the fifth connection waited for a slot: {waited:?}");
+    // The silent ones were closed by the server after ~1 s without a byte.
+    for s in &mut silent {
+        let mut buffer = [0u8; 256];
+        let n = s.read(&mut buffer).unwrap_or(0);
+        assert!(n == 0 || String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 408") || String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 400"), "closed: {:?}", String::from_utf8_lossy(&buffer[..n]));
+    }
+    println!("the fifth request was answered after {waited:?}");
 }

@@ -32,18 +32,30 @@ impl FileError {
 /// keeps (baselines, samples, model records) is nobody else's to read.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // A name of its own, created new and never through a link: a file or a
+    // link already there by any name (`path` may be the user's choice, as
+    // `snapshot --out` is) is never written or followed, and two writers
+    // never share one.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string());
+    let tmp = path.with_file_name(format!(".{name}.{}-{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(PRIVATE_FILE)
         .open(&tmp)
         .map_err(FileError::at("write", &tmp))?;
-    // `mode` applies only when the file is created; a leftover keeps its own.
-    set_mode(&tmp, PRIVATE_FILE).map_err(FileError::at("write", &tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(FileError::at("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(FileError::at("rename a file to", path))?;
+    let written = set_mode(&tmp, PRIVATE_FILE)
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.sync_all())
+        .map_err(FileError::at("write", &tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(FileError::at("rename a file to", path)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     if let Some(dir) = path.parent() {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
@@ -327,5 +339,24 @@ mod tests {
         assert_eq!((mode(&dir.join("copy")), mode(&dir.join("key"))), (0o600, 0o600));
         assert_eq!(std::fs::read(&file).unwrap(), b"{}");
         assert!(open_private_file(&dir.join("key"), true, false).is_err(), "`new` refuses an existing file");
+        assert_eq!(std::fs::read(dir.join("f.tmp")).unwrap(), b"left over", "a file that happens to be named like a temporary one is not touched");
+    }
+
+    /// Found by attacking `snapshot --out`: the temporary file was `<out>.tmp`,
+    /// truncated and followed if it was a link.
+    #[test]
+    fn an_atomic_write_follows_no_link_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("out.tmp")).unwrap();
+        write_atomically(&dir.path().join("out.jpg"), b"picture").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(dir.path().join("out.jpg")).unwrap(), b"picture");
+        // Onto a folder: refused, and no temporary file left beside it.
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        assert!(write_atomically(&dir.path().join("folder"), b"x").is_err());
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
     }
 }

@@ -3,6 +3,7 @@
 //! local page ([`server`]) fed through the [`hub`] by the frame path's
 //! taps ([`live`]).
 
+pub mod connections;
 pub mod draw;
 pub mod hub;
 pub mod live;

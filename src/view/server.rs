@@ -3,6 +3,7 @@
 //! from the [`ViewHub`]. With a token, every route needs it (header or
 //! `?token=`, so that an `<img>` can carry it).
 
+use super::connections::{BoundedListener, IDLE, MAX_CONNECTIONS};
 use super::hub::{Frame, ViewHub};
 use crate::util::shutdown::Shutdown;
 use axum::body::{Body, Bytes};
@@ -46,7 +47,14 @@ struct AppState {
 
 /// Serves the page on `listener` until `shutdown` triggers, then stops
 /// taking connections, ends every stream, and returns within [`GRACE`].
+/// At most [`MAX_CONNECTIONS`] connections at once, each closed after
+/// [`IDLE`] without a byte either way.
 pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<ViewHub>, token: Option<String>, shutdown: Shutdown) -> Result<(), ViewError> {
+    serve_bounded(BoundedListener::new(listener, MAX_CONNECTIONS, IDLE), hub, token, shutdown).await
+}
+
+/// [`serve`] with other bounds (tests use small ones).
+pub async fn serve_bounded(listener: BoundedListener, hub: Arc<ViewHub>, token: Option<String>, shutdown: Shutdown) -> Result<(), ViewError> {
     let state = AppState { page: render_page(hub.cameras()).into(), hub, token: token.map(|t| digest(&t)) };
     let app = router(state, shutdown.clone());
     let stopping = shutdown.clone();
