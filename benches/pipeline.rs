@@ -161,6 +161,7 @@ fn pipeline_fps(clip: &Path, classifier: Classifier, expected: usize, monitoring
         detect_every: None,
         motion_gate: None,
         gate_recheck_seconds: None,
+        privacy_masks: Vec::new(),
     };
     let (_no_updates, updates) = std::sync::mpsc::sync_channel(1);
     let classes = cctv_agent::monitor::feedback_classes(&classifier.spec().taxonomy);

@@ -287,3 +287,27 @@ fn connections_are_capped_and_a_silent_one_is_closed() {
     }
     println!("the fifth request was answered after {waited:?}");
 }
+
+/// Found in review: a stream with no new picture (a quiet road, a finished
+/// file) wrote nothing and was closed as idle. It sends its newest picture
+/// again instead, and stays open past the idle limit.
+#[test]
+fn a_stream_without_new_pictures_repeats_the_newest_and_stays_open() {
+    let hub = ViewHub::new("pole-17", vec!["north".into()]);
+    let idle = Duration::from_secs(12);
+    let server = Server::start_bounded(hub.clone(), None, Some((4, idle)));
+    let picture = jpeg(64, 48, 10);
+    hub.offer_frame("north", picture.clone(), 64, 48, 7);
+    let response = agent().get(&server.url("/cameras/north.mjpg")).timeout(Duration::from_secs(60)).call().unwrap();
+    let mut reader = BufReader::new(response.into_reader());
+    assert_eq!(next_part(&mut reader).expect("the picture there, at once").1, picture);
+    let started = Instant::now();
+    for _ in 0..2 {
+        let (headers, body) = next_part(&mut reader).expect("the same picture again, the stream still open");
+        assert_eq!(body, picture);
+        assert!(headers.contains(&("x-frame-index".into(), "7".into())), "{headers:?}");
+    }
+    let took = started.elapsed();
+    assert!(took > idle, "open past the idle limit: {took:?}");
+    assert!(took < Duration::from_secs(30), "repeated every ~10 s: {took:?}");
+}

@@ -68,7 +68,12 @@ impl PrivacyMasks {
                 continue;
             }
             let polygons: Vector<Vector<Point>> = Vector::from_iter([mask.corners.clone()]);
-            imgproc::fill_poly(image, &polygons, Scalar::all(0.0), imgproc::LINE_8, 0, Point::new(-origin.x, -origin.y))?;
+            let shift = Point::new(-origin.x, -origin.y);
+            imgproc::fill_poly(image, &polygons, Scalar::all(0.0), imgproc::LINE_8, 0, shift)?;
+            // fill_poly takes the pixels whose centres are inside; the edge's
+            // own pixels too, so none just inside a slanted edge shows.
+            let shifted: Vector<Point> = mask.corners.iter().map(|p| p + shift).collect();
+            imgproc::polylines(image, &shifted, true, Scalar::all(0.0), 1, imgproc::LINE_8, 0)?;
         }
         Ok(())
     }

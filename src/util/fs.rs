@@ -37,17 +37,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     // link already there by any name (`path` may be the user's choice, as
     // `snapshot --out` is) is never written or followed, and two writers
     // never share one.
+    // A crash's leftover may hold a name (a container's pid is the same
+    // every start): the next number, and the clock, give another.
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string());
-    let tmp = path.with_file_name(format!(".{name}.{}-{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(PRIVATE_FILE)
-        .open(&tmp)
-        .map_err(FileError::at("write", &tmp))?;
-    let written = set_mode(&tmp, PRIVATE_FILE)
+    let mut attempt = 0;
+    let (tmp, mut file) = loop {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let tmp = path.with_file_name(format!(".{name}.{}-{}-{nanos}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        match std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(PRIVATE_FILE).open(&tmp) {
+            Ok(file) => break (tmp, file),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+            Err(error) => return Err(FileError::new("write", &tmp, error)),
+        }
+    };
+    // On the handle, not the name: the umask may have taken bits `mode` asked for.
+    let written = file
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(PRIVATE_FILE))
         .and_then(|()| file.write_all(bytes))
         .and_then(|()| file.sync_all())
         .map_err(FileError::at("write", &tmp))

@@ -21,8 +21,9 @@ use tokio::time::{Instant, Sleep};
 
 /// Browsers open ~6 per page; a few installers and scripts fit many times over.
 pub const MAX_CONNECTIONS: usize = 64;
-/// A live stream writes a picture at least every `1 / max_fps` s; the page asks
-/// for its state every second.
+/// A stream sends its newest picture again at least every
+/// [`super::server::STREAM_KEEPALIVE`] even when nothing changed (a quiet road, a
+/// finished file); the page asks for its state every second.
 pub const IDLE: Duration = Duration::from_secs(30);
 
 pub struct BoundedListener {
@@ -50,7 +51,9 @@ impl axum::serve::Listener for BoundedListener {
                     let idle = Box::pin(tokio::time::sleep(self.idle));
                     return (BoundedStream { stream, _slot: slot, idle, idle_for: self.idle }, address);
                 }
-                // Out of file handles, or a connection reset before it was taken: wait, then go on.
+                // A client that reset before it was taken: the next one.
+                Err(error) if matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted) => {}
+                // Out of file handles or memory: wait, then go on.
                 Err(error) => {
                     tracing::warn!(%error, "view: cannot accept a connection; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;

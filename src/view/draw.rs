@@ -68,9 +68,15 @@ pub fn layout(frame: &Mat, camera: &CameraConfig) -> Result<Mat, DrawError> {
     // Privacy masks first: not one of their pixels may reach the picture,
     // blended into a lane's tint or otherwise.
     let masks = PrivacyMasks::of(camera);
-    let mut masked = frame.try_clone()?;
-    masks.hide(&mut masked, Point::default())?;
-    let frame = &masked;
+    let masked;
+    let frame = if masks.is_empty() {
+        frame
+    } else {
+        let mut copy = frame.try_clone()?;
+        masks.hide(&mut copy, Point::default())?;
+        masked = copy;
+        &masked
+    };
     // Lanes: filled on a copy, blended back, so the road shows through.
     let mut out = frame.try_clone()?;
     if !camera.lanes.is_empty() {

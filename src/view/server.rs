@@ -28,6 +28,9 @@ const BOUNDARY: &str = "cctv-frame";
 /// How long streams still being written to slow clients may hold up the
 /// stop once shutdown is triggered.
 const GRACE: Duration = Duration::from_secs(2);
+/// A stream with no new picture for this long sends the newest one again
+/// (well inside the connection's idle limit, [`IDLE`]).
+pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
@@ -183,6 +186,9 @@ async fn camera(State(state): State<AppState>, Path(file): Path<String>, shutdow
             let parts = futures_util::stream::unfold((frames, shutdown), |(mut frames, shutdown)| async move {
                 tokio::select! {
                     changed = frames.changed() => changed.ok()?,
+                    // Nothing new (a quiet road, a finished file): the same picture
+                    // again, so the connection is not idle and the page stays live.
+                    _ = tokio::time::sleep(STREAM_KEEPALIVE) => {}
                     _ = shutdown.wait() => return None,
                 }
                 // borrow_and_update: a client that read slowly gets the newest frame, never a backlog.
