@@ -69,7 +69,7 @@ pub enum CameraError {
     RegionSetup(opencv::Error),
     #[error("finding regions in frame {frame}: {source}")]
     Regions { frame: u64, source: opencv::Error },
-    #[error("hiding the privacy masks from inference in frame {frame}: {source}")]
+    #[error("cannot fill the privacy masks hidden from inference in frame {frame} ({source}): check the camera's privacy_masks polygons, or set apply_to_inference = false")]
     Masks { frame: u64, source: opencv::Error },
 }
 

@@ -45,6 +45,12 @@ impl PrivacyMasks {
         self.masks.len()
     }
 
+    /// Each mask's corners (whole pixels, as filled) and whether it is hidden
+    /// from inference too: for drawing the masks where the installer sees them.
+    pub fn outlines(&self) -> impl Iterator<Item = (&Vector<Point>, Rect, bool)> {
+        self.masks.iter().map(|m| (&m.corners, m.bounds, m.inference))
+    }
+
     /// Some mask is to be hidden from region finding and classification too.
     pub fn hides_from_inference(&self) -> bool {
         self.masks.iter().any(|m| m.inference)

@@ -33,19 +33,18 @@ impl FileError {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicU64, Ordering};
-    // A name of its own, created new and never through a link: a file or a
-    // link already there by any name (`path` may be the user's choice, as
+    // A name of its own, created new (`create_new` also refuses a link): a
+    // file or link already there (`path` may be the user's choice, as
     // `snapshot --out` is) is never written or followed, and two writers
-    // never share one.
-    // A crash's leftover may hold a name (a container's pid is the same
-    // every start): the next number, and the clock, give another.
+    // never share one. A crash's leftover may hold a name (a container's pid
+    // is the same every start): the next number, and the clock, give another.
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string());
     let mut attempt = 0;
     let (tmp, mut file) = loop {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let tmp = path.with_file_name(format!(".{name}.{}-{}-{nanos}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-        match std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(PRIVATE_FILE).open(&tmp) {
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(PRIVATE_FILE).open(&tmp) {
             Ok(file) => break (tmp, file),
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
             Err(error) => return Err(FileError::new("write", &tmp, error)),

@@ -97,12 +97,10 @@ pub fn layout(frame: &Mat, camera: &CameraConfig) -> Result<Mat, DrawError> {
     }
     // The masks solid again over any tint, outlined and named for the installer.
     masks.hide(&mut out, Point::default())?;
-    for mask in &camera.privacy_masks {
-        let polygon: Vector<Vector<Point>> = std::iter::once(mask.polygon.iter().map(|p| point(*p)).collect()).collect();
-        imgproc::polylines(&mut out, &polygon, true, scalar(MASK), 1, LINE_AA, 0)?;
-        let top_left = mask.polygon.iter().fold([f64::MAX, f64::MAX], |m, p| [m[0].min(p[0]), m[1].min(p[1])]);
-        let text = if mask.apply_to_inference { "privacy mask (hidden from inference)" } else { "privacy mask" };
-        label(&mut out, text, point([top_left[0] + 6.0, top_left[1] + 18.0]), MASK, scale * 0.8)?;
+    for (corners, bounds, inference) in masks.outlines() {
+        imgproc::polylines(&mut out, corners, true, scalar(MASK), 1, LINE_AA, 0)?;
+        let text = if inference { "privacy mask (hidden from inference)" } else { "privacy mask" };
+        label(&mut out, text, Point::new(bounds.x + 6, bounds.y + 18), MASK, scale * 0.8)?;
     }
     // Lines, with an arrow toward the side a forward crossing goes to.
     for line in &camera.lines {
